@@ -1,0 +1,184 @@
+"""`rerank`: the command-line entry point. Parse → log config → run → exit code.
+
+Exit codes: 0 every shard published (and _SUCCESS written); 1 some shards failed (the rest are
+published; rerun to retry them); 2 bad usage, config, model or input contract, found before any
+scoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from pipeline.errors import ConfigError, RerankError  # noqa: E402
+
+log = logging.getLogger("rerank")
+
+EXIT_OK, EXIT_SHARDS_FAILED, EXIT_USAGE = 0, 1, 2
+
+# flag dest → (config section, field)
+FLAG_FIELDS = {
+    "model": ("model", "name_or_path"),
+    "max_length": ("model", "max_length"),
+    "query_max_length": ("model", "query_max_length"),
+    "dtype": ("model", "dtype"),
+    "device": ("model", "device"),
+    "trust_remote_code": ("model", "trust_remote_code"),
+    "normalize": ("ranking", "normalize"),
+    "top_k": ("ranking", "top_k"),
+    "max_batch_tokens": ("scoring", "max_batch_tokens"),
+    "rows_per_call": ("scoring", "rows_per_call"),
+    "torch_threads": ("scoring", "torch_threads"),
+    "query_id_column": ("input", "query_id_column"),
+    "query_column": ("input", "query_column"),
+    "doc_id_column": ("input", "doc_id_column"),
+    "passage_column": ("input", "passage_column"),
+    "fresh": ("output", "fresh"),
+    "ray_address": ("ray", "address"),
+}
+
+
+def parse_actors(value: str) -> tuple[int, int]:
+    """`N` (fixed pool) or `MIN:MAX` (autoscaling pool)."""
+    try:
+        lo, _, hi = value.partition(":")
+        low, high = int(lo), int(hi or lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--actors must be N or MIN:MAX, got {value!r}") from None
+    return low, high
+
+
+def add_run_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="score and re-sort every shard of INPUT into OUTPUT",
+        description="Scores every (query, passage) row of the Parquet shards under INPUT with a "
+        "reranker and writes, per input shard, one output shard under OUTPUT: every input row "
+        "plus `score` and `rank`, grouped by query, best first. Reruns resume: published shards "
+        "are skipped. Flags override the --config file.",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("input", help="Parquet shard, or directory/prefix of shards (recursive); any fsspec URI")
+    p.add_argument("output", help="output directory/prefix; any fsspec URI")
+    p.add_argument("--model", required=True, help="local model directory or hub id of a one-logit reranker")
+    p.add_argument("--config", help="YAML job config (same structure as the `config` printed at start)")
+    p.add_argument("--max-length", type=int, help="max tokens per pair, specials included (default 512)")
+    p.add_argument("--query-max-length", type=int, help="max query tokens (default max_length*3//4)")
+    p.add_argument("--normalize", action="store_true", help="add column score_norm = sigmoid(score)")
+    p.add_argument("--top-k", type=int, help="keep only the best K candidates per query")
+    p.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        help="padded tokens per micro-batch (default 4096 on CPU, 16384 on CUDA)",
+    )
+    p.add_argument(
+        "--actors",
+        type=parse_actors,
+        help="scoring pool size: N, or MIN:MAX to autoscale (one GPU each on CUDA)",
+    )
+    p.add_argument("--rows-per-call", type=int, help="pairs handed to a scoring actor per call (1024)")
+    p.add_argument("--torch-threads", type=int, help="torch threads per CPU scoring actor")
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        help="auto = cuda if the Ray cluster has GPUs (default auto)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "float16", "bfloat16", "float32"],
+        help="auto = float16 on CUDA, float32 on CPU (default auto)",
+    )
+    p.add_argument("--query-id-column", help="query id column (default query_id)")
+    p.add_argument("--query-column", help="query text column (default query)")
+    p.add_argument("--doc-id-column", help="candidate id column (default doc_id)")
+    p.add_argument("--passage-column", help="passage text column (default passage)")
+    p.add_argument("--fresh", action="store_true", help="discard earlier progress in OUTPUT; start over")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow model code shipped with the model (off by default)",
+    )
+    p.add_argument("--ray-address", help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray)")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    given = vars(args)
+    out: dict[str, Any] = {"input": {"uri": given["input"]}, "output": {"uri": given["output"]}}
+    for dest, (section, name) in FLAG_FIELDS.items():
+        if dest in given:
+            out.setdefault(section, {})[name] = given[dest]
+    if "actors" in given:
+        lo, hi = given["actors"]
+        out.setdefault("scoring", {}).update(min_actors=lo, max_actors=hi)
+    return out
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.runner import run
+
+    cfg = load_config(getattr(args, "config", None), overrides_from_args(args))
+    log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
+    report = run(cfg)
+    summary = report.summary
+    log.info(
+        "summary: shards %d (skipped as done %d, published %d, failed %d) | pairs %s | tokens %s | "
+        "padding efficiency %s | wall %ss | %s pairs/s (steady %s)",
+        report.shards_total,
+        report.shards_skipped,
+        report.shards_published,
+        len(report.failed),
+        summary.get("pairs_scored", 0),
+        summary.get("tokens", 0),
+        summary.get("padding_efficiency"),
+        summary.get("wall_s", 0),
+        summary.get("pairs_per_s"),
+        summary.get("steady_pairs_per_s"),
+    )
+    for relpath, reason in sorted(report.failed.items()):
+        log.error("shard %s failed: %s", relpath, reason)
+    if report.failed:
+        log.error(
+            "%d shard(s) failed; the others are published. Rerun the same command to retry them.",
+            len(report.failed),
+        )
+        return EXIT_SHARDS_FAILED
+    log.info("all %d shards published; wrote %s/_SUCCESS", report.shards_total, cfg.output.uri.rstrip("/"))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rerank", description="Offline batch reranking on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_run_parser(sub)
+    from jobs.demo import add_demo_parser
+
+    add_demo_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return command_run(args)
+        from jobs.demo import command_demo
+
+        return command_demo(args)
+    except ConfigError as e:
+        log.error("%s", e)
+        return EXIT_USAGE
+    except RerankError as e:
+        log.error("%s: %s", type(e).__name__, e)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

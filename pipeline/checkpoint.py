@@ -1,0 +1,122 @@
+"""Shard-level checkpointing in OUTPUT (the datatrove pattern), on the same storage as the data.
+
+    OUTPUT/<relpath>.parquet          output shard, published atomically
+    OUTPUT/_rerank/run.json           the run's config fingerprint, written before any shard
+    OUTPUT/_rerank/done/<relpath>.json  done-marker, written after its shard is published
+    OUTPUT/_SUCCESS                   manifest, written last, once every shard is done
+
+A shard counts as done only if its marker exists, carries this run's fingerprint and still
+describes the same input file (size and version tag). Everything else is redone and overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pipeline import io
+from pipeline.errors import OutputStateError
+from pipeline.io import ShardFile
+
+log = logging.getLogger(__name__)
+
+RUN_MANIFEST = "_rerank/run.json"
+MARKERS = "_rerank/done"
+SUCCESS = "_SUCCESS"
+
+
+def marker_uri(output: str, relpath: str) -> str:
+    return io.join(output, f"{MARKERS}/{relpath}.json")
+
+
+def shard_output_uri(output: str, relpath: str) -> str:
+    return io.join(output, relpath)
+
+
+def prepare_output(output: str, fp: dict[str, Any], digest: str, fresh: bool) -> None:
+    """Checks OUTPUT may receive this run, honours --fresh, and records the run fingerprint."""
+    manifest = io.read_json(io.join(output, RUN_MANIFEST))
+    if manifest is None:
+        existing = [p for p in io.list_files(output) if not p.rsplit("/", 1)[-1].startswith(".")]
+        if existing:
+            raise OutputStateError(
+                f"OUTPUT {output!r} already holds {len(existing)} file(s) (e.g. {existing[0]!r}) "
+                "that offline-rerank did not write; choose an empty or new OUTPUT"
+            )
+    elif fresh:
+        log.info("--fresh: removing earlier progress and output in %s", output)
+        io.remove(output)
+    elif manifest.get("digest") != digest:
+        diff = {
+            k: (manifest.get("fingerprint", {}).get(k), v)
+            for k, v in fp.items()
+            if manifest.get("fingerprint", {}).get(k) != v
+        }
+        changes = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diff.items())
+        raise OutputStateError(
+            f"OUTPUT {output!r} holds progress of a run with a different configuration "
+            f"({changes}); rerun with the same settings to resume, or pass --fresh to discard it"
+        )
+    if manifest is None or fresh:
+        io.write_json_atomic(
+            io.join(output, RUN_MANIFEST), {"digest": digest, "fingerprint": fp, "created_at": time.time()}
+        )
+
+
+def load_done(output: str, shards: list[ShardFile], digest: str) -> dict[str, dict[str, Any]]:
+    """Markers of shards that are done for this run and whose input is unchanged, by relpath."""
+    listed = set(io.list_files(io.join(output, MARKERS)))
+    done = {}
+    for shard in shards:
+        if f"{shard.relpath}.json" not in listed:
+            continue
+        marker = io.read_json(marker_uri(output, shard.relpath))
+        if marker is None or marker.get("digest") != digest:
+            continue
+        if marker["input"] != {"size": shard.size, "version": shard.version}:
+            log.warning("input %s changed since it was published; redoing it", shard.uri)
+            continue
+        done[shard.relpath] = marker
+    return done
+
+
+def write_marker(output: str, shard: ShardFile, digest: str, stats: dict[str, Any]) -> dict[str, Any]:
+    marker = {
+        "shard": shard.relpath,
+        "input": {"size": shard.size, "version": shard.version},
+        "digest": digest,
+        "published_at": time.time(),
+        **stats,
+    }
+    io.write_json_atomic(marker_uri(output, shard.relpath), marker)
+    return marker
+
+
+def write_success(
+    output: str, markers: list[dict[str, Any]], fp: dict[str, Any], digest: str, summary: dict[str, Any]
+) -> dict[str, Any]:
+    """Writes the `_SUCCESS` manifest: every output shard with its row counts, totals, fingerprint."""
+    shards = [
+        {"path": m["shard"], "rows_in": m["rows_in"], "rows_out": m["rows_out"]}
+        for m in sorted(markers, key=lambda m: m["shard"])
+    ]
+    tokens = sum(m.get("tokens", 0) for m in markers)
+    padded = sum(m.get("padded_tokens", 0) for m in markers)
+    manifest = {
+        "shards": shards,
+        "totals": {
+            "shards": len(shards),
+            "rows_in": sum(s["rows_in"] for s in shards),
+            "rows_out": sum(s["rows_out"] for s in shards),
+            "tokens": tokens,
+            "padded_tokens": padded,
+            "padding_efficiency": round(tokens / padded, 4) if padded else None,
+        },
+        "fingerprint": fp,
+        "digest": digest,
+        "last_run": summary,
+        "finished_at": time.time(),
+    }
+    io.write_json_atomic(io.join(output, SUCCESS), manifest)
+    return manifest

@@ -1,0 +1,200 @@
+"""The job's one typed configuration: YAML file + CLI overrides, validated all at once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import ConfigError
+
+Dtype = Literal["auto", "float16", "bfloat16", "float32"]
+Device = Literal["auto", "cpu", "cuda"]
+
+# Token budget per micro-batch when max_batch_tokens is not set. A CPU forward gains nothing from
+# big batches and pays for padding; a GPU needs large batches to fill its cores (TEI uses 16384).
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": 4096, "cuda": 16384}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class InputConfig(_Section):
+    uri: str = Field(description="Parquet shard or directory/prefix of shards (recursive); any fsspec URI.")
+    query_id_column: str = Field("query_id", description="Column holding the query id.")
+    query_column: str = Field("query", description="Column holding the query text.")
+    doc_id_column: str = Field("doc_id", description="Column holding the candidate's id.")
+    passage_column: str = Field("passage", description="Column holding the candidate passage text.")
+
+
+class OutputConfig(_Section):
+    uri: str = Field(description="Directory/prefix for output shards and bookkeeping; any fsspec URI.")
+    fresh: bool = Field(False, description="Discard earlier progress in OUTPUT and start over.")
+
+
+class ModelConfig(_Section):
+    name_or_path: str = Field(description="Local model directory or hub id of a one-logit reranker.")
+    max_length: int = Field(
+        512, ge=8, description="Max tokens of a (query, passage) pair, specials included."
+    )
+    query_max_length: int | None = Field(
+        None, ge=1, description="Max query tokens; default max_length * 3 // 4 (FlagEmbedding's)."
+    )
+    dtype: Dtype = Field("auto", description="Weights/compute dtype; auto = float16 on CUDA, float32 on CPU.")
+    device: Device = Field("auto", description="auto = cuda when the Ray cluster has GPUs, else cpu.")
+    trust_remote_code: bool = Field(
+        False, description="Allow model code from the model repo. Off by default."
+    )
+
+    @property
+    def resolved_query_max_length(self) -> int:
+        return self.query_max_length if self.query_max_length is not None else self.max_length * 3 // 4
+
+
+class RankingConfig(_Section):
+    normalize: bool = Field(False, description="Add column score_norm = sigmoid(score).")
+    top_k: int | None = Field(None, ge=1, description="Keep only the best K candidates per query.")
+
+
+class ScoringConfig(_Section):
+    max_batch_tokens: int | None = Field(
+        None, ge=64, description="Padded-token budget per micro-batch; default 4096 on CPU, 16384 on CUDA."
+    )
+    min_actors: int = Field(1, ge=1, description="Scoring pool size at least (one GPU each on CUDA).")
+    max_actors: int = Field(1, ge=1, description="Scoring pool size at most (autoscaling up to it).")
+    rows_per_call: int = Field(
+        1024, ge=1, description="Pairs handed to a scoring actor per call; split there into micro-batches."
+    )
+    cpus_per_actor: float = Field(1.0, gt=0, description="Ray CPUs reserved by each scoring actor.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch threads per CPU scoring actor; default: the node's cores / actors."
+    )
+    tokenize_actors: int = Field(1, ge=1, description="Tokenizing actors (CPU stage).")
+    cpus_per_tokenizer: float = Field(0.5, gt=0, description="Ray CPUs reserved by each tokenizing actor.")
+
+
+class RayConfig(_Section):
+    address: str | None = Field(
+        None, description="Ray cluster to join; default $RAY_ADDRESS, else start a local one."
+    )
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a locally started Ray; default all.")
+    object_store_memory_bytes: int | None = Field(
+        None, ge=75 * 1024 * 1024, description="Object store size of a locally started Ray."
+    )
+
+
+class JobConfig(_Section):
+    input: InputConfig
+    output: OutputConfig
+    model: ModelConfig
+    ranking: RankingConfig = Field(default_factory=RankingConfig, description="Output ordering options.")
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="Scoring pool options.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection options.")
+
+    def redacted(self) -> dict[str, Any]:
+        """The resolved config as a dict, safe to log and store (no credentials live in it)."""
+        return self.model_dump(mode="json")
+
+
+def _cross_field_problems(cfg: JobConfig) -> list[str]:
+    problems = []
+    m, s = cfg.model, cfg.scoring
+    if m.resolved_query_max_length >= m.max_length - 4:
+        problems.append(
+            f"model.query_max_length={m.resolved_query_max_length} leaves no room for the passage "
+            f"within model.max_length={m.max_length}; set --query-max-length below {m.max_length - 4}"
+        )
+    if s.min_actors > s.max_actors:
+        problems.append(
+            f"scoring.min_actors={s.min_actors} > scoring.max_actors={s.max_actors}; "
+            "use --actors N or --actors MIN:MAX with MIN <= MAX"
+        )
+    if s.max_batch_tokens is not None and s.max_batch_tokens < m.max_length:
+        problems.append(
+            f"scoring.max_batch_tokens={s.max_batch_tokens} is below model.max_length={m.max_length}; "
+            "a single full-length pair would not fit a batch; raise --max-batch-tokens"
+        )
+    cols = [
+        cfg.input.query_id_column,
+        cfg.input.query_column,
+        cfg.input.doc_id_column,
+        cfg.input.passage_column,
+    ]
+    if len(set(cols)) != len(cols):
+        problems.append(f"input column names must differ, got {cols}")
+    for reserved in ("score", "rank", "score_norm"):
+        if reserved in cols:
+            problems.append(f"input column {reserved!r} clashes with an output column; rename it")
+    return problems
+
+
+def _format_validation_error(err: ValidationError) -> list[str]:
+    out = []
+    for e in err.errors():
+        where = ".".join(str(x) for x in e["loc"]) or "(config)"
+        value = e.get("input")
+        shown = "" if e["type"] == "missing" else f" (got {value!r})"
+        out.append(f"{where}: {e['msg']}{shown}")
+    return out
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Returns base with override's leaves written over it (override wins)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any]) -> JobConfig:
+    """Loads the YAML file (if any), applies CLI overrides, validates; raises one ConfigError."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError([f"--config: no such file {str(path)!r}"]) from None
+        except yaml.YAMLError as e:
+            raise ConfigError([f"--config {str(path)!r} is not valid YAML: {e}"]) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError([f"--config {str(path)!r} must hold a mapping, got {type(loaded).__name__}"])
+        data = loaded or {}
+    data = deep_merge(data, overrides)
+    try:
+        cfg = JobConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e)) from None
+    problems = _cross_field_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def fingerprint(cfg: JobConfig, resolved_dtype: str) -> dict[str, Any]:
+    """What makes two runs' outputs comparable; a resume must match it exactly."""
+    return {
+        "model": cfg.model.name_or_path,
+        "max_length": cfg.model.max_length,
+        "query_max_length": cfg.model.resolved_query_max_length,
+        "dtype": resolved_dtype,
+        "normalize": cfg.ranking.normalize,
+        "top_k": cfg.ranking.top_k,
+        "columns": {
+            "query_id": cfg.input.query_id_column,
+            "query": cfg.input.query_column,
+            "doc_id": cfg.input.doc_id_column,
+            "passage": cfg.input.passage_column,
+        },
+    }
+
+
+def fingerprint_digest(fp: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,80 @@
+"""Progress lines as shards complete, and the run's throughput figures."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+@dataclass
+class Progress:
+    """Counts scored pairs and published shards; logs one line per shard."""
+
+    shards_total: int
+    pairs_total: int
+    shards_done: int = 0
+    pairs_scored: int = 0
+    pairs_published: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+    first_scored: float | None = None
+    last_scored: float | None = None
+
+    def scored(self, pairs: int, tokens: int, padded_tokens: int) -> None:
+        now = time.monotonic()
+        if self.first_scored is None:
+            self.first_scored = now
+        self.last_scored = now
+        self.pairs_scored += pairs
+        self.tokens += tokens
+        self.padded_tokens += padded_tokens
+
+    def pairs_per_s(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.pairs_scored / elapsed if elapsed > 0 else 0.0
+
+    def published(self, relpath: str, rows: int) -> None:
+        self.shards_done += 1
+        self.pairs_published += rows
+        rate = self.pairs_per_s()
+        remaining = max(0, self.pairs_total - self.pairs_scored)
+        eta = _duration(remaining / rate) if rate > 0 else "?"
+        log.info(
+            "shards %d/%d | %s (%d rows) published | %d/%d pairs | %.1f pairs/s | ETA %s",
+            self.shards_done,
+            self.shards_total,
+            relpath,
+            rows,
+            self.pairs_scored,
+            self.pairs_total,
+            rate,
+            eta,
+        )
+
+    def summary(self) -> dict[str, float | int | None]:
+        wall = time.monotonic() - self.started
+        steady = None
+        if self.first_scored is not None and self.last_scored is not None:
+            span = self.last_scored - self.first_scored
+            steady = round(self.pairs_scored / span, 2) if span > 0 else None
+        return {
+            "pairs_scored": self.pairs_scored,
+            "tokens": self.tokens,
+            "padded_tokens": self.padded_tokens,
+            "padding_efficiency": round(self.tokens / self.padded_tokens, 4) if self.padded_tokens else None,
+            "wall_s": round(wall, 2),
+            "startup_s": round(self.first_scored - self.started, 2) if self.first_scored else None,
+            "pairs_per_s": round(self.pairs_scored / wall, 2) if wall > 0 else None,
+            "steady_pairs_per_s": steady,
+        }

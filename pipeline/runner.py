@@ -1,0 +1,264 @@
+"""Runs one job: plan (all checks before scoring) → stream scores → publish shards → _SUCCESS."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline import checkpoint, io
+from pipeline.config import (
+    DEFAULT_MAX_BATCH_TOKENS,
+    JobConfig,
+    RayConfig,
+    fingerprint,
+    fingerprint_digest,
+)
+from pipeline.errors import ConfigError
+from pipeline.io import ShardFile
+from pipeline.plan import PendingShard, check_pending, find_shards
+from pipeline.progress import Progress
+from pipeline.reranker import check_reranker_config, resolve_dtype
+from pipeline.tokenize import PairTokenizer
+
+log = logging.getLogger(__name__)
+
+PUBLISH_CPUS = 0.25  # publishing is I/O; it must not starve the scoring pool of CPUs
+
+
+@dataclass
+class RunReport:
+    """What a run did; `jobs/` turns it into an exit code and the final summary."""
+
+    shards_total: int
+    shards_skipped: int
+    shards_published: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    success_manifest: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class ShardAssembler:
+    """Collects streamed scores per shard; says when a shard has all of its rows scored.
+
+    Rows are keyed by (shard, row): a row delivered twice (a retried task) counts once.
+    """
+
+    def __init__(self, expected_rows: dict[int, int]) -> None:
+        self.expected = dict(expected_rows)
+        self.scores = {s: np.full(n, np.nan, np.float32) for s, n in expected_rows.items()}
+        self.seen = {s: np.zeros(n, bool) for s, n in expected_rows.items()}
+        self.filled = dict.fromkeys(expected_rows, 0)
+        self.tokens = dict.fromkeys(expected_rows, 0)
+        self.padded = dict.fromkeys(expected_rows, 0)
+        self.failed: dict[int, str] = {}
+
+    def add(self, batch: pa.Table) -> tuple[list[int], int, int, int]:
+        """Takes a batch of scores; returns (newly complete shards, new pairs, tokens, padded)."""
+        shard_col = batch.column("shard").to_numpy()
+        row_col = batch.column("row").to_numpy()
+        score_col = batch.column("score").to_numpy()
+        tok_col = batch.column("tokens").to_numpy().astype(np.int64)
+        pad_col = batch.column("padded_tokens").to_numpy().astype(np.int64)
+        errors = batch.column("error")
+        complete, pairs, tokens, padded = [], 0, 0, 0
+        if errors.null_count < batch.num_rows:
+            for shard, err in zip(shard_col, errors.to_pylist(), strict=True):
+                if err is not None and int(shard) in self.scores:
+                    self.failed[int(shard)] = err
+                    self._drop(int(shard))
+        for shard in np.unique(shard_col):
+            s = int(shard)
+            if s not in self.scores:
+                continue
+            sel = (shard_col == shard) & (row_col >= 0)
+            rows = row_col[sel]
+            new = ~self.seen[s][rows]
+            rows = rows[new]
+            self.scores[s][rows] = score_col[sel][new]
+            self.seen[s][rows] = True
+            self.filled[s] += len(rows)
+            self.tokens[s] += int(tok_col[sel][new].sum())
+            self.padded[s] += int(pad_col[sel][new].sum())
+            pairs += len(rows)
+            tokens += int(tok_col[sel][new].sum())
+            padded += int(pad_col[sel][new].sum())
+            if self.filled[s] == self.expected[s]:
+                complete.append(s)
+        return complete, pairs, tokens, padded
+
+    def take(self, shard: int) -> tuple[np.ndarray, int, int]:
+        """Removes a complete shard: its scores (in row order), tokens, padded tokens."""
+        result = (self.scores[shard], self.tokens[shard], self.padded[shard])
+        self._drop(shard)
+        return result
+
+    def _drop(self, shard: int) -> None:
+        for d in (self.scores, self.seen, self.filled, self.tokens, self.padded, self.expected):
+            d.pop(shard, None)
+
+    def incomplete(self) -> dict[int, str]:
+        return {s: f"only {self.filled[s]} of {self.expected[s]} rows were scored" for s in self.expected}
+
+
+def connect_ray(rc: RayConfig) -> None:
+    """Joins $RAY_ADDRESS / ray.address if set (as `ray job submit` does), else starts a local Ray."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = rc.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            num_cpus=rc.num_cpus,
+            object_store_memory=rc.object_store_memory_bytes,
+        )
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+
+
+def resolve_device(requested: str) -> str:
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if requested == "cuda" and gpus <= 0:
+        raise ConfigError(["--device cuda, but the Ray cluster has no GPUs; use --device cpu or auto"])
+    if requested == "auto":
+        return "cuda" if gpus > 0 else "cpu"
+    return requested
+
+
+def _check_paths(cfg: JobConfig) -> None:
+    a, b = cfg.input.uri.rstrip("/") + "/", cfg.output.uri.rstrip("/") + "/"
+    if a.startswith(b) or b.startswith(a):
+        raise ConfigError(
+            [
+                f"INPUT {cfg.input.uri!r} and OUTPUT {cfg.output.uri!r} overlap; "
+                "write the output outside the input tree"
+            ]
+        )
+
+
+def run(cfg: JobConfig) -> RunReport:
+    """Runs the job to completion (or to the shards that failed). Raises RerankError on bad usage."""
+    _check_paths(cfg)
+    shards = find_shards(cfg.input.uri)
+    m = cfg.model
+    check_reranker_config(m.name_or_path, m.trust_remote_code)
+    PairTokenizer.load(m.name_or_path, m.max_length, m.resolved_query_max_length, m.trust_remote_code)
+    connect_ray(cfg.ray)
+    device = resolve_device(m.device)
+    dtype = resolve_dtype(m.dtype, device)
+    fp = fingerprint(cfg, dtype)
+    digest = fingerprint_digest(fp)
+    output = cfg.output.uri
+    checkpoint.prepare_output(output, fp, digest, cfg.output.fresh)
+    done = checkpoint.load_done(output, shards, digest)
+    todo = [s for s in shards if s.relpath not in done]
+    pending = check_pending(todo, cfg.input)
+    log.info(
+        "%d shard(s) under %s: %d already done, %d to score (device=%s, dtype=%s)",
+        len(shards),
+        cfg.input.uri,
+        len(done),
+        len(todo),
+        device,
+        dtype,
+    )
+    report = RunReport(shards_total=len(shards), shards_skipped=len(done))
+    markers = list(done.values())
+    if pending:
+        io.remove(io.join(output, checkpoint.SUCCESS))
+        budget = cfg.scoring.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS[device]
+        markers += _score_and_publish(cfg, pending, device, dtype, budget, digest, report)
+    if report.ok:
+        report.success_manifest = checkpoint.write_success(output, markers, fp, digest, report.summary)
+    return report
+
+
+def _score_and_publish(
+    cfg: JobConfig,
+    pending: list[PendingShard],
+    device: str,
+    dtype: str,
+    budget: int,
+    digest: str,
+    report: RunReport,
+) -> list[dict[str, Any]]:
+    import ray
+
+    from pipeline.build import build
+    from pipeline.publish import publish_shard
+
+    by_id: dict[int, ShardFile] = {}
+    for i, p in enumerate(pending):
+        if p.num_rows < 0:
+            report.failed[p.shard.relpath] = "unreadable Parquet footer"
+        elif p.num_rows == 0:
+            pass  # published below without scoring
+        else:
+            by_id[i] = p.shard
+    rows = {i: pending[i].num_rows for i in by_id}
+    progress = Progress(shards_total=len(pending), pairs_total=sum(rows.values()))
+    publish = ray.remote(publish_shard).options(num_cpus=PUBLISH_CPUS, max_retries=3)
+    common = {"output": cfg.output.uri, "columns": cfg.input, "ranking": cfg.ranking, "digest": digest}
+    inflight: dict[Any, ShardFile] = {}
+    markers: list[dict[str, Any]] = []
+
+    def submit(shard: ShardFile, scores: np.ndarray, tokens: int, padded: int) -> None:
+        ref = publish.remote(  # type: ignore[call-arg]
+            shard=shard, scores=scores, tokens=tokens, padded_tokens=padded, **common
+        )
+        inflight[ref] = shard
+
+    def reap(timeout: float | None) -> None:
+        ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=timeout)
+        for ref in ready:
+            shard = inflight.pop(ref)
+            try:
+                marker = ray.get(ref)
+            except Exception as e:
+                report.failed[shard.relpath] = f"publish failed: {e}"
+                continue
+            markers.append(marker)
+            report.shards_published += 1
+            progress.published(shard.relpath, marker["rows_out"])
+
+    for p in pending:
+        if p.num_rows == 0:
+            submit(p.shard, np.empty(0, np.float32), 0, 0)
+    assembler = ShardAssembler(rows)
+    if by_id:
+        ds = build(cfg, by_id, device, dtype, budget)
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                complete, pairs, tokens, padded = assembler.add(batch)
+                progress.scored(pairs, tokens, padded)
+                for s in complete:
+                    submit(by_id[s], *assembler.take(s))
+                if inflight:
+                    reap(timeout=0)
+        except Exception as e:  # the pipeline itself died: every unfinished shard fails with it
+            log.error("scoring pipeline failed: %s", e)
+            for s, reason in assembler.incomplete().items():
+                report.failed[by_id[s].relpath] = f"scoring pipeline failed: {e} ({reason})"
+    while inflight:
+        reap(timeout=None)
+    for s, reason in {**assembler.failed, **assembler.incomplete()}.items():
+        report.failed.setdefault(by_id[s].relpath, reason)
+    report.summary = progress.summary()
+    return markers

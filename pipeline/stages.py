@@ -1,0 +1,168 @@
+"""The pipeline's stages. Plain classes and functions: no Ray import, each testable on its own.
+
+- `TokenizeShard`: reads one input shard (row group by row group), tokenizes its pairs, orders
+  them longest first. A shard that cannot be read yields one error row instead of failing the run.
+- `ScorePairs`: holds one reranker; scores what it is handed in token-budget micro-batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline import io
+from pipeline.batching import longest_first
+from pipeline.config import InputConfig, ModelConfig
+from pipeline.reranker import Reranker
+from pipeline.tokenize import PairTokenizer
+
+log = logging.getLogger(__name__)
+
+
+def tokenized_schema(uses_token_types: bool) -> pa.Schema:
+    fields = [
+        pa.field("shard", pa.int32()),
+        pa.field("row", pa.int64()),
+        pa.field("input_ids", pa.list_(pa.int32())),
+    ]
+    if uses_token_types:
+        fields.append(pa.field("token_type_ids", pa.list_(pa.int8())))
+    fields.append(pa.field("error", pa.string()))
+    return pa.schema(fields)
+
+
+class TokenizeShard:
+    """Reads and tokenizes whole shards; yields one length-sorted table per row group."""
+
+    def __init__(self, model: ModelConfig, columns: InputConfig) -> None:
+        self._tokenizer = PairTokenizer.load(
+            model.name_or_path, model.max_length, model.resolved_query_max_length, model.trust_remote_code
+        )
+        self._columns = columns
+        self._schema = tokenized_schema(self._tokenizer.uses_token_types)
+
+    def _error_row(self, shard: int, message: str) -> pa.Table:
+        empty: dict[str, Any] = {"shard": [shard], "row": [-1], "input_ids": [[]], "error": [message]}
+        if self._tokenizer.uses_token_types:
+            empty["token_type_ids"] = [[]]
+        return pa.Table.from_pydict(empty, schema=self._schema)
+
+    def tokenize(self, shard: int, uri: str) -> Iterator[pa.Table]:
+        c = self._columns
+        first_row = 0
+        for group in io.iter_row_groups(uri, [c.query_column, c.passage_column]):
+            queries = group.column(c.query_column).to_pylist()
+            passages = group.column(c.passage_column).to_pylist()
+            bad = next(
+                (
+                    i
+                    for i, (q, p) in enumerate(zip(queries, passages, strict=True))
+                    if not isinstance(q, str) or not isinstance(p, str)
+                ),
+                None,
+            )
+            if bad is not None:
+                raise ValueError(
+                    f"row {first_row + bad} has a null {c.query_column!r} or {c.passage_column!r}"
+                )
+            enc = self._tokenizer.encode(queries, passages)
+            lengths = np.diff(enc["input_ids"].offsets.to_numpy())
+            order = pa.array(longest_first(lengths), pa.int64())
+            n = group.num_rows
+            columns: dict[str, Any] = {
+                "shard": pa.array(np.full(n, shard, np.int32)),
+                "row": pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
+                **enc,
+                "error": pa.nulls(n, pa.string()),
+            }
+            yield pa.Table.from_pydict(columns, schema=self._schema).take(order)
+            first_row += n
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[pa.Table]:
+        for shard, uri in zip(batch["shard"], batch["uri"], strict=True):
+            try:
+                yield from self.tokenize(int(shard), str(uri))
+            except Exception as e:  # any read/decode failure fails this shard only
+                log.error("shard %s failed in tokenization: %s", uri, e)
+                yield self._error_row(int(shard), f"{type(e).__name__}: {e}")
+
+
+def scored_schema() -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("shard", pa.int32()),
+            pa.field("row", pa.int64()),
+            pa.field("score", pa.float32()),
+            pa.field("tokens", pa.int32()),
+            pa.field("padded_tokens", pa.int32()),
+            pa.field("error", pa.string()),
+        ]
+    )
+
+
+class ScorePairs:
+    """Adds `score` to tokenized pairs; holds one reranker per actor."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        device: str,
+        dtype: str,
+        max_batch_tokens: int,
+        torch_threads: int | None = None,
+    ) -> None:
+        if device == "cpu":
+            import torch
+
+            # Ray pins OMP_NUM_THREADS=1 in actors; a CPU scorer should use the cores it was given.
+            torch.set_num_threads(torch_threads or max(1, os.cpu_count() or 1))
+        self._reranker = Reranker.load(
+            model.name_or_path, device, dtype, max_batch_tokens, model.trust_remote_code
+        )
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ok = batch.filter(batch.column("error").is_null())
+        failed = batch.filter(batch.column("error").is_valid())
+        types = ok.column("token_type_ids").combine_chunks() if "token_type_ids" in ok.column_names else None
+        ids = ok.column("input_ids").combine_chunks()
+        if ok.num_rows:
+            result = self._reranker.score(ids, types)
+            scores, padded = result.scores, result.padded_lengths
+        else:
+            scores, padded = np.empty(0, np.float32), np.empty(0, np.int32)
+        lengths = np.diff(ids.offsets.to_numpy()).astype(np.int32) if ok.num_rows else padded
+        out = pa.Table.from_pydict(
+            {
+                "shard": ok.column("shard"),
+                "row": ok.column("row"),
+                "score": scores,
+                "tokens": lengths,
+                "padded_tokens": padded,
+                "error": ok.column("error"),
+            },
+            schema=scored_schema(),
+        )
+        if failed.num_rows:
+            n = failed.num_rows
+            out = pa.concat_tables(
+                [
+                    out,
+                    pa.Table.from_pydict(
+                        {
+                            "shard": failed.column("shard"),
+                            "row": failed.column("row"),
+                            "score": np.full(n, np.nan, np.float32),
+                            "tokens": np.zeros(n, np.int32),
+                            "padded_tokens": np.zeros(n, np.int32),
+                            "error": failed.column("error"),
+                        },
+                        schema=scored_schema(),
+                    ),
+                ]
+            )
+        return out

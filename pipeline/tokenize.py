@@ -1,0 +1,142 @@
+"""Pair tokenization identical to FlagEmbedding's `FlagReranker.compute_score`.
+
+1. the query alone, no special tokens, truncated to `query_max_length`;
+2. the passage alone, no special tokens, truncated to `max_length`;
+3. both joined with the tokenizer's own pair template (`[CLS] q [SEP] p [SEP]` for BERT,
+   `<s> q </s></s> p </s>` for XLM-R), cutting only the passage so the pair fits `max_length`.
+
+transformers 5 has no `prepare_for_model`, so the pair template is read once from the tokenizer's
+post-processor and applied to id lists here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.errors import ModelLoadError
+
+
+@dataclass(frozen=True)
+class PairTemplate:
+    """Special tokens and token type ids around the two segments of a pair."""
+
+    prefix: tuple[int, ...]
+    middle: tuple[int, ...]
+    suffix: tuple[int, ...]
+    prefix_types: tuple[int, ...]
+    middle_types: tuple[int, ...]
+    suffix_types: tuple[int, ...]
+    a_type: int
+    b_type: int
+
+    @property
+    def num_special(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+
+def read_pair_template(tokenizer: Any) -> PairTemplate:
+    """Reads the pair template by running the tokenizer's post-processor on a probe pair."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if backend is None:
+        raise ModelLoadError(
+            f"tokenizer {type(tokenizer).__name__} has no fast (Rust) backend; "
+            "offline-rerank needs a tokenizer.json (fast tokenizer)"
+        )
+    # The pair template as the tokenizer itself applies it; pad positions (if the saved tokenizer
+    # pads) are dropped via the attention mask.
+    pair = backend.encode("a", "b", add_special_tokens=True)
+    real = [i for i, m in enumerate(pair.attention_mask) if m]
+    ids = [pair.ids[i] for i in real]
+    types = [pair.type_ids[i] for i in real]
+    seq = [pair.sequence_ids[i] for i in real]
+    a_pos = [i for i, s in enumerate(seq) if s == 0]
+    b_pos = [i for i, s in enumerate(seq) if s == 1]
+    if not a_pos or not b_pos or a_pos[-1] >= b_pos[0]:
+        raise ModelLoadError(f"cannot read a pair template from tokenizer {type(tokenizer).__name__}")
+    a0, a1, b0, b1 = a_pos[0], a_pos[-1] + 1, b_pos[0], b_pos[-1] + 1
+    return PairTemplate(
+        prefix=tuple(ids[:a0]),
+        middle=tuple(ids[a1:b0]),
+        suffix=tuple(ids[b1:]),
+        prefix_types=tuple(types[:a0]),
+        middle_types=tuple(types[a1:b0]),
+        suffix_types=tuple(types[b1:]),
+        a_type=types[a0],
+        b_type=types[b0],
+    )
+
+
+class PairTokenizer:
+    """Turns (query, passage) texts into FlagEmbedding's pair token ids."""
+
+    def __init__(self, tokenizer: Any, max_length: int, query_max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.query_max_length = query_max_length
+        self.template = read_pair_template(tokenizer)
+        self.uses_token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", [])
+        self.cut_left = getattr(tokenizer, "truncation_side", "right") == "left"
+        room = max_length - query_max_length - self.template.num_special
+        if room < 1:
+            raise ModelLoadError(
+                f"query_max_length={query_max_length} + {self.template.num_special} special tokens "
+                f"leaves no passage room within max_length={max_length}; lower --query-max-length"
+            )
+
+    @classmethod
+    def load(
+        cls, name_or_path: str, max_length: int, query_max_length: int, trust_remote_code: bool = False
+    ) -> PairTokenizer:
+        from transformers import AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        except Exception as e:  # transformers raises OSError, ValueError, ... for a bad path/id
+            raise ModelLoadError(
+                f"cannot load the tokenizer of --model {name_or_path!r}: {e}; pass a local model "
+                "directory or a hub id this machine can reach"
+            ) from e
+        return cls(tok, max_length, query_max_length)
+
+    def _ids(self, texts: list[str], max_length: int) -> list[list[int]]:
+        out = self.tokenizer(
+            texts,
+            add_special_tokens=False,
+            truncation=True,
+            max_length=max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        return out["input_ids"]
+
+    def encode(self, queries: list[str], passages: list[str]) -> dict[str, pa.Array]:
+        """Token ids (and token type ids if the model takes them) as Arrow list arrays."""
+        t = self.template
+        q_ids = self._ids(queries, self.query_max_length)
+        p_ids = self._ids(passages, self.max_length)
+        ids: list[int] = []
+        types: list[int] = []
+        offsets = np.zeros(len(q_ids) + 1, dtype=np.int32)
+        for i, (q, p) in enumerate(zip(q_ids, p_ids, strict=True)):
+            keep = self.max_length - len(q) - t.num_special
+            if len(p) > keep:
+                p = p[len(p) - keep :] if self.cut_left else p[:keep]
+            ids += [*t.prefix, *q, *t.middle, *p, *t.suffix]
+            if self.uses_token_types:
+                types += [
+                    *t.prefix_types,
+                    *([t.a_type] * len(q)),
+                    *t.middle_types,
+                    *([t.b_type] * len(p)),
+                    *t.suffix_types,
+                ]
+            offsets[i + 1] = len(ids)
+        offsets_arr = pa.array(offsets, pa.int32())
+        result = {"input_ids": pa.ListArray.from_arrays(offsets_arr, pa.array(ids, pa.int32()))}
+        if self.uses_token_types:
+            result["token_type_ids"] = pa.ListArray.from_arrays(offsets_arr, pa.array(types, pa.int8()))
+        return result

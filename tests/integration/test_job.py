@@ -1,0 +1,197 @@
+"""The whole job on local Ray: invariants, resume, kill-and-resume, fingerprint mismatch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.rerank import main
+from pipeline import io
+from pipeline.config import load_config
+from pipeline.runner import run
+
+
+def job(input_dir, output_dir, model_path, **sections):
+    return load_config(
+        None,
+        {
+            "input": {"uri": str(input_dir)},
+            "output": {"uri": str(output_dir)},
+            "model": {"name_or_path": model_path, "max_length": 128, **sections.pop("model", {})},
+            **sections,
+        },
+    )
+
+
+def read_output(output_dir: Path) -> dict[str, pa.Table]:
+    return {s.relpath: io.read_table(s.uri) for s in io.list_shards(str(output_dir))}
+
+
+def assert_output_invariants(input_dir: Path, output_dir: Path, top_k: int | None = None) -> None:
+    """Every input row once per shard (or its top-k), grouped by query, best first, ranked 1..n."""
+    inputs = {s.relpath: io.read_table(s.uri) for s in io.list_shards(str(input_dir))}
+    outputs = read_output(output_dir)
+    assert set(outputs) == set(inputs)
+    for rel, table in inputs.items():
+        out = outputs[rel]
+        assert out.column_names == table.column_names + ["score", "rank"]
+        assert out.schema.field("score").type == pa.float32()
+        assert out.schema.field("rank").type == pa.int32()
+        key = lambda t: sorted(zip(t.column("doc_id").to_pylist(), t.column("extra").to_pylist()))  # noqa: E731
+        if top_k is None:
+            assert key(out.select(table.column_names)) == key(table)
+        qids = out.column("query_id").to_pylist()
+        first_seen = list(dict.fromkeys(table.column("query_id").to_pylist()))
+        assert list(dict.fromkeys(qids)) == first_seen  # grouped, in order of first appearance
+        scores, ranks = out.column("score").to_numpy(), out.column("rank").to_pylist()
+        for q in first_seen:
+            idx = [i for i, x in enumerate(qids) if x == q]
+            assert idx == list(range(idx[0], idx[-1] + 1))  # contiguous group
+            assert ranks[idx[0] : idx[-1] + 1] == list(range(1, len(idx) + 1))
+            assert np.all(np.diff(scores[idx]) <= 0)
+            if top_k is not None:
+                assert len(idx) == min(top_k, table.column("query_id").to_pylist().count(q))
+
+
+def test_multi_shard_run_end_to_end(ray_address, write_shards, tmp_path, tiny_bert):
+    input_dir = write_shards(n_shards=4, n_queries=5, candidates=6)
+    out = tmp_path / "out"
+    report = run(job(input_dir, out, tiny_bert, scoring={"rows_per_call": 16, "max_batch_tokens": 512}))
+    assert report.ok and report.shards_published == 4
+    assert_output_invariants(input_dir, out)
+    manifest = io.read_json(str(out / "_SUCCESS"))
+    assert manifest["totals"]["rows_in"] == manifest["totals"]["rows_out"] == 4 * 5 * 6
+    assert [s["path"] for s in manifest["shards"]] == sorted(read_output(out))
+    assert manifest["fingerprint"]["model"] == tiny_bert
+    assert 0 < manifest["totals"]["padding_efficiency"] <= 1
+    assert manifest["last_run"]["pairs_scored"] == 120
+
+    # a rerun after success does no scoring and rewrites no shard
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
+    again = run(job(input_dir, out, tiny_bert))
+    assert again.shards_skipped == 4 and again.shards_published == 0
+    assert again.summary == {} or again.summary.get("pairs_scored", 0) == 0
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
+
+
+def test_job_scores_match_flagembedding(ray_address, tmp_path, tiny_xlmr, goldens):
+    (case,) = [c for c in goldens["cases"] if c["model"] == "tiny-xlmr" and c["max_length"] == 512]
+    pairs = goldens["pairs"]
+    table = pa.table(
+        {
+            "query_id": [f"q{i}" for i in range(len(pairs))],
+            "query": [p[0] for p in pairs],
+            "doc_id": [f"d{i}" for i in range(len(pairs))],
+            "passage": [p[1] for p in pairs],
+        }
+    )
+    (tmp_path / "in").mkdir()
+    pq.write_table(table, tmp_path / "in" / "golden.parquet")
+    cfg = job(
+        tmp_path / "in", tmp_path / "out", tiny_xlmr, model={"max_length": 512}, ranking={"normalize": True}
+    )
+    assert run(cfg).ok
+    out = io.read_table(str(tmp_path / "out" / "golden.parquet"))
+    by_doc = dict(zip(out.column("doc_id").to_pylist(), out.column("score").to_pylist()))
+    norm = dict(zip(out.column("doc_id").to_pylist(), out.column("score_norm").to_pylist()))
+    ours = np.array([by_doc[f"d{i}"] for i in range(len(pairs))])
+    np.testing.assert_allclose(ours, case["scores"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        [norm[f"d{i}"] for i in range(len(pairs))], case["scores_normalized"], atol=1e-4, rtol=0
+    )
+
+
+def test_config_mismatch_exits_2_naming_fresh(ray_address, write_shards, tmp_path, tiny_bert, caplog):
+    input_dir = write_shards(n_shards=1)
+    out = tmp_path / "out"
+    args = ["run", str(input_dir), str(out), "--model", tiny_bert, "--max-length", "128"]
+    assert main(args) == 0
+    assert main(args[:-1] + ["64"]) == 2
+    assert "--fresh" in caplog.text and "max_length: 128 -> 64" in caplog.text
+    assert main(args[:-1] + ["64", "--fresh"]) == 0
+    assert io.read_json(str(out / "_SUCCESS"))["fingerprint"]["max_length"] == 64
+
+
+def test_bad_model_and_missing_column_exit_2_before_any_work(
+    ray_address, write_shards, tmp_path, tiny_bert, caplog
+):
+    input_dir = write_shards(n_shards=1)
+    out = tmp_path / "out"
+    assert main(["run", str(input_dir), str(out), "--model", str(tmp_path / "no-such-model")]) == 2
+    assert "no-such-model" in caplog.text
+    assert main(["run", str(input_dir), str(out), "--model", tiny_bert, "--passage-column", "body"]) == 2
+    assert "has no column 'body'" in caplog.text and "--passage-column" in caplog.text
+    assert not out.exists() or not list(out.rglob("*.parquet"))
+
+
+def test_corrupt_shard_fails_alone(ray_address, write_shards, tmp_path, tiny_bert, caplog):
+    input_dir = write_shards(n_shards=3)
+    (input_dir / "zz-corrupt.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    out = tmp_path / "out"
+    assert main(["run", str(input_dir), str(out), "--model", tiny_bert, "--max-length", "128"]) == 1
+    assert "zz-corrupt.parquet failed" in caplog.text
+    assert len(read_output(out)) == 3 and not (out / "_SUCCESS").exists()
+    (input_dir / "zz-corrupt.parquet").unlink()
+    assert main(["run", str(input_dir), str(out), "--model", tiny_bert, "--max-length", "128"]) == 0
+    assert (out / "_SUCCESS").exists()
+
+
+def _tables_equal(a: dict[str, pa.Table], b: dict[str, pa.Table]) -> None:
+    assert set(a) == set(b)
+    for rel in a:
+        x, y = a[rel], b[rel]
+        assert x.column_names == y.column_names
+        for name in x.column_names:
+            if name == "score":
+                # identical up to fp32 rounding of different micro-batch compositions
+                np.testing.assert_allclose(x.column(name).to_numpy(), y.column(name).to_numpy(), atol=1e-5)
+            else:
+                assert x.column(name).to_pylist() == y.column(name).to_pylist(), (rel, name)
+
+
+def test_killed_run_resumes_to_identical_output(ray_address, write_shards, tmp_path, tiny_bert):
+    input_dir = write_shards(n_shards=8, n_queries=6, candidates=8)
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    flags = ["--model", tiny_bert, "--max-length", "128", "--rows-per-call", "4", "--top-k", "5"]
+    assert main(["run", str(input_dir), str(reference), *flags]) == 0
+
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
+    cmd = [sys.executable, "-m", "jobs.rerank", "run", str(input_dir), str(out), *flags]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    markers = out / "_rerank" / "done"
+    deadline = time.monotonic() + 180
+    while not (markers.exists() and any(markers.rglob("*.json"))):
+        assert proc.poll() is None, "the run ended before publishing anything"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(markers.rglob("*.json")))
+    assert 1 <= done_before < 8, f"kill landed after {done_before} of 8 shards"
+    assert not (out / "_SUCCESS").exists()
+
+    assert main(["run", str(input_dir), str(out), *flags]) == 0
+    _tables_equal(read_output(reference), read_output(out))
+    assert_output_invariants(input_dir, out, top_k=5)
+    manifest = io.read_json(str(out / "_SUCCESS"))
+    assert manifest["totals"]["shards"] == 8
+    assert manifest["last_run"]["pairs_scored"] < 8 * 6 * 8  # done shards were not scored again
+    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("flag", ["--normalize"])
+def test_normalize_adds_sigmoid_column(ray_address, write_shards, tmp_path, tiny_bert, flag):
+    input_dir = write_shards(n_shards=1)
+    assert main(["run", str(input_dir), str(tmp_path / "o"), "--model", tiny_bert, flag]) == 0
+    (table,) = read_output(tmp_path / "o").values()
+    s = table.column("score").to_numpy().astype(np.float64)
+    np.testing.assert_allclose(table.column("score_norm").to_numpy(), 1 / (1 + np.exp(-s)), rtol=1e-6)

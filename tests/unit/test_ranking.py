@@ -1,0 +1,54 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.ranking import rank_table
+
+
+def table():
+    return pa.table(
+        {
+            "query_id": ["b", "b", "a", "b", "a", "c"],
+            "doc_id": ["b1", "b2", "a1", "b3", "a2", "c1"],
+            "extra": [1, 2, 3, 4, 5, 6],
+        }
+    )
+
+
+def test_grouped_by_first_appearance_sorted_best_first_ranked():
+    scores = np.array([0.1, 0.9, -1.0, 0.5, 2.0, 0.0], np.float32)
+    out = rank_table(table(), scores, "query_id")
+    assert out.column("query_id").to_pylist() == ["b", "b", "b", "a", "a", "c"]
+    assert out.column("doc_id").to_pylist() == ["b2", "b3", "b1", "a2", "a1", "c1"]
+    assert out.column("rank").to_pylist() == [1, 2, 3, 1, 2, 1]
+    assert out.column("extra").to_pylist() == [2, 4, 1, 5, 3, 6]  # other columns travel with rows
+    assert out.schema.field("score").type == pa.float32()
+    assert out.schema.field("rank").type == pa.int32()
+    assert out.column_names == ["query_id", "doc_id", "extra", "score", "rank"]
+
+
+def test_ties_keep_input_order_and_nan_goes_last():
+    t = pa.table({"query_id": ["q"] * 4, "doc_id": ["x", "y", "z", "w"]})
+    out = rank_table(t, np.array([1.0, np.nan, 1.0, 2.0], np.float32), "query_id")
+    assert out.column("doc_id").to_pylist() == ["w", "x", "z", "y"]
+
+
+def test_top_k_and_normalize():
+    scores = np.array([0.1, 0.9, -1.0, 0.5, 2.0, 0.0], np.float32)
+    out = rank_table(table(), scores, "query_id", top_k=2, normalize=True)
+    assert out.column("doc_id").to_pylist() == ["b2", "b3", "a2", "a1", "c1"]
+    norm = np.array(out.column("score_norm").to_pylist())
+    np.testing.assert_allclose(norm, 1 / (1 + np.exp(-np.array(out.column("score").to_pylist()))), rtol=1e-6)
+
+
+def test_integer_and_null_query_ids():
+    t = pa.table({"query_id": pa.array([7, None, 7, None], pa.int64()), "doc_id": ["a", "b", "c", "d"]})
+    out = rank_table(t, np.array([0.0, 1.0, 2.0, 3.0], np.float32), "query_id")
+    assert out.column("doc_id").to_pylist() == ["c", "a", "d", "b"]
+
+
+def test_empty_table_and_length_mismatch():
+    t = pa.table({"query_id": pa.array([], pa.string())})
+    assert rank_table(t, np.array([], np.float32), "query_id").num_rows == 0
+    with pytest.raises(ValueError, match="2 scores for 0 rows"):
+        rank_table(t, np.zeros(2, np.float32), "query_id")
