@@ -75,7 +75,7 @@ def add_run_parser(sub: Any) -> None:
     p.add_argument(
         "--max-batch-tokens",
         type=int,
-        help="padded tokens per micro-batch (default 4096 on CPU, 16384 on CUDA)",
+        help="padded tokens per micro-batch (default 4096 on CPU, 65536 on CUDA)",
     )
     p.add_argument(
         "--actors",

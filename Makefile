@@ -1,0 +1,42 @@
+# offline-rerank tasks. `make setup` once, then `make test`.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: setup test test-unit test-integration test-gpu lint demo goldens bench
+
+setup:  ## venv with the CPU torch wheel, the package and its test tools
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test,demo]"
+
+test:  ## the whole CPU suite (unit, parity, integration on one local Ray)
+	$(BIN)/python -m pytest tests -q
+
+test-unit:
+	$(BIN)/python -m pytest tests/unit -q
+
+test-integration:
+	$(BIN)/python -m pytest tests/integration -q
+
+test-gpu:  ## needs CUDA; skipped elsewhere
+	$(BIN)/python -m pytest tests/gpu -q
+
+lint:
+	$(BIN)/ruff check pipeline jobs tests bench
+	$(BIN)/ruff format --check pipeline jobs tests bench
+	$(BIN)/mypy
+	$(BIN)/python -c "import importlib, pkgutil, pipeline, jobs; [importlib.import_module(m.name) for p in (pipeline, jobs) for m in pkgutil.walk_packages(p.__path__, p.__name__ + '.')]"
+
+demo:  ## the job end to end on a generated corpus (demo model: MiniLM-L6 with a random head)
+	$(BIN)/rerank demo --workdir demo-out
+
+goldens:  ## regenerate FlagEmbedding goldens in a side venv (transformers 4.57.6); not part of CI
+	test -x .venv-flag/bin/python || ($(PY) -m venv .venv-flag && .venv-flag/bin/pip install -q torch==2.13.0 transformers==4.57.6 FlagEmbedding==1.4.2)
+	.venv-flag/bin/python tests/assets/make_tiny_models.py
+	.venv-flag/bin/python tests/assets/make_goldens.py
+
+bench:  ## throughput figures of the scoring stage on this machine
+	$(BIN)/python bench/scoring.py

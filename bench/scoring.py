@@ -1,0 +1,153 @@
+"""Scoring-stage throughput: our token-budget batching vs peers' batching, same model, same pairs.
+
+    python bench/scoring.py                 # CPU: MiniLM-L6 cross-encoder shape, fp32
+    python bench/scoring.py --gpu           # CUDA: bge-reranker-v2-m3 shape (XLM-R large), fp16
+
+Tokenization is done beforehand (it runs on other actors in the job); the timed region is the
+forward passes. Compared in one process, on the same tokenized pairs:
+  ours        token-budget micro-batches, longest first (the job's ScorePairs stage)
+  flag-style  FlagEmbedding's batching: sorted longest first, 128 pairs per padded batch
+  naive       input order, 32 pairs per padded batch
+Prints a table and one JSON line. Weights are random (MiniLM-L6 encoder weights on CPU): figures
+are about cost, not relevance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jobs.demo import make_corpus, make_demo_model  # noqa: E402
+from pipeline import io  # noqa: E402
+from pipeline.reranker import Reranker  # noqa: E402
+from pipeline.tokenize import PairTokenizer  # noqa: E402
+
+PEAK_FP16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, SXM
+
+
+def fixed_batches(order: np.ndarray, size: int) -> list[np.ndarray]:
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def run_batches(reranker: Reranker, ids: pa.ListArray, types, batches, lengths) -> tuple[float, int]:
+    """Times a padded forward over the given batches; returns (seconds, padded tokens)."""
+    offsets, flat = ids.offsets.to_numpy(), ids.values.to_numpy()
+    flat_t = types.values.to_numpy() if types is not None else None
+    padded = 0
+    sync = torch.cuda.synchronize if reranker.is_cuda else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for idx in batches:
+            rows = [flat[offsets[i] : offsets[i + 1]] for i in idx]
+            kw = {"input_ids": reranker._pad(rows, reranker.pad_token_id, np.int64)}
+            kw["attention_mask"] = reranker._pad([np.ones(len(r), np.int64) for r in rows], 0, np.int64)
+            if flat_t is not None:
+                kw["token_type_ids"] = reranker._pad(
+                    [flat_t[offsets[i] : offsets[i + 1]] for i in idx], 0, np.int64
+                )
+            reranker.model(**kw).logits.float().cpu()
+            padded += len(idx) * int(lengths[idx].max())
+    sync()
+    return time.perf_counter() - t0, padded
+
+
+def gpu_model(directory: Path) -> str:
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    config = XLMRobertaConfig(
+        vocab_size=250002,
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        max_position_embeddings=8194,
+        type_vocab_size=1,
+        num_labels=1,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    XLMRobertaForSequenceClassification(config).save_pretrained(directory)
+    return str(directory)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gpu", action="store_true", help="CUDA, fp16, bge-reranker-v2-m3 shape")
+    ap.add_argument("--queries", type=int, default=0, help="queries x 20 candidates (default by device)")
+    ap.add_argument("--max-batch-tokens", type=int, default=0, help="default 4096 CPU, 65536 GPU")
+    ap.add_argument("--tokenizer", help="tokenizer directory (default: the demo MiniLM-L6 one)")
+    args = ap.parse_args()
+    device = "cuda" if args.gpu else "cpu"
+    queries = args.queries or (400 if args.gpu else 15)
+    budget = args.max_batch_tokens or (65536 if args.gpu else 4096)
+    work = Path(tempfile.mkdtemp(prefix="rerank-bench-"))
+    make_corpus(work / "in", queries, 20, 1, seed=1)
+    tok_dir = args.tokenizer or str(make_demo_model(work / "minilm"))
+    model_dir = gpu_model(work / "m3") if args.gpu else tok_dir
+    table = io.read_table(str(next((work / "in").glob("*.parquet"))))
+    tokenizer = PairTokenizer.load(tok_dir, 512, 384)
+    enc = tokenizer.encode(table.column("query").to_pylist(), table.column("passage").to_pylist())
+    ids, types = enc["input_ids"], enc.get("token_type_ids")
+    lengths = np.diff(ids.offsets.to_numpy())
+    reranker = Reranker.load(model_dir, device, "float16" if args.gpu else "float32", budget)
+    n_params = sum(p.numel() for n, p in reranker.model.named_parameters() if "embeddings" not in n)
+
+    from pipeline.batching import longest_first, plan_micro_batches
+
+    plans = {
+        "ours": plan_micro_batches(lengths, budget),
+        "flag-style": fixed_batches(longest_first(lengths), 128),
+        "naive": fixed_batches(np.arange(len(lengths)), 32),
+    }
+    run_batches(reranker, ids, types, plans["ours"][:3], lengths)  # warm-up
+    results = {}
+    for name, batches in plans.items():
+        seconds, padded = run_batches(reranker, ids, types, batches, lengths)
+        real = int(lengths.sum())
+        results[name] = {
+            "pairs_per_s": round(len(lengths) / seconds, 1),
+            "tokens_per_s": round(real / seconds),
+            "padding_efficiency": round(real / padded, 4),
+            "seconds": round(seconds, 3),
+        }
+        if args.gpu:
+            name_gpu = torch.cuda.get_device_name()
+            peak = next((v for k, v in PEAK_FP16_TFLOPS.items() if k in name_gpu), None)
+            flops = 2 * n_params * padded  # dense matmul FLOPs of the padded forward
+            if peak:
+                results[name]["mfu"] = round(flops / seconds / (peak * 1e12), 3)
+    base = results["flag-style"]["pairs_per_s"]
+    shape = "bge-m3 shape" if args.gpu else "MiniLM-L6"
+    print(f"device={device} pairs={len(lengths)} budget={budget} model={shape}")
+    print(f"{'batching':<12}{'pairs/s':>10}{'tokens/s':>12}{'pad eff':>9}{'vs flag':>9}{'mfu':>7}")
+    for name, r in results.items():
+        print(
+            f"{name:<12}{r['pairs_per_s']:>10}{r['tokens_per_s']:>12}{r['padding_efficiency']:>9}"
+            f"{r['pairs_per_s'] / base:>9.2f}{r.get('mfu', ''):>7}"
+        )
+    print(
+        json.dumps(
+            {
+                "device": device,
+                "gpu": torch.cuda.get_device_name() if args.gpu else None,
+                "pairs": len(lengths),
+                "results": results,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

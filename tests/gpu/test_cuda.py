@@ -1,0 +1,43 @@
+"""CUDA checks: fp16 scores track the fp32 FlagEmbedding goldens; the scoring stage runs on GPU."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import ModelConfig
+from pipeline.reranker import Reranker
+from pipeline.stages import ScorePairs
+from pipeline.tokenize import PairTokenizer
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+@pytest.mark.parametrize("dtype,atol", [("float32", 1e-4), ("float16", 2e-2), ("bfloat16", 1e-1)])
+def test_cuda_scores_track_goldens(goldens, dtype, atol):
+    from tests.conftest import MODELS
+
+    for case in goldens["cases"]:
+        path = str(MODELS / case["model"])
+        tok = PairTokenizer.load(path, case["max_length"], case["query_max_length"])
+        enc = tok.encode([p[0] for p in goldens["pairs"]], [p[1] for p in goldens["pairs"]])
+        reranker = Reranker.load(path, "cuda", dtype, 4096)
+        scores = reranker.score(enc["input_ids"], enc.get("token_type_ids")).scores
+        np.testing.assert_allclose(scores, case["scores"], atol=atol, rtol=0)
+
+
+def test_score_stage_on_cuda(tiny_bert):
+    import pyarrow as pa
+
+    model = ModelConfig(name_or_path=tiny_bert, max_length=64)
+    tok = PairTokenizer.load(tiny_bert, 64, 48)
+    enc = tok.encode(["what is kalo"] * 50, ["kalo sun ra " * i for i in range(50)])
+    batch = pa.table(
+        {
+            "shard": pa.array([0] * 50, pa.int32()),
+            "row": pa.array(range(50), pa.int64()),
+            **enc,
+            "error": pa.nulls(50, pa.string()),
+        }
+    )
+    out = ScorePairs(model, "cuda", "float16", 512)(batch)
+    assert out.num_rows == 50 and not np.isnan(out.column("score").to_numpy()).any()
