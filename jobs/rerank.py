@@ -82,7 +82,11 @@ def add_run_parser(sub: Any) -> None:
         type=parse_actors,
         help="scoring pool size: N, or MIN:MAX to autoscale (one GPU each on CUDA)",
     )
-    p.add_argument("--rows-per-call", type=int, help="pairs handed to a scoring actor per call (1024)")
+    p.add_argument(
+        "--rows-per-call",
+        type=int,
+        help="pairs handed to a scoring actor per call (default 256 on CPU, 4096 on CUDA)",
+    )
     p.add_argument("--torch-threads", type=int, help="torch threads per CPU scoring actor")
     p.add_argument(
         "--device",

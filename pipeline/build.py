@@ -11,7 +11,7 @@ from __future__ import annotations
 import ray
 from ray.data import ActorPoolStrategy, Dataset
 
-from pipeline.config import JobConfig
+from pipeline.config import DEFAULT_ROWS_PER_CALL, JobConfig
 from pipeline.io import ShardFile
 from pipeline.stages import ScorePairs, TokenizeShard
 
@@ -39,7 +39,7 @@ def build(
             "max_batch_tokens": max_batch_tokens,
             "torch_threads": s.torch_threads,
         },
-        batch_size=s.rows_per_call,
+        batch_size=s.rows_per_call or DEFAULT_ROWS_PER_CALL[device],
         batch_format="pyarrow",
         compute=ActorPoolStrategy(min_size=s.min_actors, max_size=s.max_actors),
         num_cpus=s.cpus_per_actor,

@@ -19,6 +19,7 @@ Device = Literal["auto", "cpu", "cuda"]
 # big batches and pays for padding; a GPU needs large ones to fill its cores: TEI uses 16384, but
 # on an H100 with an XLM-R-large reranker 65536 scored 2.1x faster (bench/scoring.py --gpu).
 DEFAULT_MAX_BATCH_TOKENS = {"cpu": 4096, "cuda": 65536}
+DEFAULT_ROWS_PER_CALL = {"cpu": 256, "cuda": 4096}
 
 
 class _Section(BaseModel):
@@ -68,8 +69,11 @@ class ScoringConfig(_Section):
     )
     min_actors: int = Field(1, ge=1, description="Scoring pool size at least (one GPU each on CUDA).")
     max_actors: int = Field(1, ge=1, description="Scoring pool size at most (autoscaling up to it).")
-    rows_per_call: int = Field(
-        1024, ge=1, description="Pairs handed to a scoring actor per call; split there into micro-batches."
+    rows_per_call: int | None = Field(
+        None,
+        ge=1,
+        description="Pairs handed to a scoring actor per call, split there into micro-batches; "
+        "default 256 on CPU, 4096 on CUDA (a shard is published once every call holding its rows is done).",
     )
     cpus_per_actor: float = Field(1.0, gt=0, description="Ray CPUs reserved by each scoring actor.")
     torch_threads: int | None = Field(

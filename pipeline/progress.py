@@ -30,11 +30,13 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     first_scored: float | None = None
     last_scored: float | None = None
+    pairs_in_first_batch: int = 0
 
     def scored(self, pairs: int, tokens: int, padded_tokens: int) -> None:
         now = time.monotonic()
         if self.first_scored is None:
             self.first_scored = now
+            self.pairs_in_first_batch = pairs
         self.last_scored = now
         self.pairs_scored += pairs
         self.tokens += tokens
@@ -67,7 +69,8 @@ class Progress:
         steady = None
         if self.first_scored is not None and self.last_scored is not None:
             span = self.last_scored - self.first_scored
-            steady = round(self.pairs_scored / span, 2) if span > 0 else None
+            # pairs scored after the first batch arrived, over the time since: excludes start-up
+            steady = round((self.pairs_scored - self.pairs_in_first_batch) / span, 2) if span > 0 else None
         return {
             "pairs_scored": self.pairs_scored,
             "tokens": self.tokens,
