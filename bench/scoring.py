@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.demo import make_corpus, make_demo_model  # noqa: E402
-from pipeline import io  # noqa: E402
+from pipeline.io import Storage  # noqa: E402
 from pipeline.reranker import Reranker  # noqa: E402
 from pipeline.tokenize import PairTokenizer  # noqa: E402
 
@@ -95,7 +95,7 @@ def main() -> int:
     make_corpus(work / "in", queries, 20, 1, seed=1)
     tok_dir = args.tokenizer or str(make_demo_model(work / "minilm"))
     model_dir = gpu_model(work / "m3") if args.gpu else tok_dir
-    table = io.read_table(str(next((work / "in").glob("*.parquet"))))
+    table = Storage().read_table(str(next((work / "in").glob("*.parquet"))))
     tokenizer = PairTokenizer.load(tok_dir, 512, 384)
     enc = tokenizer.encode(table.column("query").to_pylist(), table.column("passage").to_pylist())
     ids, types = enc["input_ids"], enc.get("token_type_ids")

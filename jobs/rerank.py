@@ -14,6 +14,8 @@ import os
 import sys
 from typing import Any
 
+import yaml
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from pipeline.errors import ConfigError, RerankError  # noqa: E402
@@ -41,6 +43,10 @@ FLAG_FIELDS = {
     "passage_column": ("input", "passage_column"),
     "fresh": ("output", "fresh"),
     "ray_address": ("ray", "address"),
+    "storage_endpoint_url": ("storage", "endpoint_url"),
+    "storage_region": ("storage", "region"),
+    "storage_profile": ("storage", "profile"),
+    "storage_anonymous": ("storage", "anonymous"),
 }
 
 
@@ -109,6 +115,19 @@ def add_run_parser(sub: Any) -> None:
         help="allow model code shipped with the model (off by default)",
     )
     p.add_argument("--ray-address", help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray)")
+    p.add_argument(
+        "--storage-endpoint-url",
+        help="S3-compatible endpoint, e.g. http://minio:9000 (default $AWS_ENDPOINT_URL[_S3])",
+    )
+    p.add_argument("--storage-region", help="S3 region (default $AWS_REGION / $AWS_DEFAULT_REGION)")
+    p.add_argument("--storage-profile", help="AWS profile (default: the standard credential chain)")
+    p.add_argument("--storage-anonymous", action="store_true", help="read object storage without credentials")
+    p.add_argument(
+        "--storage-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="extra fsspec storage option (repeatable; VALUE parsed as YAML, dotted KEY nests)",
+    )
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -117,6 +136,15 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     for dest, (section, name) in FLAG_FIELDS.items():
         if dest in given:
             out.setdefault(section, {})[name] = given[dest]
+    for item in given.get("storage_option") or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError([f"--storage-option must be KEY=VALUE, got {item!r}"])
+        node = out.setdefault("storage", {}).setdefault("options", {})
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
     if "actors" in given:
         lo, hi = given["actors"]
         out.setdefault("scoring", {}).update(min_actors=lo, max_actors=hi)

@@ -12,12 +12,17 @@ import ray
 from ray.data import ActorPoolStrategy, Dataset
 
 from pipeline.config import DEFAULT_ROWS_PER_CALL, JobConfig
-from pipeline.io import ShardFile
+from pipeline.io import ShardFile, Storage
 from pipeline.stages import ScorePairs, TokenizeShard
 
 
 def build(
-    cfg: JobConfig, shards: dict[int, ShardFile], device: str, dtype: str, max_batch_tokens: int
+    cfg: JobConfig,
+    storage: Storage,
+    shards: dict[int, ShardFile],
+    device: str,
+    dtype: str,
+    max_batch_tokens: int,
 ) -> Dataset:
     """The streaming dataset of scores (`shard`, `row`, `score`, ...) for the given shards."""
     s = cfg.scoring
@@ -25,7 +30,7 @@ def build(
     ds: Dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.map_batches(
         TokenizeShard,
-        fn_constructor_kwargs={"model": cfg.model, "columns": cfg.input},
+        fn_constructor_kwargs={"model": cfg.model, "columns": cfg.input, "storage": storage},
         batch_size=1,
         compute=ActorPoolStrategy(size=s.tokenize_actors),
         num_cpus=s.cpus_per_tokenizer,
@@ -34,6 +39,7 @@ def build(
         ScorePairs,
         fn_constructor_kwargs={
             "model": cfg.model,
+            "storage": storage,
             "device": device,
             "dtype": dtype,
             "max_batch_tokens": max_batch_tokens,

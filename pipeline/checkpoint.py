@@ -15,9 +15,8 @@ import logging
 import time
 from typing import Any
 
-from pipeline import io
 from pipeline.errors import OutputStateError
-from pipeline.io import ShardFile
+from pipeline.io import ShardFile, Storage, join
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +26,18 @@ SUCCESS = "_SUCCESS"
 
 
 def marker_uri(output: str, relpath: str) -> str:
-    return io.join(output, f"{MARKERS}/{relpath}.json")
+    return join(output, f"{MARKERS}/{relpath}.json")
 
 
 def shard_output_uri(output: str, relpath: str) -> str:
-    return io.join(output, relpath)
+    return join(output, relpath)
 
 
-def prepare_output(output: str, fp: dict[str, Any], digest: str, fresh: bool) -> None:
+def prepare_output(storage: Storage, output: str, fp: dict[str, Any], digest: str, fresh: bool) -> None:
     """Checks OUTPUT may receive this run, honours --fresh, and records the run fingerprint."""
-    manifest = io.read_json(io.join(output, RUN_MANIFEST))
+    manifest = storage.read_json(join(output, RUN_MANIFEST))
     if manifest is None:
-        existing = [p for p in io.list_files(output) if not p.rsplit("/", 1)[-1].startswith(".")]
+        existing = [p for p in storage.list_files(output) if not p.rsplit("/", 1)[-1].startswith(".")]
         if existing:
             raise OutputStateError(
                 f"OUTPUT {output!r} already holds {len(existing)} file(s) (e.g. {existing[0]!r}) "
@@ -46,7 +45,7 @@ def prepare_output(output: str, fp: dict[str, Any], digest: str, fresh: bool) ->
             )
     elif fresh:
         log.info("--fresh: removing earlier progress and output in %s", output)
-        io.remove(output)
+        storage.remove(output)
     elif manifest.get("digest") != digest:
         diff = {
             k: (manifest.get("fingerprint", {}).get(k), v)
@@ -59,19 +58,21 @@ def prepare_output(output: str, fp: dict[str, Any], digest: str, fresh: bool) ->
             f"({changes}); rerun with the same settings to resume, or pass --fresh to discard it"
         )
     if manifest is None or fresh:
-        io.write_json_atomic(
-            io.join(output, RUN_MANIFEST), {"digest": digest, "fingerprint": fp, "created_at": time.time()}
+        storage.write_json_atomic(
+            join(output, RUN_MANIFEST), {"digest": digest, "fingerprint": fp, "created_at": time.time()}
         )
 
 
-def load_done(output: str, shards: list[ShardFile], digest: str) -> dict[str, dict[str, Any]]:
+def load_done(
+    storage: Storage, output: str, shards: list[ShardFile], digest: str
+) -> dict[str, dict[str, Any]]:
     """Markers of shards that are done for this run and whose input is unchanged, by relpath."""
-    listed = set(io.list_files(io.join(output, MARKERS)))
+    listed = set(storage.list_files(join(output, MARKERS)))
     done = {}
     for shard in shards:
         if f"{shard.relpath}.json" not in listed:
             continue
-        marker = io.read_json(marker_uri(output, shard.relpath))
+        marker = storage.read_json(marker_uri(output, shard.relpath))
         if marker is None or marker.get("digest") != digest:
             continue
         if marker["input"] != {"size": shard.size, "version": shard.version}:
@@ -81,7 +82,9 @@ def load_done(output: str, shards: list[ShardFile], digest: str) -> dict[str, di
     return done
 
 
-def write_marker(output: str, shard: ShardFile, digest: str, stats: dict[str, Any]) -> dict[str, Any]:
+def write_marker(
+    storage: Storage, output: str, shard: ShardFile, digest: str, stats: dict[str, Any]
+) -> dict[str, Any]:
     marker = {
         "shard": shard.relpath,
         "input": {"size": shard.size, "version": shard.version},
@@ -89,12 +92,17 @@ def write_marker(output: str, shard: ShardFile, digest: str, stats: dict[str, An
         "published_at": time.time(),
         **stats,
     }
-    io.write_json_atomic(marker_uri(output, shard.relpath), marker)
+    storage.write_json_atomic(marker_uri(output, shard.relpath), marker)
     return marker
 
 
 def write_success(
-    output: str, markers: list[dict[str, Any]], fp: dict[str, Any], digest: str, summary: dict[str, Any]
+    storage: Storage,
+    output: str,
+    markers: list[dict[str, Any]],
+    fp: dict[str, Any],
+    digest: str,
+    summary: dict[str, Any],
 ) -> dict[str, Any]:
     """Writes the `_SUCCESS` manifest: every output shard with its row counts, totals, fingerprint."""
     shards = [
@@ -118,5 +126,5 @@ def write_success(
         "last_run": summary,
         "finished_at": time.time(),
     }
-    io.write_json_atomic(io.join(output, SUCCESS), manifest)
+    storage.write_json_atomic(join(output, SUCCESS), manifest)
     return manifest

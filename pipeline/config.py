@@ -93,6 +93,25 @@ class RayConfig(_Section):
     )
 
 
+class StorageConfig(_Section):
+    endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint (MinIO, Ceph, R2, ...); default $AWS_ENDPOINT_URL_S3 or "
+        "$AWS_ENDPOINT_URL of the driver.",
+    )
+    region: str | None = Field(None, description="S3 region; default $AWS_REGION / $AWS_DEFAULT_REGION.")
+    profile: str | None = Field(None, description="AWS profile name (else the standard credential chain).")
+    anonymous: bool = Field(False, description="Access object storage without credentials (public data).")
+    max_attempts: int = Field(
+        8, ge=1, description="Attempts per storage request on throttling, 5xx and connection errors."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra fsspec storage_options for remote URIs (e.g. client_kwargs); "
+        "credential-like values are never logged.",
+    )
+
+
 class JobConfig(_Section):
     input: InputConfig
     output: OutputConfig
@@ -100,10 +119,15 @@ class JobConfig(_Section):
     ranking: RankingConfig = Field(default_factory=RankingConfig, description="Output ordering options.")
     scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="Scoring pool options.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection options.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage options.")
 
     def redacted(self) -> dict[str, Any]:
-        """The resolved config as a dict, safe to log and store (no credentials live in it)."""
-        return self.model_dump(mode="json")
+        """The resolved config as a dict, safe to log and store: credential-like values masked."""
+        from pipeline.io import redact
+
+        data = self.model_dump(mode="json")
+        data["storage"]["options"] = redact(data["storage"]["options"])
+        return data
 
 
 def _cross_field_problems(cfg: JobConfig) -> list[str]:

@@ -1,7 +1,10 @@
-"""All storage I/O, through fsspec, so local paths, file:// and s3:// behave the same.
+"""All storage I/O, through fsspec, so local paths, file://, s3://, gs:// ... behave the same.
 
-Publishing is atomic everywhere: locally a temp file in the same directory renamed into place; on
-object stores a single PUT (or a completed multipart upload), so no reader ever sees half a file.
+`Storage` holds the fsspec options (endpoint, region, profile, retries, ...) and is passed to every
+stage, so each Ray worker builds its own filesystems from the same options: nothing works only on
+the driver. Publishing is atomic everywhere: locally a temp file in the same directory renamed
+into place; on object stores a single PUT (or a completed multipart upload), so no reader ever
+sees half a file.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -20,7 +23,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from pipeline.errors import StorageError
+
 log = logging.getLogger(__name__)
+
+S3_PROTOCOLS = ("s3", "s3a")
+_SECRET_WORDS = ("key", "secret", "token", "password", "credential", "signature")
 
 
 @dataclass(frozen=True)
@@ -33,22 +41,25 @@ class ShardFile:
     version: str  # mtime (local) or ETag/generation (object stores): changes when the file does
 
 
-def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem for a URI and the path within it."""
-    fs, path = fsspec.core.url_to_fs(uri)
-    return fs, path
-
-
-def is_local(uri: str) -> bool:
-    return isinstance(filesystem(uri)[0], LocalFileSystem)
-
-
 def join(base: str, relpath: str) -> str:
     return base.rstrip("/") + "/" + relpath.lstrip("/")
 
 
-def _to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+def protocol_of(uri: str) -> str:
+    return uri.split("://", 1)[0] if "://" in uri else "file"
+
+
+def redact(options: dict[str, Any]) -> dict[str, Any]:
+    """A copy of storage options safe to log: values of credential-like keys are masked."""
+    out: dict[str, Any] = {}
+    for k, v in options.items():
+        if isinstance(v, dict):
+            out[k] = redact(v)
+        elif any(word in k.lower() for word in _SECRET_WORDS) and v is not None:
+            out[k] = "***"
+        else:
+            out[k] = v
+    return out
 
 
 def _version_tag(info: dict[str, Any]) -> str:
@@ -62,100 +73,215 @@ def _is_hidden(relpath: str) -> bool:
     return any(part.startswith(("_", ".")) for part in relpath.split("/"))
 
 
-def list_shards(uri: str) -> list[ShardFile]:
-    """Lists Parquet shards under `uri` (or `uri` itself if it is a file) in a fixed order.
+@dataclass(frozen=True)
+class Storage:
+    """fsspec options per protocol; picklable, so it travels to every Ray worker."""
 
-    One recursive listing; skips non-Parquet objects and any path part starting with '_' or '.'
-    (bookkeeping, temp files). Relative paths are what output shards are named after.
-    """
-    fs, root = filesystem(uri)
-    if fs.isfile(root):
-        info = fs.info(root)
-        name = root.rsplit("/", 1)[-1]
-        return [ShardFile(_to_uri(fs, root), name, int(info.get("size") or 0), _version_tag(info))]
-    found = fs.find(root, detail=True)
-    root = root.rstrip("/")
-    shards = []
-    for path, info in sorted(found.items()):
-        rel = path[len(root) :].lstrip("/")
-        if not rel.endswith(".parquet") or _is_hidden(rel):
-            continue
-        shards.append(ShardFile(_to_uri(fs, path), rel, int(info.get("size") or 0), _version_tag(info)))
-    return shards
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    @classmethod
+    def from_settings(
+        cls,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        anonymous: bool = False,
+        max_attempts: int = 8,
+        extra: dict[str, Any] | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> Storage:
+        """Options for s3:// (and the `extra` fsspec options for every remote protocol).
 
-def read_parquet_schema(uri: str) -> tuple[pa.Schema, int]:
-    """Schema and row count from the Parquet footer, without reading any data."""
-    fs, path = filesystem(uri)
-    with fs.open(path, "rb") as f:
-        meta = pq.ParquetFile(f).metadata
-        return meta.schema.to_arrow_schema(), meta.num_rows
+        The endpoint and region fall back to the standard AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL
+        and AWS_REGION / AWS_DEFAULT_REGION variables *of the driver*, so that workers on other
+        nodes use the same ones. Credentials are not copied: each worker uses the AWS credential
+        chain of its node (env, profile, instance role) unless `extra` names keys.
+        """
+        env = os.environ if environ is None else environ
+        endpoint_url = endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        s3: dict[str, Any] = {
+            # botocore's standard retry mode: throttling, 5xx and connection errors, exponential
+            # backoff with jitter, bounded by max_attempts.
+            "config_kwargs": {
+                "retries": {"max_attempts": max_attempts, "mode": "standard"},
+                "connect_timeout": 10,
+                "read_timeout": 120,
+            },
+        }
+        if endpoint_url:
+            s3["endpoint_url"] = endpoint_url
+        if region:
+            s3["client_kwargs"] = {"region_name": region}
+        if profile:
+            s3["profile"] = profile
+        if anonymous:
+            s3["anon"] = True
+        options = {p: {**s3, **(extra or {})} for p in S3_PROTOCOLS}
+        options["*"] = dict(extra or {})  # any other remote protocol: gs://, az://, ...
+        return cls(options)
 
+    def redacted(self) -> dict[str, Any]:
+        return {p: redact(o) for p, o in self.options.items() if o}
 
-def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
-    fs, path = filesystem(uri)
-    with fs.open(path, "rb") as f:
-        return pq.read_table(f, columns=columns)
+    def filesystem(self, uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+        """The filesystem for a URI (built from this Storage's options) and the path within it."""
+        protocol = protocol_of(uri)
+        if protocol in ("file", "local"):
+            options: dict[str, Any] = {}
+        else:
+            options = self.options.get(protocol, self.options.get("*", {}))
+        fs, path = fsspec.core.url_to_fs(uri, **options)
+        return fs, path
 
+    def is_local(self, uri: str) -> bool:
+        return isinstance(self.filesystem(uri)[0], LocalFileSystem)
 
-def iter_row_groups(uri: str, columns: list[str]) -> Iterator[pa.Table]:
-    """Streams a shard one row group at a time, so a big shard is never held whole."""
-    fs, path = filesystem(uri)
-    with fs.open(path, "rb") as f:
-        pf = pq.ParquetFile(f)
-        for i in range(pf.num_row_groups):
-            yield pf.read_row_group(i, columns=columns)
+    def _to_uri(self, fs: fsspec.AbstractFileSystem, path: str) -> str:
+        return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
 
+    def list_shards(self, uri: str) -> list[ShardFile]:
+        """Lists Parquet shards under `uri` (or `uri` itself if it is a file) in a fixed order.
 
-def _put_atomic(uri: str, data: bytes) -> None:
-    fs, path = filesystem(uri)
-    if isinstance(fs, LocalFileSystem):
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    else:
-        # One request: an object store shows the new object only once it is whole.
-        fs.pipe_file(path, data)
+        One recursive listing; skips non-Parquet objects and any path part starting with '_' or
+        '.' (bookkeeping, temp files). Relative paths are what output shards are named after.
+        """
+        fs, root = self.filesystem(uri)
+        fs.invalidate_cache()
+        if root.endswith(".parquet") and fs.isfile(root):
+            info = fs.info(root)
+            name = root.rsplit("/", 1)[-1]
+            return [ShardFile(self._to_uri(fs, root), name, int(info.get("size") or 0), _version_tag(info))]
+        found = fs.find(root, detail=True)
+        root = root.rstrip("/")
+        shards = []
+        for path, info in sorted(found.items()):
+            rel = path[len(root) :].lstrip("/")
+            if not rel.endswith(".parquet") or _is_hidden(rel):
+                continue
+            size = int(info.get("size") or 0)
+            shards.append(ShardFile(self._to_uri(fs, path), rel, size, _version_tag(info)))
+        return shards
 
-
-def write_parquet_atomic(uri: str, table: pa.Table) -> int:
-    """Publishes `table` at `uri` in one atomic step. Returns bytes written."""
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    data = buf.getvalue()
-    _put_atomic(uri, data)
-    return len(data)
-
-
-def write_json_atomic(uri: str, obj: Any) -> None:
-    _put_atomic(uri, json.dumps(obj, indent=1, sort_keys=True).encode())
-
-
-def read_json(uri: str) -> Any | None:
-    """The JSON document at `uri`, or None if there is none."""
-    fs, path = filesystem(uri)
-    try:
+    def read_parquet_schema(self, uri: str) -> tuple[pa.Schema, int]:
+        """Schema and row count from the Parquet footer, without reading any data."""
+        fs, path = self.filesystem(uri)
         with fs.open(path, "rb") as f:
-            return json.loads(f.read())
-    except FileNotFoundError:
-        return None
+            meta = pq.ParquetFile(f).metadata
+            return meta.schema.to_arrow_schema(), meta.num_rows
+
+    def read_table(self, uri: str, columns: list[str] | None = None) -> pa.Table:
+        fs, path = self.filesystem(uri)
+        with fs.open(path, "rb") as f:
+            return pq.read_table(f, columns=columns)
+
+    def iter_row_groups(self, uri: str, columns: list[str]) -> Iterator[pa.Table]:
+        """Streams a shard one row group at a time, so a big shard is never held whole."""
+        fs, path = self.filesystem(uri)
+        with fs.open(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            for i in range(pf.num_row_groups):
+                yield pf.read_row_group(i, columns=columns)
+
+    def _put_atomic(self, uri: str, data: bytes) -> None:
+        fs, path = self.filesystem(uri)
+        if isinstance(fs, LocalFileSystem):
+            directory = os.path.dirname(path)
+            os.makedirs(directory, exist_ok=True)
+            tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        else:
+            # One PUT (a multipart upload for big objects, completed only at the end): an object
+            # store shows the new object only once it is whole.
+            fs.pipe_file(path, data)
+
+    def write_parquet_atomic(self, uri: str, table: pa.Table) -> int:
+        """Publishes `table` at `uri` in one atomic step. Returns bytes written."""
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        data = buf.getvalue()
+        self._put_atomic(uri, data)
+        return len(data)
+
+    def write_json_atomic(self, uri: str, obj: Any) -> None:
+        self._put_atomic(uri, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+    def read_json(self, uri: str) -> Any | None:
+        """The JSON document at `uri`, or None if there is none."""
+        fs, path = self.filesystem(uri)
+        try:
+            with fs.open(path, "rb") as f:
+                return json.loads(f.read())
+        except FileNotFoundError:
+            return None
+
+    def list_files(self, uri: str) -> list[str]:
+        """Paths (relative to `uri`) of every file below it; empty if it does not exist."""
+        fs, root = self.filesystem(uri)
+        fs.invalidate_cache()
+        if not fs.exists(root):
+            return []
+        root = root.rstrip("/")
+        return sorted(p[len(root) :].lstrip("/") for p in fs.find(root))
+
+    def remove(self, uri: str) -> None:
+        fs, path = self.filesystem(uri)
+        fs.invalidate_cache()
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+    def get_directory(self, uri: str, local_dir: str) -> None:
+        """Copies every file under `uri` into `local_dir` (which must not exist yet)."""
+        fs, root = self.filesystem(uri)
+        root = root.rstrip("/")
+        files = fs.find(root)
+        if not files:
+            raise FileNotFoundError(f"nothing under {uri}")
+        for path in files:
+            target = os.path.join(local_dir, path[len(root) :].lstrip("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            fs.get_file(path, target)
+
+    def check_root(self, uri: str, role: str) -> None:
+        """Fails fast with a StorageError if the bucket/container of `uri` cannot be used."""
+        fs, path = self.filesystem(uri)
+        if isinstance(fs, LocalFileSystem):
+            return
+        bucket = path.split("/", 1)[0]
+        try:
+            fs.invalidate_cache()
+            exists = fs.exists(bucket)
+            if exists:
+                fs.ls(bucket, refresh=True)
+        except Exception as e:
+            raise storage_error(uri, role, e) from e
+        if not exists:
+            raise StorageError(
+                f"{role} {uri!r}: bucket {bucket!r} does not exist (or is not visible with these "
+                "credentials); create it or fix the URI"
+            )
 
 
-def list_files(uri: str) -> list[str]:
-    """Paths (relative to `uri`) of every file below it; empty if it does not exist."""
-    fs, root = filesystem(uri)
-    if not fs.exists(root):
-        return []
-    root = root.rstrip("/")
-    return sorted(p[len(root) :].lstrip("/") for p in fs.find(root))
-
-
-def remove(uri: str) -> None:
-    fs, path = filesystem(uri)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+def storage_error(uri: str, role: str, e: BaseException) -> StorageError:
+    """A StorageError naming the URI and the likely fix for a failed storage call."""
+    text = f"{type(e).__name__}: {e}"
+    if isinstance(e, PermissionError) or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
+        hint = (
+            "access denied: check the credentials the job uses (AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or --storage-profile, the instance role) and their "
+            "permissions on it"
+        )
+    elif isinstance(e, FileNotFoundError):
+        hint = "no such bucket or path: check the URI"
+    elif any(w in text for w in ("Connect", "connect", "Endpoint", "timed out", "Timeout", "resolve")):
+        hint = (
+            "cannot reach the storage endpoint: check --storage-endpoint-url / AWS_ENDPOINT_URL "
+            "and the network"
+        )
+    else:
+        hint = "check the URI, the endpoint and the credentials"
+    return StorageError(f"{role} {uri!r}: {hint} ({text})")

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipeline import io
 from pipeline.config import InputConfig
 from pipeline.errors import InputContractError
-from pipeline.io import ShardFile
+from pipeline.io import ShardFile, Storage, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +23,11 @@ class PendingShard:
     num_rows: int
 
 
-def find_shards(uri: str) -> list[ShardFile]:
-    shards = io.list_shards(uri)
+def find_shards(storage: Storage, uri: str) -> list[ShardFile]:
+    try:
+        shards = storage.list_shards(uri)
+    except Exception as e:
+        raise storage_error(uri, "INPUT", e) from e
     if not shards:
         raise InputContractError(
             f"no Parquet shards (*.parquet) found under INPUT {uri!r}; check the path "
@@ -66,12 +68,12 @@ def contract_problems(shard: ShardFile, schema: pa.Schema, columns: InputConfig)
     return problems
 
 
-def check_pending(shards: list[ShardFile], columns: InputConfig) -> list[PendingShard]:
+def check_pending(storage: Storage, shards: list[ShardFile], columns: InputConfig) -> list[PendingShard]:
     """Reads each pending shard's footer (in parallel); raises one error listing every problem."""
 
     def footer(shard: ShardFile) -> tuple[ShardFile, pa.Schema | None, int, str | None]:
         try:
-            schema, rows = io.read_parquet_schema(shard.uri)
+            schema, rows = storage.read_parquet_schema(shard.uri)
             return shard, schema, rows, None
         except Exception as e:  # unreadable shard: it fails on its own later, others go on
             return shard, None, 0, f"{type(e).__name__}: {e}"

@@ -9,13 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import checkpoint, io
+from pipeline import checkpoint
 from pipeline.config import InputConfig, RankingConfig
-from pipeline.io import ShardFile
+from pipeline.io import ShardFile, Storage
 from pipeline.ranking import rank_table
 
 
 def publish_shard(
+    storage: Storage,
     output: str,
     shard: ShardFile,
     scores: np.ndarray,
@@ -26,18 +27,18 @@ def publish_shard(
     digest: str,
 ) -> dict[str, Any]:
     """Ranks one shard's rows by their scores, publishes it atomically, then writes its marker."""
-    table = io.read_table(shard.uri)
+    table = storage.read_table(shard.uri)
     if table.num_rows != len(scores):
         raise RuntimeError(
             f"shard {shard.uri} has {table.num_rows} rows but {len(scores)} were scored; "
             "was it modified during the run? rerun to redo it"
         )
     ranked = rank_table(table, scores, columns.query_id_column, ranking.top_k, ranking.normalize)
-    io.write_parquet_atomic(checkpoint.shard_output_uri(output, shard.relpath), ranked)
+    storage.write_parquet_atomic(checkpoint.shard_output_uri(output, shard.relpath), ranked)
     stats = {
         "rows_in": table.num_rows,
         "rows_out": ranked.num_rows,
         "tokens": tokens,
         "padded_tokens": padded_tokens,
     }
-    return checkpoint.write_marker(output, shard, digest, stats)
+    return checkpoint.write_marker(storage, output, shard, digest, stats)

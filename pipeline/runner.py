@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline import checkpoint, io
+from pipeline import checkpoint
 from pipeline.config import (
     DEFAULT_MAX_BATCH_TOKENS,
     JobConfig,
@@ -19,7 +19,8 @@ from pipeline.config import (
     fingerprint_digest,
 )
 from pipeline.errors import ConfigError
-from pipeline.io import ShardFile
+from pipeline.io import ShardFile, Storage, join, storage_error
+from pipeline.model_cache import local_model_path
 from pipeline.plan import PendingShard, check_pending, find_shards
 from pipeline.progress import Progress
 from pipeline.reranker import check_reranker_config, resolve_dtype
@@ -153,23 +154,50 @@ def _check_paths(cfg: JobConfig) -> None:
         )
 
 
+def storage_from_config(cfg: JobConfig) -> Storage:
+    st = cfg.storage
+    return Storage.from_settings(
+        endpoint_url=st.endpoint_url,
+        region=st.region,
+        profile=st.profile,
+        anonymous=st.anonymous,
+        max_attempts=st.max_attempts,
+        extra=st.options,
+    )
+
+
+def _load_model_locally(cfg: JobConfig, storage: Storage) -> None:
+    """Checks --model (fetching it into this node's cache if remote) before any shard work."""
+    m = cfg.model
+    try:
+        path = local_model_path(m.name_or_path, storage)
+    except Exception as e:
+        raise storage_error(m.name_or_path, "--model", e) from e
+    check_reranker_config(path, m.trust_remote_code)
+    PairTokenizer.load(path, m.max_length, m.resolved_query_max_length, m.trust_remote_code)
+
+
 def run(cfg: JobConfig) -> RunReport:
     """Runs the job to completion (or to the shards that failed). Raises RerankError on bad usage."""
     _check_paths(cfg)
-    shards = find_shards(cfg.input.uri)
-    m = cfg.model
-    check_reranker_config(m.name_or_path, m.trust_remote_code)
-    PairTokenizer.load(m.name_or_path, m.max_length, m.resolved_query_max_length, m.trust_remote_code)
+    storage = storage_from_config(cfg)
+    log.info("storage options: %s", storage.redacted())
+    output = cfg.output.uri
+    shards = find_shards(storage, cfg.input.uri)
+    storage.check_root(output, "OUTPUT")
+    _load_model_locally(cfg, storage)
     connect_ray(cfg.ray)
-    device = resolve_device(m.device)
-    dtype = resolve_dtype(m.dtype, device)
+    device = resolve_device(cfg.model.device)
+    dtype = resolve_dtype(cfg.model.dtype, device)
     fp = fingerprint(cfg, dtype)
     digest = fingerprint_digest(fp)
-    output = cfg.output.uri
-    checkpoint.prepare_output(output, fp, digest, cfg.output.fresh)
-    done = checkpoint.load_done(output, shards, digest)
+    try:
+        checkpoint.prepare_output(storage, output, fp, digest, cfg.output.fresh)
+        done = checkpoint.load_done(storage, output, shards, digest)
+    except OSError as e:
+        raise storage_error(output, "OUTPUT", e) from e
     todo = [s for s in shards if s.relpath not in done]
-    pending = check_pending(todo, cfg.input)
+    pending = check_pending(storage, todo, cfg.input)
     log.info(
         "%d shard(s) under %s: %d already done, %d to score (device=%s, dtype=%s)",
         len(shards),
@@ -182,16 +210,19 @@ def run(cfg: JobConfig) -> RunReport:
     report = RunReport(shards_total=len(shards), shards_skipped=len(done))
     markers = list(done.values())
     if pending:
-        io.remove(io.join(output, checkpoint.SUCCESS))
+        storage.remove(join(output, checkpoint.SUCCESS))
         budget = cfg.scoring.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS[device]
-        markers += _score_and_publish(cfg, pending, device, dtype, budget, digest, report)
+        markers += _score_and_publish(cfg, storage, pending, device, dtype, budget, digest, report)
     if report.ok:
-        report.success_manifest = checkpoint.write_success(output, markers, fp, digest, report.summary)
+        report.success_manifest = checkpoint.write_success(
+            storage, output, markers, fp, digest, report.summary
+        )
     return report
 
 
 def _score_and_publish(
     cfg: JobConfig,
+    storage: Storage,
     pending: list[PendingShard],
     device: str,
     dtype: str,
@@ -215,7 +246,13 @@ def _score_and_publish(
     rows = {i: pending[i].num_rows for i in by_id}
     progress = Progress(shards_total=len(pending), pairs_total=sum(rows.values()))
     publish = ray.remote(publish_shard).options(num_cpus=PUBLISH_CPUS, max_retries=3)
-    common = {"output": cfg.output.uri, "columns": cfg.input, "ranking": cfg.ranking, "digest": digest}
+    common = {
+        "storage": storage,
+        "output": cfg.output.uri,
+        "columns": cfg.input,
+        "ranking": cfg.ranking,
+        "digest": digest,
+    }
     inflight: dict[Any, ShardFile] = {}
     markers: list[dict[str, Any]] = []
 
@@ -243,7 +280,7 @@ def _score_and_publish(
             submit(p.shard, np.empty(0, np.float32), 0, 0)
     assembler = ShardAssembler(rows)
     if by_id:
-        ds = build(cfg, by_id, device, dtype, budget)
+        ds = build(cfg, storage, by_id, device, dtype, budget)
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 complete, pairs, tokens, padded = assembler.add(batch)

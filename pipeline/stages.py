@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline import io
 from pipeline.batching import longest_first
 from pipeline.config import InputConfig, ModelConfig
+from pipeline.io import Storage
+from pipeline.model_cache import local_model_path
 from pipeline.reranker import Reranker
 from pipeline.tokenize import PairTokenizer
 
@@ -39,11 +40,15 @@ def tokenized_schema(uses_token_types: bool) -> pa.Schema:
 class TokenizeShard:
     """Reads and tokenizes whole shards; yields one length-sorted table per row group."""
 
-    def __init__(self, model: ModelConfig, columns: InputConfig) -> None:
+    def __init__(self, model: ModelConfig, columns: InputConfig, storage: Storage) -> None:
         self._tokenizer = PairTokenizer.load(
-            model.name_or_path, model.max_length, model.resolved_query_max_length, model.trust_remote_code
+            local_model_path(model.name_or_path, storage),
+            model.max_length,
+            model.resolved_query_max_length,
+            model.trust_remote_code,
         )
         self._columns = columns
+        self._storage = storage
         self._schema = tokenized_schema(self._tokenizer.uses_token_types)
 
     def _error_row(self, shard: int, message: str) -> pa.Table:
@@ -55,7 +60,7 @@ class TokenizeShard:
     def tokenize(self, shard: int, uri: str) -> Iterator[pa.Table]:
         c = self._columns
         first_row = 0
-        for group in io.iter_row_groups(uri, [c.query_column, c.passage_column]):
+        for group in self._storage.iter_row_groups(uri, [c.query_column, c.passage_column]):
             queries = group.column(c.query_column).to_pylist()
             passages = group.column(c.passage_column).to_pylist()
             bad = next(
@@ -111,6 +116,7 @@ class ScorePairs:
     def __init__(
         self,
         model: ModelConfig,
+        storage: Storage,
         device: str,
         dtype: str,
         max_batch_tokens: int,
@@ -122,7 +128,11 @@ class ScorePairs:
             # Ray pins OMP_NUM_THREADS=1 in actors; a CPU scorer should use the cores it was given.
             torch.set_num_threads(torch_threads or max(1, os.cpu_count() or 1))
         self._reranker = Reranker.load(
-            model.name_or_path, device, dtype, max_batch_tokens, model.trust_remote_code
+            local_model_path(model.name_or_path, storage),
+            device,
+            dtype,
+            max_batch_tokens,
+            model.trust_remote_code,
         )
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -5,9 +5,12 @@ import pytest
 import torch
 
 from pipeline.config import ModelConfig
+from pipeline.io import Storage
 from pipeline.reranker import Reranker
 from pipeline.stages import ScorePairs
 from pipeline.tokenize import PairTokenizer
+
+STORAGE = Storage()
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -39,5 +42,5 @@ def test_score_stage_on_cuda(tiny_bert):
             "error": pa.nulls(50, pa.string()),
         }
     )
-    out = ScorePairs(model, "cuda", "float16", 512)(batch)
+    out = ScorePairs(model, STORAGE, "cuda", "float16", 512)(batch)
     assert out.num_rows == 50 and not np.isnan(out.column("score").to_numpy()).any()

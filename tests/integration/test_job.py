@@ -15,9 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.rerank import main
-from pipeline import io
 from pipeline.config import load_config
+from pipeline.io import Storage
 from pipeline.runner import run
+
+STORAGE = Storage()
 
 
 def job(input_dir, output_dir, model_path, **sections):
@@ -33,12 +35,12 @@ def job(input_dir, output_dir, model_path, **sections):
 
 
 def read_output(output_dir: Path) -> dict[str, pa.Table]:
-    return {s.relpath: io.read_table(s.uri) for s in io.list_shards(str(output_dir))}
+    return {s.relpath: STORAGE.read_table(s.uri) for s in STORAGE.list_shards(str(output_dir))}
 
 
 def assert_output_invariants(input_dir: Path, output_dir: Path, top_k: int | None = None) -> None:
     """Every input row once per shard (or its top-k), grouped by query, best first, ranked 1..n."""
-    inputs = {s.relpath: io.read_table(s.uri) for s in io.list_shards(str(input_dir))}
+    inputs = {s.relpath: STORAGE.read_table(s.uri) for s in STORAGE.list_shards(str(input_dir))}
     outputs = read_output(output_dir)
     assert set(outputs) == set(inputs)
     for rel, table in inputs.items():
@@ -68,7 +70,7 @@ def test_multi_shard_run_end_to_end(ray_address, write_shards, tmp_path, tiny_be
     report = run(job(input_dir, out, tiny_bert, scoring={"rows_per_call": 16, "max_batch_tokens": 512}))
     assert report.ok and report.shards_published == 4
     assert_output_invariants(input_dir, out)
-    manifest = io.read_json(str(out / "_SUCCESS"))
+    manifest = STORAGE.read_json(str(out / "_SUCCESS"))
     assert manifest["totals"]["rows_in"] == manifest["totals"]["rows_out"] == 4 * 5 * 6
     assert [s["path"] for s in manifest["shards"]] == sorted(read_output(out))
     assert manifest["fingerprint"]["model"] == tiny_bert
@@ -100,7 +102,7 @@ def test_job_scores_match_flagembedding(ray_address, tmp_path, tiny_xlmr, golden
         tmp_path / "in", tmp_path / "out", tiny_xlmr, model={"max_length": 512}, ranking={"normalize": True}
     )
     assert run(cfg).ok
-    out = io.read_table(str(tmp_path / "out" / "golden.parquet"))
+    out = STORAGE.read_table(str(tmp_path / "out" / "golden.parquet"))
     by_doc = dict(zip(out.column("doc_id").to_pylist(), out.column("score").to_pylist()))
     norm = dict(zip(out.column("doc_id").to_pylist(), out.column("score_norm").to_pylist()))
     ours = np.array([by_doc[f"d{i}"] for i in range(len(pairs))])
@@ -118,7 +120,7 @@ def test_config_mismatch_exits_2_naming_fresh(ray_address, write_shards, tmp_pat
     assert main(args[:-1] + ["64"]) == 2
     assert "--fresh" in caplog.text and "max_length: 128 -> 64" in caplog.text
     assert main(args[:-1] + ["64", "--fresh"]) == 0
-    assert io.read_json(str(out / "_SUCCESS"))["fingerprint"]["max_length"] == 64
+    assert STORAGE.read_json(str(out / "_SUCCESS"))["fingerprint"]["max_length"] == 64
 
 
 def test_bad_model_and_missing_column_exit_2_before_any_work(
@@ -182,7 +184,7 @@ def test_killed_run_resumes_to_identical_output(ray_address, write_shards, tmp_p
     assert main(["run", str(input_dir), str(out), *flags]) == 0
     _tables_equal(read_output(reference), read_output(out))
     assert_output_invariants(input_dir, out, top_k=5)
-    manifest = io.read_json(str(out / "_SUCCESS"))
+    manifest = STORAGE.read_json(str(out / "_SUCCESS"))
     assert manifest["totals"]["shards"] == 8
     assert manifest["last_run"]["pairs_scored"] < 8 * 6 * 8  # done shards were not scored again
     assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]

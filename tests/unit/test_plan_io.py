@@ -2,10 +2,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import io
 from pipeline.config import InputConfig
 from pipeline.errors import InputContractError
+from pipeline.io import Storage
 from pipeline.plan import check_pending, find_shards
+
+STORAGE = Storage()
 
 
 def test_listing_is_recursive_sorted_and_skips_bookkeeping(tmp_path):
@@ -21,15 +23,19 @@ def test_listing_is_recursive_sorted_and_skips_bookkeeping(tmp_path):
         p = tmp_path / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x")
-    assert [s.relpath for s in io.list_shards(str(tmp_path))] == ["a/1.parquet", "b/2.parquet", "c.parquet"]
-    single = io.list_shards(str(tmp_path / "c.parquet"))
+    assert [s.relpath for s in STORAGE.list_shards(str(tmp_path))] == [
+        "a/1.parquet",
+        "b/2.parquet",
+        "c.parquet",
+    ]
+    single = STORAGE.list_shards(str(tmp_path / "c.parquet"))
     assert [s.relpath for s in single] == ["c.parquet"] and single[0].size == 1
-    assert io.list_shards(f"file://{tmp_path}")[0].relpath == "a/1.parquet"
+    assert STORAGE.list_shards(f"file://{tmp_path}")[0].relpath == "a/1.parquet"
 
 
 def test_no_shards_is_a_clear_error(tmp_path):
     with pytest.raises(InputContractError, match="no Parquet shards"):
-        find_shards(str(tmp_path))
+        find_shards(STORAGE, str(tmp_path))
 
 
 def test_contract_lists_every_problem_with_the_flag(tmp_path):
@@ -41,7 +47,7 @@ def test_contract_lists_every_problem_with_the_flag(tmp_path):
         tmp_path / "two.parquet",
     )
     with pytest.raises(InputContractError) as err:
-        check_pending(io.list_shards(str(tmp_path)), InputConfig(uri=str(tmp_path)))
+        check_pending(STORAGE, STORAGE.list_shards(str(tmp_path)), InputConfig(uri=str(tmp_path)))
     text = str(err.value)
     assert (
         "one.parquet' has no column 'passage' (found: qid, query, docid, body); set --passage-column" in text
@@ -52,12 +58,12 @@ def test_contract_lists_every_problem_with_the_flag(tmp_path):
 
 def test_unreadable_footer_is_pending_not_fatal(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"garbage")
-    (pending,) = check_pending(io.list_shards(str(tmp_path)), InputConfig(uri=str(tmp_path)))
+    (pending,) = check_pending(STORAGE, STORAGE.list_shards(str(tmp_path)), InputConfig(uri=str(tmp_path)))
     assert pending.num_rows == -1
 
 
 def test_atomic_writes_leave_no_temp_files(tmp_path):
-    io.write_json_atomic(str(tmp_path / "d" / "x.json"), {"a": 1})
-    io.write_parquet_atomic(str(tmp_path / "d" / "y.parquet"), pa.table({"a": [1]}))
+    STORAGE.write_json_atomic(str(tmp_path / "d" / "x.json"), {"a": 1})
+    STORAGE.write_parquet_atomic(str(tmp_path / "d" / "y.parquet"), pa.table({"a": [1]}))
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["x.json", "y.parquet"]
-    assert io.read_json(str(tmp_path / "missing.json")) is None
+    assert STORAGE.read_json(str(tmp_path / "missing.json")) is None
