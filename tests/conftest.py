@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,15 @@ import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests talk only to a local moto S3 server: fake credentials, never a user's real ones. Set before
+# Ray starts, so its workers inherit them.
+for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+    os.environ.pop(_name, None)
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
+)
+# Models fetched from object storage land in a cache private to this test session.
+os.environ["RERANK_CACHE_DIR"] = tempfile.mkdtemp(prefix="rerank-model-cache-")
 
 ASSETS = Path(__file__).parent / "assets"
 MODELS = ASSETS / "models"

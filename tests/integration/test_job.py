@@ -34,14 +34,16 @@ def job(input_dir, output_dir, model_path, **sections):
     )
 
 
-def read_output(output_dir: Path) -> dict[str, pa.Table]:
-    return {s.relpath: STORAGE.read_table(s.uri) for s in STORAGE.list_shards(str(output_dir))}
+def read_output(output: Path | str, storage: Storage = STORAGE) -> dict[str, pa.Table]:
+    return {s.relpath: storage.read_table(s.uri) for s in storage.list_shards(str(output))}
 
 
-def assert_output_invariants(input_dir: Path, output_dir: Path, top_k: int | None = None) -> None:
+def assert_output_invariants(
+    input_dir: Path | str, output_dir: Path | str, top_k: int | None = None, storage: Storage = STORAGE
+) -> None:
     """Every input row once per shard (or its top-k), grouped by query, best first, ranked 1..n."""
-    inputs = {s.relpath: STORAGE.read_table(s.uri) for s in STORAGE.list_shards(str(input_dir))}
-    outputs = read_output(output_dir)
+    inputs = read_output(input_dir, storage)
+    outputs = read_output(output_dir, storage)
     assert set(outputs) == set(inputs)
     for rel, table in inputs.items():
         out = outputs[rel]
@@ -147,7 +149,7 @@ def test_corrupt_shard_fails_alone(ray_address, write_shards, tmp_path, tiny_ber
     assert (out / "_SUCCESS").exists()
 
 
-def _tables_equal(a: dict[str, pa.Table], b: dict[str, pa.Table]) -> None:
+def tables_equal(a: dict[str, pa.Table], b: dict[str, pa.Table]) -> None:
     assert set(a) == set(b)
     for rel in a:
         x, y = a[rel], b[rel]
@@ -182,7 +184,7 @@ def test_killed_run_resumes_to_identical_output(ray_address, write_shards, tmp_p
     assert not (out / "_SUCCESS").exists()
 
     assert main(["run", str(input_dir), str(out), *flags]) == 0
-    _tables_equal(read_output(reference), read_output(out))
+    tables_equal(read_output(reference), read_output(out))
     assert_output_invariants(input_dir, out, top_k=5)
     manifest = STORAGE.read_json(str(out / "_SUCCESS"))
     assert manifest["totals"]["shards"] == 8

@@ -1,0 +1,217 @@
+"""s3:// in and out (and the model on s3://) against a real S3 endpoint: moto in server mode."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import s3fs
+
+from jobs.rerank import main
+from pipeline.io import Storage
+from pipeline.model_cache import default_cache_dir
+from tests.integration.test_job import assert_output_invariants, tables_equal
+from tests.s3_server import FlakyProxy, MotoServer
+
+
+@pytest.fixture(scope="session")
+def moto():
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto):
+    """A clean S3 with buckets `in`, `out`, `models`; returns (filesystem, endpoint)."""
+    moto.reset()
+    fs = s3fs.S3FileSystem(endpoint_url=moto.endpoint, key="testing", secret="testing")
+    for bucket in ("rerank-in", "rerank-out", "rerank-models"):
+        fs.mkdir(bucket)
+    fs.invalidate_cache()
+    return fs, moto.endpoint
+
+
+def upload(fs: s3fs.S3FileSystem, local: Path, remote: str) -> None:
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            fs.put_file(str(path), f"{remote}/{path.relative_to(local)}")
+
+
+def storage_for(endpoint: str) -> Storage:
+    return Storage.from_settings(endpoint_url=endpoint)
+
+
+def test_s3_to_s3_with_model_on_s3(ray_address, s3, write_shards, tiny_bert, caplog):
+    fs, endpoint = s3
+    upload(fs, write_shards(n_shards=3), "rerank-in/day1")
+    upload(fs, Path(tiny_bert), "rerank-models/tiny-bert")
+    args = [
+        "run",
+        "s3://rerank-in/day1",
+        "s3://rerank-out/day1",
+        "--model",
+        "s3://rerank-models/tiny-bert",
+        "--max-length",
+        "128",
+        "--storage-endpoint-url",
+        endpoint,
+        "--storage-option",
+        "secret=SUPERSECRET-xyz",
+        "--storage-option",
+        "key=testing",
+    ]
+    assert main(args) == 0
+    assert_output_invariants("s3://rerank-in/day1", "s3://rerank-out/day1", storage=storage_for(endpoint))
+    manifest = storage_for(endpoint).read_json("s3://rerank-out/day1/_SUCCESS")
+    assert manifest["totals"]["shards"] == 3 and manifest["totals"]["rows_out"] == 3 * 4 * 5
+    # the model was fetched once for this node (driver and actors share the cached copy)
+    copies = [p for p in default_cache_dir().iterdir() if p.is_dir() and (p / ".complete").exists()]
+    assert len(copies) == 1
+    # credentials never appear in logs or in what the job writes
+    assert "SUPERSECRET" not in caplog.text
+    for path in fs.find("rerank-out/day1"):
+        assert b"SUPERSECRET" not in fs.cat_file(path)
+
+
+def test_aws_endpoint_url_env_reaches_the_workers(ray_address, s3, write_shards, tiny_bert, monkeypatch):
+    fs, endpoint = s3
+    upload(fs, write_shards(n_shards=2), "rerank-in/d")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # only the driver has it
+    assert main(["run", "s3://rerank-in/d", "s3://rerank-out/d", "--model", tiny_bert, "--max-length", "128"]) == 0
+    assert_output_invariants("s3://rerank-in/d", "s3://rerank-out/d", storage=storage_for(endpoint))
+
+
+def test_s3_kill_and_resume_equals_uninterrupted(ray_address, s3, write_shards, tiny_bert):
+    fs, endpoint = s3
+    upload(fs, write_shards(n_shards=8, n_queries=6, candidates=8), "rerank-in/k")
+    flags = [
+        "--model",
+        tiny_bert,
+        "--max-length",
+        "128",
+        "--rows-per-call",
+        "4",
+        "--storage-endpoint-url",
+        endpoint,
+    ]
+    assert main(["run", "s3://rerank-in/k", "s3://rerank-out/reference", *flags]) == 0
+
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
+    cmd = [sys.executable, "-m", "jobs.rerank", "run", "s3://rerank-in/k", "s3://rerank-out/k", *flags]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while True:
+        fs.invalidate_cache()
+        if fs.exists("rerank-out/k/_rerank/done") and fs.find("rerank-out/k/_rerank/done"):
+            break
+        assert proc.poll() is None, "the run ended before publishing anything"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    fs.invalidate_cache()
+    done_before = len(fs.find("rerank-out/k/_rerank/done"))
+    assert 1 <= done_before < 8, f"kill landed after {done_before} of 8 shards"
+    assert not fs.exists("rerank-out/k/_SUCCESS")
+
+    assert main(["run", "s3://rerank-in/k", "s3://rerank-out/k", *flags]) == 0
+    storage = storage_for(endpoint)
+    tables_equal(
+        {s.relpath: storage.read_table(s.uri) for s in storage.list_shards("s3://rerank-out/reference")},
+        {s.relpath: storage.read_table(s.uri) for s in storage.list_shards("s3://rerank-out/k")},
+    )
+    assert_output_invariants("s3://rerank-in/k", "s3://rerank-out/k", storage=storage)
+
+
+def test_transient_errors_are_retried(ray_address, s3, write_shards, tiny_bert):
+    fs, endpoint = s3
+    upload(fs, write_shards(n_shards=3), "rerank-in/flaky")
+    proxy = FlakyProxy(endpoint, every=3)  # one request in three answers 503 SlowDown
+    try:
+        args = [
+            "run",
+            "s3://rerank-in/flaky",
+            "s3://rerank-out/flaky",
+            "--model",
+            tiny_bert,
+            "--max-length",
+            "128",
+            "--storage-endpoint-url",
+            proxy.endpoint,
+        ]
+        assert main(args) == 0
+    finally:
+        proxy.stop()
+    assert proxy.counter["failed"] > 5
+    assert_output_invariants("s3://rerank-in/flaky", "s3://rerank-out/flaky", storage=storage_for(endpoint))
+
+
+@pytest.fixture
+def fast_fail_config(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("storage:\n  max_attempts: 2\n")
+    return str(path)
+
+
+def test_missing_bucket_exits_2_and_writes_nothing(
+    ray_address, s3, write_shards, tiny_bert, caplog, fast_fail_config
+):
+    fs, endpoint = s3
+    upload(fs, write_shards(n_shards=1), "rerank-in/m")
+    base = ["--model", tiny_bert, "--storage-endpoint-url", endpoint, "--config", fast_fail_config]
+    assert main(["run", "s3://no-such-bucket/x", "s3://rerank-out/m", *base]) == 2
+    assert "no-such-bucket" in caplog.text
+    assert main(["run", "s3://rerank-in/m", "s3://no-such-out-bucket/m", *base]) == 2
+    assert "bucket 'no-such-out-bucket' does not exist" in caplog.text
+    fs.invalidate_cache()
+    assert fs.find("rerank-out") == []
+
+
+def test_wrong_endpoint_exits_2(ray_address, tiny_bert, caplog, fast_fail_config):
+    from tests.s3_server import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    args = [
+        "run",
+        "s3://rerank-in/x",
+        "s3://rerank-out/x",
+        "--model",
+        tiny_bert,
+        "--storage-endpoint-url",
+        closed,
+        "--config",
+        fast_fail_config,
+    ]
+    assert main(args) == 2
+    assert "cannot reach the storage endpoint" in caplog.text and closed in caplog.text
+
+
+def test_bad_credentials_exit_2_and_write_nothing(ray_address, tiny_bert, caplog, fast_fail_config):
+    secured = MotoServer(auth=True)  # checks access keys; none are valid
+    try:
+        args = [
+            "run",
+            "s3://rerank-in/x",
+            "s3://rerank-out/x",
+            "--model",
+            tiny_bert,
+            "--storage-endpoint-url",
+            secured.endpoint,
+            "--config",
+            fast_fail_config,
+            "--storage-option",
+            "key=AKIAWRONG",
+            "--storage-option",
+            "secret=wrong-secret-value",
+        ]
+        assert main(args) == 2
+    finally:
+        secured.stop()
+    assert "access denied" in caplog.text
+    assert "wrong-secret-value" not in caplog.text
