@@ -38,5 +38,6 @@ goldens:  ## regenerate FlagEmbedding goldens in a side venv (transformers 4.57.
 	.venv-flag/bin/python tests/assets/make_tiny_models.py
 	.venv-flag/bin/python tests/assets/make_goldens.py
 
-bench:  ## throughput figures of the scoring stage on this machine
+bench:  ## throughput figures on this machine: scoring stage vs peers' batching; local vs s3 storage
 	$(BIN)/python bench/scoring.py
+	$(BIN)/python bench/storage.py
