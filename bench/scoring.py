@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.demo import make_corpus, make_demo_model  # noqa: E402
+from pipeline.batching import longest_first, padded_tokens, plan_micro_batches  # noqa: E402
 from pipeline.io import Storage  # noqa: E402
 from pipeline.reranker import Reranker  # noqa: E402
 from pipeline.tokenize import PairTokenizer  # noqa: E402
@@ -41,25 +42,13 @@ def fixed_batches(order: np.ndarray, size: int) -> list[np.ndarray]:
 
 def run_batches(reranker: Reranker, ids: pa.ListArray, types, batches, lengths) -> tuple[float, int]:
     """Times a padded forward over the given batches; returns (seconds, padded tokens)."""
-    offsets, flat = ids.offsets.to_numpy(), ids.values.to_numpy()
-    flat_t = types.values.to_numpy() if types is not None else None
-    padded = 0
     sync = torch.cuda.synchronize if reranker.is_cuda else (lambda: None)
     sync()
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        for idx in batches:
-            rows = [flat[offsets[i] : offsets[i + 1]] for i in idx]
-            kw = {"input_ids": reranker._pad(rows, reranker.pad_token_id, np.int64)}
-            kw["attention_mask"] = reranker._pad([np.ones(len(r), np.int64) for r in rows], 0, np.int64)
-            if flat_t is not None:
-                kw["token_type_ids"] = reranker._pad(
-                    [flat_t[offsets[i] : offsets[i + 1]] for i in idx], 0, np.int64
-                )
-            reranker.model(**kw).logits.float().cpu()
-            padded += len(idx) * int(lengths[idx].max())
+    for idx in batches:
+        reranker.forward(ids, types, idx)
     sync()
-    return time.perf_counter() - t0, padded
+    return time.perf_counter() - t0, padded_tokens(lengths, batches)
 
 
 def gpu_model(directory: Path) -> str:
@@ -102,8 +91,6 @@ def main() -> int:
     lengths = np.diff(ids.offsets.to_numpy())
     reranker = Reranker.load(model_dir, device, "float16" if args.gpu else "float32", budget)
     n_params = sum(p.numel() for n, p in reranker.model.named_parameters() if "embeddings" not in n)
-
-    from pipeline.batching import longest_first, plan_micro_batches
 
     plans = {
         "ours": plan_micro_batches(lengths, budget),

@@ -97,24 +97,30 @@ class Reranker:
         return torch.from_numpy(out).to(self.device)
 
     @torch.inference_mode()
-    def score(self, input_ids: pa.ListArray, token_type_ids: pa.ListArray | None = None) -> ScoredBatch:
-        """Scores every row; micro-batches are token-budget, longest first, right-padded."""
+    def forward(
+        self, input_ids: pa.ListArray, token_type_ids: pa.ListArray | None, rows: np.ndarray
+    ) -> np.ndarray:
+        """fp32 logits of the given rows, run as one right-padded batch."""
         offsets = input_ids.offsets.to_numpy()
         flat = input_ids.values.to_numpy()
-        flat_types = token_type_ids.values.to_numpy() if token_type_ids is not None else None
-        lengths = np.diff(offsets)
+        seqs = [flat[offsets[i] : offsets[i + 1]] for i in rows]
+        kwargs = {
+            "input_ids": self._pad(seqs, self.pad_token_id, np.int64),
+            "attention_mask": self._pad([np.ones(len(r), np.int64) for r in seqs], 0, np.int64),
+        }
+        if token_type_ids is not None:
+            flat_types = token_type_ids.values.to_numpy()
+            kwargs["token_type_ids"] = self._pad(
+                [flat_types[offsets[i] : offsets[i + 1]] for i in rows], 0, np.int64
+            )
+        return self.model(**kwargs).logits.view(-1).float().cpu().numpy()
+
+    def score(self, input_ids: pa.ListArray, token_type_ids: pa.ListArray | None = None) -> ScoredBatch:
+        """Scores every row; micro-batches are token-budget, longest first, right-padded."""
+        lengths = np.diff(input_ids.offsets.to_numpy())
         scores = np.empty(len(lengths), dtype=np.float32)
         padded = np.empty(len(lengths), dtype=np.int32)
         for idx in plan_micro_batches(lengths, self.max_batch_tokens):
-            rows = [flat[offsets[i] : offsets[i + 1]] for i in idx]
-            ids = self._pad(rows, self.pad_token_id, np.int64)
-            mask = self._pad([np.ones(len(r), np.int64) for r in rows], 0, np.int64)
-            kwargs = {"input_ids": ids, "attention_mask": mask}
-            if flat_types is not None:
-                kwargs["token_type_ids"] = self._pad(
-                    [flat_types[offsets[i] : offsets[i + 1]] for i in idx], 0, np.int64
-                )
-            logits = self.model(**kwargs).logits.view(-1).float()
-            scores[idx] = logits.cpu().numpy()
-            padded[idx] = ids.shape[1]
+            scores[idx] = self.forward(input_ids, token_type_ids, idx)
+            padded[idx] = lengths[idx].max()
         return ScoredBatch(scores, padded)
