@@ -83,7 +83,10 @@ def test_aws_endpoint_url_env_reaches_the_workers(ray_address, s3, write_shards,
     fs, endpoint = s3
     upload(fs, write_shards(n_shards=2), "rerank-in/d")
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # only the driver has it
-    assert main(["run", "s3://rerank-in/d", "s3://rerank-out/d", "--model", tiny_bert, "--max-length", "128"]) == 0
+    assert (
+        main(["run", "s3://rerank-in/d", "s3://rerank-out/d", "--model", tiny_bert, "--max-length", "128"])
+        == 0
+    )
     assert_output_invariants("s3://rerank-in/d", "s3://rerank-out/d", storage=storage_for(endpoint))
 
 
