@@ -1,8 +1,8 @@
 """`rerank`: the command-line entry point. Parse → log config → run → exit code.
 
 Exit codes: 0 every shard published (and _SUCCESS written); 1 some shards failed (the rest are
-published; rerun to retry them); 2 bad usage, config, model or input contract, found before any
-scoring.
+published; rerun to retry them); 2 bad usage, config, model, storage or input contract, found
+before any scoring; 3 (`rerank nightly`) the same run is already in progress elsewhere.
 """
 
 from __future__ import annotations
@@ -12,17 +12,22 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from pipeline.errors import ConfigError, RerankError  # noqa: E402
+from pipeline.lease import LeaseHeldError  # noqa: E402
+
+if TYPE_CHECKING:
+    from pipeline.config import JobConfig
+    from pipeline.runner import RunReport
 
 log = logging.getLogger("rerank")
 
-EXIT_OK, EXIT_SHARDS_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_SHARDS_FAILED, EXIT_USAGE, EXIT_ALREADY_RUNNING = 0, 1, 2, 3
 
 # flag dest → (config section, field)
 FLAG_FIELDS = {
@@ -157,7 +162,11 @@ def command_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(getattr(args, "config", None), overrides_from_args(args))
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
-    report = run(cfg)
+    return finish(run(cfg), cfg)
+
+
+def finish(report: RunReport, cfg: JobConfig) -> int:
+    """Logs the run's summary and failures; returns the exit code."""
     summary = report.summary
     log.info(
         "summary: shards %d (skipped as done %d, published %d, failed %d) | pairs %s | tokens %s | "
@@ -173,6 +182,8 @@ def command_run(args: argparse.Namespace) -> int:
         summary.get("pairs_per_s"),
         summary.get("steady_pairs_per_s"),
     )
+    for node, work in (summary.get("nodes") or {}).items():
+        log.info("node %s: %d scoring actor(s), %d pairs", node, work["scoring_actors"], work["pairs"])
     for relpath, reason in sorted(report.failed.items()):
         log.error("shard %s failed: %s", relpath, reason)
     if report.failed:
@@ -190,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_parser(sub)
     from jobs.demo import add_demo_parser
+    from jobs.rerank_nightly import add_nightly_parser
 
+    add_nightly_parser(sub)
     add_demo_parser(sub)
     return parser
 
@@ -201,9 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return command_run(args)
+        if args.command == "nightly":
+            from jobs.rerank_nightly import command_nightly
+
+            return command_nightly(args)
         from jobs.demo import command_demo
 
         return command_demo(args)
+    except LeaseHeldError as e:
+        log.error("%s", e)
+        return EXIT_ALREADY_RUNNING
     except ConfigError as e:
         log.error("%s", e)
         return EXIT_USAGE

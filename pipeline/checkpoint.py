@@ -20,7 +20,9 @@ from pipeline.io import ShardFile, Storage, join
 
 log = logging.getLogger(__name__)
 
+OWN = "_rerank/"  # everything of ours but the data shards and _SUCCESS lives under it
 RUN_MANIFEST = "_rerank/run.json"
+LEASE = "_rerank/lease.json"  # see pipeline/lease.py; survives --fresh
 MARKERS = "_rerank/done"
 SUCCESS = "_SUCCESS"
 
@@ -37,7 +39,11 @@ def prepare_output(storage: Storage, output: str, fp: dict[str, Any], digest: st
     """Checks OUTPUT may receive this run, honours --fresh, and records the run fingerprint."""
     manifest = storage.read_json(join(output, RUN_MANIFEST))
     if manifest is None:
-        existing = [p for p in storage.list_files(output) if not p.rsplit("/", 1)[-1].startswith(".")]
+        existing = [
+            p
+            for p in storage.list_files(output)
+            if not p.startswith(OWN) and not p.rsplit("/", 1)[-1].startswith(".")
+        ]
         if existing:
             raise OutputStateError(
                 f"OUTPUT {output!r} already holds {len(existing)} file(s) (e.g. {existing[0]!r}) "
@@ -45,7 +51,7 @@ def prepare_output(storage: Storage, output: str, fp: dict[str, Any], digest: st
             )
     elif fresh:
         log.info("--fresh: removing earlier progress and output in %s", output)
-        storage.remove(output)
+        storage.remove_all_but(output, keep={LEASE})
     elif manifest.get("digest") != digest:
         diff = {
             k: (manifest.get("fingerprint", {}).get(k), v)

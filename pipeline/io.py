@@ -234,6 +234,13 @@ class Storage:
         if fs.exists(path):
             fs.rm(path, recursive=True)
 
+    def remove_all_but(self, uri: str, keep: set[str]) -> None:
+        """Removes every file under `uri` except the relative paths in `keep`."""
+        fs, root = self.filesystem(uri)
+        doomed = [join(root, rel) for rel in self.list_files(uri) if rel not in keep]
+        if doomed:
+            fs.rm(doomed)
+
     def get_directory(self, uri: str, local_dir: str) -> None:
         """Copies every file under `uri` into `local_dir` (which must not exist yet)."""
         fs, root = self.filesystem(uri)

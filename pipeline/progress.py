@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class Progress:
     first_scored: float | None = None
     last_scored: float | None = None
     pairs_in_first_batch: int = 0
+    pairs_per_node: dict[str, int] = field(default_factory=dict)
+    actors_per_node: dict[str, set[int]] = field(default_factory=dict)
 
     def scored(self, pairs: int, tokens: int, padded_tokens: int) -> None:
         now = time.monotonic()
@@ -41,6 +44,12 @@ class Progress:
         self.pairs_scored += pairs
         self.tokens += tokens
         self.padded_tokens += padded_tokens
+
+    def placed(self, nodes: list[str], actors: list[int]) -> None:
+        """Counts scored rows and distinct scoring actors per node (work shared across nodes)."""
+        for node, actor in zip(nodes, actors, strict=True):
+            self.pairs_per_node[node] = self.pairs_per_node.get(node, 0) + 1
+            self.actors_per_node.setdefault(node, set()).add(actor)
 
     def pairs_per_s(self) -> float:
         elapsed = time.monotonic() - self.started
@@ -64,7 +73,7 @@ class Progress:
             eta,
         )
 
-    def summary(self) -> dict[str, float | int | None]:
+    def summary(self) -> dict[str, Any]:
         wall = time.monotonic() - self.started
         steady = None
         if self.first_scored is not None and self.last_scored is not None:
@@ -80,4 +89,8 @@ class Progress:
             "startup_s": round(self.first_scored - self.started, 2) if self.first_scored else None,
             "pairs_per_s": round(self.pairs_scored / wall, 2) if wall > 0 else None,
             "steady_pairs_per_s": steady,
+            "nodes": {
+                node: {"pairs": pairs, "scoring_actors": len(self.actors_per_node[node])}
+                for node, pairs in sorted(self.pairs_per_node.items())
+            },
         }

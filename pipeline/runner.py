@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline import checkpoint
 from pipeline.config import (
@@ -122,6 +123,7 @@ def connect_ray(rc: RayConfig) -> None:
         ray.init(address=address)
     else:
         ray.init(
+            address="local",  # a new local Ray, never one a `ray start` left on this machine
             _node_ip_address="127.0.0.1",
             include_dashboard=False,
             num_cpus=rc.num_cpus,
@@ -282,9 +284,12 @@ def _score_and_publish(
     if by_id:
         ds = build(cfg, storage, by_id, device, dtype, budget)
         try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                batch = cast(pa.Table, block)
                 complete, pairs, tokens, padded = assembler.add(batch)
                 progress.scored(pairs, tokens, padded)
+                scored = batch.filter(pc.greater_equal(batch.column("row"), 0))
+                progress.placed(scored.column("node").to_pylist(), scored.column("actor").to_pylist())
                 for s in complete:
                     submit(by_id[s], *assembler.take(s))
                 if inflight:

@@ -19,6 +19,7 @@ from pipeline.batching import longest_first
 from pipeline.config import InputConfig, ModelConfig
 from pipeline.io import Storage
 from pipeline.model_cache import local_model_path
+from pipeline.placement import worker_location
 from pipeline.reranker import Reranker
 from pipeline.tokenize import PairTokenizer
 
@@ -106,6 +107,8 @@ def scored_schema() -> pa.Schema:
             pa.field("tokens", pa.int32()),
             pa.field("padded_tokens", pa.int32()),
             pa.field("error", pa.string()),
+            pa.field("node", pa.string()),
+            pa.field("actor", pa.int32()),
         ]
     )
 
@@ -136,43 +139,31 @@ class ScorePairs:
         )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        ok = batch.filter(batch.column("error").is_null())
-        failed = batch.filter(batch.column("error").is_valid())
-        types = ok.column("token_type_ids").combine_chunks() if "token_type_ids" in ok.column_names else None
-        ids = ok.column("input_ids").combine_chunks()
-        if ok.num_rows:
-            result = self._reranker.score(ids, types)
-            scores, padded = result.scores, result.padded_lengths
-        else:
-            scores, padded = np.empty(0, np.float32), np.empty(0, np.int32)
-        lengths = np.diff(ids.offsets.to_numpy()).astype(np.int32) if ok.num_rows else padded
-        out = pa.Table.from_pydict(
-            {
-                "shard": ok.column("shard"),
-                "row": ok.column("row"),
-                "score": scores,
-                "tokens": lengths,
-                "padded_tokens": padded,
-                "error": ok.column("error"),
-            },
-            schema=scored_schema(),
-        )
-        if failed.num_rows:
-            n = failed.num_rows
-            out = pa.concat_tables(
-                [
-                    out,
-                    pa.Table.from_pydict(
-                        {
-                            "shard": failed.column("shard"),
-                            "row": failed.column("row"),
-                            "score": np.full(n, np.nan, np.float32),
-                            "tokens": np.zeros(n, np.int32),
-                            "padded_tokens": np.zeros(n, np.int32),
-                            "error": failed.column("error"),
-                        },
-                        schema=scored_schema(),
-                    ),
-                ]
+        n = batch.num_rows
+        ok = batch.column("error").is_null().to_numpy(zero_copy_only=False)
+        scores = np.full(n, np.nan, np.float32)
+        tokens = np.zeros(n, np.int32)
+        padded = np.zeros(n, np.int32)
+        if ok.any():
+            good = batch.filter(pa.array(ok))
+            ids = good.column("input_ids").combine_chunks()
+            types = (
+                good.column("token_type_ids").combine_chunks()
+                if "token_type_ids" in good.column_names
+                else None
             )
-        return out
+            result = self._reranker.score(ids, types)
+            scores[ok], padded[ok] = result.scores, result.padded_lengths
+            tokens[ok] = np.diff(ids.offsets.to_numpy())
+        node, pid = worker_location()
+        columns = {
+            "shard": batch.column("shard"),
+            "row": batch.column("row"),
+            "score": scores,
+            "tokens": tokens,
+            "padded_tokens": padded,
+            "error": batch.column("error"),
+            "node": pa.array([node] * n, pa.string()),
+            "actor": np.full(n, pid, np.int32),
+        }
+        return pa.Table.from_pydict(columns, schema=scored_schema())

@@ -16,6 +16,7 @@ def ray_address() -> str:
     from ray.data import DataContext
 
     ray.init(
+        address="local",  # never a cluster some `ray start` left recorded on this machine
         _node_ip_address="127.0.0.1",
         include_dashboard=False,
         num_cpus=2,

@@ -1,5 +1,7 @@
 """The stages run without Ray: tokenize a shard, score it, publish it."""
 
+import os
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,6 +38,8 @@ def test_tokenize_then_score_every_row(shard, tiny_bert):
     assert scored.num_rows == 12
     assert not np.isnan(scored.column("score").to_numpy()).any()
     assert (scored.column("padded_tokens").to_numpy() >= scored.column("tokens").to_numpy()).all()
+    assert set(scored.column("actor").to_pylist()) == {os.getpid()}  # where it ran, for the report
+    assert scored.column("node").null_count == 0
 
 
 def test_unreadable_shard_yields_an_error_row(tmp_path, tiny_bert):
