@@ -7,6 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 log = logging.getLogger(__name__)
 
 
@@ -45,10 +48,14 @@ class Progress:
         self.tokens += tokens
         self.padded_tokens += padded_tokens
 
-    def placed(self, nodes: list[str], actors: list[int]) -> None:
+    def placed(self, batch: pa.Table) -> None:
         """Counts scored rows and distinct scoring actors per node (work shared across nodes)."""
-        for node, actor in zip(nodes, actors, strict=True):
-            self.pairs_per_node[node] = self.pairs_per_node.get(node, 0) + 1
+        scored = batch.filter(pc.greater_equal(batch.column("row"), 0))
+        counts = scored.group_by(["node", "actor"]).aggregate([("row", "count")])
+        for node, actor, n in zip(
+            *(counts.column(c).to_pylist() for c in ("node", "actor", "row_count")), strict=True
+        ):
+            self.pairs_per_node[node] = self.pairs_per_node.get(node, 0) + n
             self.actors_per_node.setdefault(node, set()).add(actor)
 
     def pairs_per_s(self) -> float:

@@ -9,7 +9,6 @@ from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline import checkpoint
 from pipeline.config import (
@@ -288,8 +287,7 @@ def _score_and_publish(
                 batch = cast(pa.Table, block)
                 complete, pairs, tokens, padded = assembler.add(batch)
                 progress.scored(pairs, tokens, padded)
-                scored = batch.filter(pc.greater_equal(batch.column("row"), 0))
-                progress.placed(scored.column("node").to_pylist(), scored.column("actor").to_pylist())
+                progress.placed(batch)
                 for s in complete:
                     submit(by_id[s], *assembler.take(s))
                 if inflight:
