@@ -66,10 +66,16 @@ def pairs_table(n_queries: int, candidates: int, seed: int = 0, prefix: str = "q
 
 @pytest.fixture
 def write_shards(tmp_path: Path) -> Callable[..., Path]:
-    """Writes `n_shards` shards of pairs under tmp_path/input (nested dirs); returns the dir."""
+    """Writes `n_shards` shards of pairs under `root` (default tmp_path/input; nested dirs)."""
 
-    def write(n_shards: int = 3, n_queries: int = 4, candidates: int = 5, row_group_size: int = 7) -> Path:
-        root = tmp_path / "input"
+    def write(
+        n_shards: int = 3,
+        n_queries: int = 4,
+        candidates: int = 5,
+        row_group_size: int = 7,
+        root: Path | None = None,
+    ) -> Path:
+        root = root or tmp_path / "input"
         for s in range(n_shards):
             path = root / f"day={s % 2}" / f"part-{s}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,11 +28,7 @@ def nightly_config(tmp_path, tiny_bert, extra: str = "") -> str:
 def test_overlapping_start_refuses_then_first_completes(
     ray_address, write_shards, tmp_path, tiny_bert, caplog
 ):
-    src = write_shards(n_shards=8, n_queries=6, candidates=8)
-    src.rename(tmp_path / "in")
-    (tmp_path / "in").rename(tmp_path / "in-tmp")
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in-tmp").rename(tmp_path / "in" / DATE)
+    write_shards(n_shards=8, n_queries=6, candidates=8, root=tmp_path / "in" / DATE)
     config = nightly_config(tmp_path, tiny_bert, "scoring: {rows_per_call: 4}\n")
     lease = tmp_path / "out" / DATE / "_rerank" / "lease.json"
     env = {**os.environ, "RAY_ADDRESS": ray_address}
@@ -57,9 +53,7 @@ def test_overlapping_start_refuses_then_first_completes(
 def test_stale_lease_is_taken_over_and_dated_output_written(
     ray_address, write_shards, tmp_path, tiny_bert, caplog
 ):
-    write_shards(n_shards=2).rename(tmp_path / "in-tmp")
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in-tmp").rename(tmp_path / "in" / DATE)
+    write_shards(n_shards=2, root=tmp_path / "in" / DATE)
     out = str(tmp_path / "out" / DATE)
     now = time.time()
     STORAGE.write_json_atomic(
