@@ -192,7 +192,27 @@ def finish(report: RunReport, cfg: JobConfig) -> int:
             len(report.failed),
         )
         return EXIT_SHARDS_FAILED
-    log.info("all %d shards published; wrote %s/_SUCCESS", report.shards_total, cfg.output.uri.rstrip("/"))
+    totals = (report.success_manifest or {}).get("totals", {})
+    if totals.get("rows_rejected"):
+        log.warning(
+            "%d row(s) had a null or empty query/passage and were not scored; they are under %s/_rejected/ "
+            "with a reject_reason",
+            totals["rows_rejected"],
+            cfg.output.uri.rstrip("/"),
+        )
+    if totals.get("duplicate_pairs"):
+        log.warning(
+            "%d row(s) repeat an earlier (query_id, doc_id); kept and scored", totals["duplicate_pairs"]
+        )
+    log.info(
+        "all %d shards published; rows in %s = out %s + rejected %s + dropped by top-k %s; wrote %s/_SUCCESS",
+        report.shards_total,
+        totals.get("rows_in"),
+        totals.get("rows_out"),
+        totals.get("rows_rejected"),
+        totals.get("rows_dropped_top_k"),
+        cfg.output.uri.rstrip("/"),
+    )
     return EXIT_OK
 
 

@@ -25,6 +25,7 @@ RUN_MANIFEST = "_rerank/run.json"
 LEASE = "_rerank/lease.json"  # see pipeline/lease.py; survives --fresh
 MARKERS = "_rerank/done"
 SUCCESS = "_SUCCESS"
+REJECTED = "_rejected"
 
 
 def marker_uri(output: str, relpath: str) -> str:
@@ -33,6 +34,11 @@ def marker_uri(output: str, relpath: str) -> str:
 
 def shard_output_uri(output: str, relpath: str) -> str:
     return join(output, relpath)
+
+
+def rejected_uri(output: str, relpath: str) -> str:
+    """Quarantined rows of a shard: same relative path under OUTPUT/_rejected/."""
+    return join(output, f"{REJECTED}/{relpath}")
 
 
 def prepare_output(storage: Storage, output: str, fp: dict[str, Any], digest: str, fresh: bool) -> None:
@@ -110,19 +116,28 @@ def write_success(
     digest: str,
     summary: dict[str, Any],
 ) -> dict[str, Any]:
-    """Writes the `_SUCCESS` manifest: every output shard with its row counts, totals, fingerprint."""
+    """Writes the `_SUCCESS` manifest: every output shard with its row counts, totals, fingerprint.
+
+    `reconciled` states that every input row is in an output shard, in a quarantine shard, or was
+    dropped by top-k: rows_in = rows_out + rows_rejected + rows_dropped_top_k, per shard and in all.
+    """
+    counts = ("rows_in", "rows_out", "rows_rejected", "rows_dropped_top_k", "duplicate_pairs")
     shards = [
-        {"path": m["shard"], "rows_in": m["rows_in"], "rows_out": m["rows_out"]}
+        {"path": m["shard"], **{k: m.get(k, 0) for k in counts}}
         for m in sorted(markers, key=lambda m: m["shard"])
     ]
+    totals = {k: sum(s[k] for s in shards) for k in counts}
+    reconciled = all(
+        s["rows_in"] == s["rows_out"] + s["rows_rejected"] + s["rows_dropped_top_k"] for s in shards
+    )
     tokens = sum(m.get("tokens", 0) for m in markers)
     padded = sum(m.get("padded_tokens", 0) for m in markers)
     manifest = {
         "shards": shards,
         "totals": {
             "shards": len(shards),
-            "rows_in": sum(s["rows_in"] for s in shards),
-            "rows_out": sum(s["rows_out"] for s in shards),
+            **totals,
+            "reconciled": reconciled,
             "tokens": tokens,
             "padded_tokens": padded,
             "padding_efficiency": round(tokens / padded, 4) if padded else None,

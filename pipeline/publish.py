@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+import pyarrow as pa
 
 from pipeline import checkpoint
+from pipeline.assembly import ShardScores
 from pipeline.config import InputConfig, RankingConfig
 from pipeline.io import ShardFile, Storage
+from pipeline.quarantine import duplicate_pairs, split_rejected
 from pipeline.ranking import rank_table
 
 
@@ -19,26 +21,39 @@ def publish_shard(
     storage: Storage,
     output: str,
     shard: ShardFile,
-    scores: np.ndarray,
-    tokens: int,
-    padded_tokens: int,
+    scored: ShardScores,
     columns: InputConfig,
     ranking: RankingConfig,
     digest: str,
 ) -> dict[str, Any]:
-    """Ranks one shard's rows by their scores, publishes it atomically, then writes its marker."""
+    """Ranks one shard's rows by their scores, publishes it (and its quarantined rows) atomically,
+    then writes its done-marker. Every input row is accounted for:
+    rows_in = rows_out + rows_rejected + rows_dropped_top_k.
+    """
     table = storage.read_table(shard.uri)
-    if table.num_rows != len(scores):
+    if table.num_rows != len(scored.scores):
         raise RuntimeError(
-            f"shard {shard.uri} has {table.num_rows} rows but {len(scores)} were scored; "
+            f"shard {shard.uri} has {table.num_rows} rows but {len(scored.scores)} were scored; "
             "was it modified during the run? rerun to redo it"
         )
-    ranked = rank_table(table, scores, columns.query_id_column, ranking.top_k, ranking.normalize)
+    keep, rejected = split_rejected(table, scored.rejected_rows, scored.reject_reasons)
+    kept = table.filter(pa.array(keep))
+    ranked = rank_table(kept, scored.scores[keep], columns.query_id_column, ranking.top_k, ranking.normalize)
+    rejected_uri = checkpoint.rejected_uri(output, shard.relpath)
+    if rejected.num_rows:
+        storage.write_parquet_atomic(rejected_uri, rejected)
+    else:
+        storage.remove(rejected_uri)  # a quarantine left by an earlier run of this shard
     storage.write_parquet_atomic(checkpoint.shard_output_uri(output, shard.relpath), ranked)
     stats = {
         "rows_in": table.num_rows,
         "rows_out": ranked.num_rows,
-        "tokens": tokens,
-        "padded_tokens": padded_tokens,
+        "rows_rejected": rejected.num_rows,
+        "rows_dropped_top_k": kept.num_rows - ranked.num_rows,
+        "duplicate_pairs": duplicate_pairs(table, columns.query_id_column, columns.doc_id_column),
+        "tokens": scored.tokens,
+        "padded_tokens": scored.padded_tokens,
     }
+    if stats["rows_in"] != stats["rows_out"] + stats["rows_rejected"] + stats["rows_dropped_top_k"]:
+        raise RuntimeError(f"shard {shard.uri} does not reconcile: {stats}")
     return checkpoint.write_marker(storage, output, shard, digest, stats)

@@ -7,10 +7,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import numpy as np
 import pyarrow as pa
 
 from pipeline import checkpoint
+from pipeline.assembly import ShardAssembler, ShardScores
 from pipeline.config import (
     DEFAULT_MAX_BATCH_TOKENS,
     JobConfig,
@@ -45,69 +45,6 @@ class RunReport:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-class ShardAssembler:
-    """Collects streamed scores per shard; says when a shard has all of its rows scored.
-
-    Rows are keyed by (shard, row): a row delivered twice (a retried task) counts once.
-    """
-
-    def __init__(self, expected_rows: dict[int, int]) -> None:
-        self.expected = dict(expected_rows)
-        self.scores = {s: np.full(n, np.nan, np.float32) for s, n in expected_rows.items()}
-        self.seen = {s: np.zeros(n, bool) for s, n in expected_rows.items()}
-        self.filled = dict.fromkeys(expected_rows, 0)
-        self.tokens = dict.fromkeys(expected_rows, 0)
-        self.padded = dict.fromkeys(expected_rows, 0)
-        self.failed: dict[int, str] = {}
-
-    def add(self, batch: pa.Table) -> tuple[list[int], int, int, int]:
-        """Takes a batch of scores; returns (newly complete shards, new pairs, tokens, padded)."""
-        shard_col = batch.column("shard").to_numpy()
-        row_col = batch.column("row").to_numpy()
-        score_col = batch.column("score").to_numpy()
-        tok_col = batch.column("tokens").to_numpy().astype(np.int64)
-        pad_col = batch.column("padded_tokens").to_numpy().astype(np.int64)
-        errors = batch.column("error")
-        complete, pairs, tokens, padded = [], 0, 0, 0
-        if errors.null_count < batch.num_rows:
-            for shard, err in zip(shard_col, errors.to_pylist(), strict=True):
-                if err is not None and int(shard) in self.scores:
-                    self.failed[int(shard)] = err
-                    self._drop(int(shard))
-        for shard in np.unique(shard_col):
-            s = int(shard)
-            if s not in self.scores:
-                continue
-            sel = (shard_col == shard) & (row_col >= 0)
-            rows = row_col[sel]
-            new = ~self.seen[s][rows]
-            rows = rows[new]
-            self.scores[s][rows] = score_col[sel][new]
-            self.seen[s][rows] = True
-            self.filled[s] += len(rows)
-            self.tokens[s] += int(tok_col[sel][new].sum())
-            self.padded[s] += int(pad_col[sel][new].sum())
-            pairs += len(rows)
-            tokens += int(tok_col[sel][new].sum())
-            padded += int(pad_col[sel][new].sum())
-            if self.filled[s] == self.expected[s]:
-                complete.append(s)
-        return complete, pairs, tokens, padded
-
-    def take(self, shard: int) -> tuple[np.ndarray, int, int]:
-        """Removes a complete shard: its scores (in row order), tokens, padded tokens."""
-        result = (self.scores[shard], self.tokens[shard], self.padded[shard])
-        self._drop(shard)
-        return result
-
-    def _drop(self, shard: int) -> None:
-        for d in (self.scores, self.seen, self.filled, self.tokens, self.padded, self.expected):
-            d.pop(shard, None)
-
-    def incomplete(self) -> dict[int, str]:
-        return {s: f"only {self.filled[s]} of {self.expected[s]} rows were scored" for s in self.expected}
 
 
 def connect_ray(rc: RayConfig) -> None:
@@ -257,10 +194,8 @@ def _score_and_publish(
     inflight: dict[Any, ShardFile] = {}
     markers: list[dict[str, Any]] = []
 
-    def submit(shard: ShardFile, scores: np.ndarray, tokens: int, padded: int) -> None:
-        ref = publish.remote(  # type: ignore[call-arg]
-            shard=shard, scores=scores, tokens=tokens, padded_tokens=padded, **common
-        )
+    def submit(shard: ShardFile, scored: ShardScores) -> None:
+        ref = publish.remote(shard=shard, scored=scored, **common)  # type: ignore[call-arg]
         inflight[ref] = shard
 
     def reap(timeout: float | None) -> None:
@@ -278,18 +213,18 @@ def _score_and_publish(
 
     for p in pending:
         if p.num_rows == 0:
-            submit(p.shard, np.empty(0, np.float32), 0, 0)
+            submit(p.shard, ShardScores.empty(0))
     assembler = ShardAssembler(rows)
     if by_id:
         ds = build(cfg, storage, by_id, device, dtype, budget)
         try:
             for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 batch = cast(pa.Table, block)
-                complete, pairs, tokens, padded = assembler.add(batch)
-                progress.scored(pairs, tokens, padded)
+                added = assembler.add(batch)
+                progress.scored(added.pairs, added.tokens, added.padded_tokens)
                 progress.placed(batch)
-                for s in complete:
-                    submit(by_id[s], *assembler.take(s))
+                for s in added.complete:
+                    submit(by_id[s], assembler.take(s))
                 if inflight:
                     reap(timeout=0)
         except Exception as e:  # the pipeline itself died: every unfinished shard fails with it

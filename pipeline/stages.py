@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.batching import longest_first
 from pipeline.config import InputConfig, ModelConfig
 from pipeline.io import Storage
 from pipeline.model_cache import local_model_path
 from pipeline.placement import worker_location
+from pipeline.quarantine import reject_reasons
 from pipeline.reranker import Reranker
 from pipeline.tokenize import PairTokenizer
 
@@ -34,7 +36,8 @@ def tokenized_schema(uses_token_types: bool) -> pa.Schema:
     ]
     if uses_token_types:
         fields.append(pa.field("token_type_ids", pa.list_(pa.int8())))
-    fields.append(pa.field("error", pa.string()))
+    fields.append(pa.field("error", pa.string()))  # the whole shard failed (one row, row = -1)
+    fields.append(pa.field("reject", pa.string()))  # this row is quarantined, with the reason
     return pa.schema(fields)
 
 
@@ -53,7 +56,13 @@ class TokenizeShard:
         self._schema = tokenized_schema(self._tokenizer.uses_token_types)
 
     def _error_row(self, shard: int, message: str) -> pa.Table:
-        empty: dict[str, Any] = {"shard": [shard], "row": [-1], "input_ids": [[]], "error": [message]}
+        empty: dict[str, Any] = {
+            "shard": [shard],
+            "row": [-1],
+            "input_ids": [[]],
+            "error": [message],
+            "reject": [None],
+        }
         if self._tokenizer.uses_token_types:
             empty["token_type_ids"] = [[]]
         return pa.Table.from_pydict(empty, schema=self._schema)
@@ -64,18 +73,10 @@ class TokenizeShard:
         for group in self._storage.iter_row_groups(uri, [c.query_column, c.passage_column]):
             queries = group.column(c.query_column).to_pylist()
             passages = group.column(c.passage_column).to_pylist()
-            bad = next(
-                (
-                    i
-                    for i, (q, p) in enumerate(zip(queries, passages, strict=True))
-                    if not isinstance(q, str) or not isinstance(p, str)
-                ),
-                None,
-            )
-            if bad is not None:
-                raise ValueError(
-                    f"row {first_row + bad} has a null {c.query_column!r} or {c.passage_column!r}"
-                )
+            reasons = reject_reasons(queries, passages, c.query_column, c.passage_column)
+            if any(reasons):  # quarantined rows are carried along empty, so the shard still adds up
+                queries = [q if r is None else "" for q, r in zip(queries, reasons, strict=True)]
+                passages = [p if r is None else "" for p, r in zip(passages, reasons, strict=True)]
             enc = self._tokenizer.encode(queries, passages)
             lengths = np.diff(enc["input_ids"].offsets.to_numpy())
             order = pa.array(longest_first(lengths), pa.int64())
@@ -85,6 +86,7 @@ class TokenizeShard:
                 "row": pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
                 **enc,
                 "error": pa.nulls(n, pa.string()),
+                "reject": pa.array(reasons, pa.string()),
             }
             yield pa.Table.from_pydict(columns, schema=self._schema).take(order)
             first_row += n
@@ -107,6 +109,7 @@ def scored_schema() -> pa.Schema:
             pa.field("tokens", pa.int32()),
             pa.field("padded_tokens", pa.int32()),
             pa.field("error", pa.string()),
+            pa.field("reject", pa.string()),
             pa.field("node", pa.string()),
             pa.field("actor", pa.int32()),
         ]
@@ -140,7 +143,8 @@ class ScorePairs:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
-        ok = batch.column("error").is_null().to_numpy(zero_copy_only=False)
+        ok = pc.and_(batch.column("error").is_null(), batch.column("reject").is_null())
+        ok = ok.to_numpy(zero_copy_only=False)
         scores = np.full(n, np.nan, np.float32)
         tokens = np.zeros(n, np.int32)
         padded = np.zeros(n, np.int32)
@@ -163,6 +167,7 @@ class ScorePairs:
             "tokens": tokens,
             "padded_tokens": padded,
             "error": batch.column("error"),
+            "reject": batch.column("reject"),
             "node": pa.array([node] * n, pa.string()),
             "actor": np.full(n, pid, np.int32),
         }

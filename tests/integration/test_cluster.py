@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -59,8 +60,12 @@ def test_ray_job_submit_nightly_runs_on_both_nodes(cluster, tmp_path, tiny_bert)
         str(config),
     ]
     env = {**cluster_env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    log = done.stdout + done.stderr
+    for _ in range(20):  # the head's job agent comes up a few seconds after `ray start` returns
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        log = done.stdout + done.stderr
+        if "No available agent to submit job" not in log:
+            break
+        time.sleep(3)
     assert done.returncode == 0, log[-4000:]
     assert (tmp_path / "out" / date / "_SUCCESS").exists()
     assert_output_invariants(day, tmp_path / "out" / date, storage=Storage())

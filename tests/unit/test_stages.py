@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import checkpoint
+from pipeline.assembly import ShardAssembler, ShardScores
 from pipeline.config import InputConfig, ModelConfig, RankingConfig
 from pipeline.io import Storage
 from pipeline.publish import publish_shard
-from pipeline.runner import ShardAssembler
 from pipeline.stages import ScorePairs, TokenizeShard
 
 STORAGE = Storage()
@@ -53,30 +53,62 @@ def test_unreadable_shard_yields_an_error_row(tmp_path, tiny_bert):
     assert scored.column("error").null_count == 0
 
 
-def test_null_passage_fails_the_shard_with_the_row(tmp_path, tiny_bert):
-    path = tmp_path / "nulls.parquet"
-    pq.write_table(pa.table({"query": ["a", "b"], "passage": ["x", None]}), path)
-    tokenize = TokenizeShard(ModelConfig(name_or_path=tiny_bert), InputConfig(uri="unused"), STORAGE)
-    (block,) = tokenize({"shard": np.array([0]), "uri": np.array([str(path)])})
-    assert "row 1" in block.column("error")[0].as_py()
+def test_null_and_empty_rows_are_quarantined_not_scored(tmp_path, tiny_bert):
+    path = tmp_path / "in" / "mixed.parquet"
+    path.parent.mkdir()
+    table = pa.table(
+        {
+            "query_id": ["a", "a", "b", "b", "c"],
+            "query": ["kalo sun", "kalo sun", "   ", "zo pe", None],
+            "doc_id": ["1", "2", "3", "4", "5"],
+            "passage": ["ra vel on", None, "mi ter", "", "text"],
+        }
+    )
+    pq.write_table(table, path)
+    (shard,) = STORAGE.list_shards(str(tmp_path / "in"))
+    model = ModelConfig(name_or_path=tiny_bert)
+    (block,) = TokenizeShard(model, InputConfig(uri="unused"), STORAGE)(
+        {"shard": np.array([0]), "uri": np.array([shard.uri])}
+    )
+    scored = ScorePairs(model, STORAGE, "cpu", "float32", 512)(block)
+    assembler = ShardAssembler({0: 5})
+    assert assembler.add(scored).complete == [0]
+    result = assembler.take(0)
+    assert result.rejected == {1: "null passage", 2: "empty query", 3: "empty passage", 4: "null query"}
+    out = str(tmp_path / "out")
+    marker = publish_shard(STORAGE, out, shard, result, InputConfig(uri="x"), RankingConfig(), "dg")
+    assert (marker["rows_in"], marker["rows_out"], marker["rows_rejected"]) == (5, 1, 4)
+    assert STORAGE.read_table(checkpoint.shard_output_uri(out, shard.relpath)).column(
+        "doc_id"
+    ).to_pylist() == ["1"]
+    quarantine = STORAGE.read_table(checkpoint.rejected_uri(out, shard.relpath))
+    assert quarantine.column("doc_id").to_pylist() == ["2", "3", "4", "5"]
+    assert quarantine.column("reject_reason").to_pylist() == [
+        "null passage",
+        "empty query",
+        "empty passage",
+        "null query",
+    ]
 
 
 def test_publish_writes_ranked_shard_then_marker(shard, tmp_path):
     table = STORAGE.read_table(shard.uri)
-    scores = np.linspace(-1, 1, table.num_rows).astype(np.float32)
+    scored = ShardScores.empty(table.num_rows)
+    scored.scores[:] = np.linspace(-1, 1, table.num_rows)
+    scored.tokens, scored.padded_tokens = 100, 120
     out = str(tmp_path / "out")
-    marker = publish_shard(
-        STORAGE, out, shard, scores, 100, 120, InputConfig(uri="x"), RankingConfig(top_k=2), "dg"
-    )
+    marker = publish_shard(STORAGE, out, shard, scored, InputConfig(uri="x"), RankingConfig(top_k=2), "dg")
     published = STORAGE.read_table(checkpoint.shard_output_uri(out, shard.relpath))
     assert published.num_rows == 3 * 2  # top-2 of each of 3 queries
     assert marker == STORAGE.read_json(checkpoint.marker_uri(out, shard.relpath))
-    assert (marker["rows_in"], marker["rows_out"], marker["digest"]) == (12, 6, "dg")
+    assert (marker["rows_in"], marker["rows_out"], marker["rows_dropped_top_k"]) == (12, 6, 6)
+    assert marker["digest"] == "dg" and marker["rows_rejected"] == 0
+    assert not STORAGE.list_files(str(tmp_path / "out" / "_rejected"))
     with pytest.raises(RuntimeError, match="12 rows but 3 were scored"):
-        publish_shard(STORAGE, out, shard, scores[:3], 0, 0, InputConfig(uri="x"), RankingConfig(), "dg")
+        publish_shard(STORAGE, out, shard, ShardScores.empty(3), InputConfig(uri="x"), RankingConfig(), "dg")
 
 
-def _scores(shard, rows, error=None):
+def _scores(shard, rows, error=None, reject=None):
     n = len(rows)
     return pa.table(
         {
@@ -86,18 +118,22 @@ def _scores(shard, rows, error=None):
             "tokens": pa.array([3] * n, pa.int32()),
             "padded_tokens": pa.array([4] * n, pa.int32()),
             "error": pa.array([error] * n, pa.string()),
+            "reject": pa.array([reject] * n, pa.string()),
         }
     )
 
 
 def test_assembler_counts_each_row_once_and_isolates_failures():
-    a = ShardAssembler({0: 3, 1: 2})
-    assert a.add(_scores(0, [0, 1]))[0] == []
-    complete, pairs, tokens, padded = a.add(_scores(0, [1, 2]))  # row 1 delivered twice
-    assert complete == [0] and pairs == 1 and tokens == 3 and padded == 4
-    scores, tokens, padded = a.take(0)
-    assert scores.tolist() == [0.0, 1.0, 2.0] and tokens == 9 and padded == 12
+    a = ShardAssembler({0: 3, 1: 2, 2: 1})
+    assert a.add(_scores(0, [0, 1])).complete == []
+    added = a.add(_scores(0, [1, 2]))  # row 1 delivered twice
+    assert added.complete == [0] and added.pairs == 1 and added.tokens == 3 and added.padded_tokens == 4
+    result = a.take(0)
+    assert result.scores.tolist() == [0.0, 1.0, 2.0] and result.tokens == 9 and result.padded_tokens == 12
     a.add(_scores(1, [0]))
     a.add(_scores(1, [-1], error="OSError: boom"))
     assert a.failed == {1: "OSError: boom"}
+    added = a.add(_scores(2, [0], reject="empty passage"))
+    assert added.complete == [2] and added.pairs == 0  # a quarantined row arrives, unscored
+    assert a.take(2).rejected == {0: "empty passage"}
     assert a.incomplete() == {}

@@ -1,0 +1,108 @@
+"""Driver side of the stream: scores arrive in any order and grouping; shards complete one by one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+
+@dataclass
+class ShardScores:
+    """Everything scored for one shard, in row order, ready to publish."""
+
+    scores: np.ndarray  # float32 per row (NaN for rejected rows)
+    seen: np.ndarray  # bool per row
+    filled: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    rejected: dict[int, str] = field(default_factory=dict)  # row -> reason
+
+    @classmethod
+    def empty(cls, rows: int) -> ShardScores:
+        return cls(np.full(rows, np.nan, np.float32), np.zeros(rows, bool))
+
+    @property
+    def rejected_rows(self) -> np.ndarray:
+        return np.array(sorted(self.rejected), dtype=np.int64)
+
+    @property
+    def reject_reasons(self) -> list[str]:
+        return [self.rejected[r] for r in sorted(self.rejected)]
+
+
+@dataclass
+class Added:
+    complete: list[int]
+    pairs: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+
+
+class ShardAssembler:
+    """Collects streamed scores per shard; says when a shard has all of its rows.
+
+    Rows are keyed by (shard, row): a row delivered twice (a retried task) counts once. A
+    quarantined row counts as arrived (it is published to _rejected/), a shard-level error row
+    fails its shard.
+    """
+
+    def __init__(self, expected_rows: dict[int, int]) -> None:
+        self.expected = dict(expected_rows)
+        self.shards = {s: ShardScores.empty(n) for s, n in expected_rows.items()}
+        self.failed: dict[int, str] = {}
+
+    def add(self, batch: pa.Table) -> Added:
+        shard_col = batch.column("shard").to_numpy()
+        row_col = batch.column("row").to_numpy()
+        score_col = batch.column("score").to_numpy()
+        tok_col = batch.column("tokens").to_numpy().astype(np.int64)
+        pad_col = batch.column("padded_tokens").to_numpy().astype(np.int64)
+        errors, rejects = batch.column("error"), batch.column("reject")
+        if errors.null_count < batch.num_rows:
+            for shard, err in zip(shard_col, errors.to_pylist(), strict=True):
+                if err is not None and int(shard) in self.shards:
+                    self.failed[int(shard)] = err
+                    self._drop(int(shard))
+        reasons = rejects.to_pylist() if rejects.null_count < batch.num_rows else None
+        added = Added(complete=[])
+        for shard in np.unique(shard_col):
+            s = int(shard)
+            acc = self.shards.get(s)
+            if acc is None:
+                continue
+            idx = np.flatnonzero((shard_col == shard) & (row_col >= 0))
+            idx = idx[~acc.seen[row_col[idx]]]
+            rows = row_col[idx]
+            acc.seen[rows] = True
+            acc.scores[rows] = score_col[idx]
+            acc.filled += len(rows)
+            if reasons is not None:
+                for i in idx:
+                    if reasons[i] is not None:
+                        acc.rejected[int(row_col[i])] = reasons[i]
+            tokens, padded = int(tok_col[idx].sum()), int(pad_col[idx].sum())
+            acc.tokens += tokens
+            acc.padded_tokens += padded
+            added.pairs += len(rows) - sum(1 for r in rows if int(r) in acc.rejected)
+            added.tokens += tokens
+            added.padded_tokens += padded
+            if acc.filled == self.expected[s]:
+                added.complete.append(s)
+        return added
+
+    def take(self, shard: int) -> ShardScores:
+        """Removes a complete shard and returns what was collected for it."""
+        result = self.shards[shard]
+        self._drop(shard)
+        return result
+
+    def _drop(self, shard: int) -> None:
+        self.shards.pop(shard, None)
+        self.expected.pop(shard, None)
+
+    def incomplete(self) -> dict[int, str]:
+        return {
+            s: f"only {self.shards[s].filled} of {self.expected[s]} rows were scored" for s in self.expected
+        }

@@ -1,0 +1,84 @@
+"""Bad input never crashes the job or loses a row: it is scored, quarantined, or a clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.rerank import main
+from pipeline import checkpoint
+from pipeline.io import Storage, join
+
+STORAGE = Storage()
+
+
+def assert_reconciled(input_dir: Path, output: Path) -> dict:
+    """_SUCCESS matches the files: per shard rows_in = rows_out + rows_rejected + dropped by top-k."""
+    manifest = STORAGE.read_json(join(str(output), checkpoint.SUCCESS))
+    assert manifest["totals"]["reconciled"] is True
+    for entry in manifest["shards"]:
+        rel = entry["path"]
+        rows_in = pq.read_metadata(input_dir / rel).num_rows
+        rows_out = pq.read_metadata(output / rel).num_rows
+        rejected = output / "_rejected" / rel
+        rows_rejected = pq.read_metadata(rejected).num_rows if rejected.exists() else 0
+        assert (entry["rows_in"], entry["rows_out"], entry["rows_rejected"]) == (
+            rows_in,
+            rows_out,
+            rows_rejected,
+        )
+        assert rows_in == rows_out + rows_rejected + entry["rows_dropped_top_k"]
+    t = manifest["totals"]
+    assert t["rows_in"] == t["rows_out"] + t["rows_rejected"] + t["rows_dropped_top_k"]
+    return manifest
+
+
+def test_messy_input_is_scored_quarantined_and_counted(ray_address, tmp_path, tiny_xlmr, caplog):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    huge = "kalo sun ra vel " * 65_000  # ~1 MB passage: truncated to max_length and scored
+    messy = pa.table(
+        {
+            "query_id": ["q1", "q1", "q1", "q1", "q2", "q2", "q2", "q2", "q3"],
+            "query": ["kalo", "kalo", "kalo", "kalo", "مرحبا بالعالم", "مرحبا بالعالم", None, "zo", "  "],
+            "doc_id": ["d1", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8"],
+            "passage": [
+                "ra vel on",
+                "ra vel on",  # the same (query_id, doc_id) again: kept, scored, counted
+                huge,
+                "emoji 🙂🚀 and \u0000 control \u202e chars \t\n",
+                "שלום עולם — RTL text",
+                "",
+                "no query",
+                "café naïve 漢字",
+                "empty query",
+            ],
+        }
+    )
+    pq.write_table(messy, inp / "messy.parquet")
+    pq.write_table(messy.slice(0, 0), inp / "empty.parquet")  # 0 rows, same schema
+    out = tmp_path / "out"
+    assert main(["run", str(inp), str(out), "--model", tiny_xlmr, "--max-length", "128"]) == 0
+
+    manifest = assert_reconciled(inp, out)
+    totals = manifest["totals"]
+    assert (totals["rows_in"], totals["rows_out"], totals["rows_rejected"]) == (9, 6, 3)
+    assert totals["duplicate_pairs"] == 1
+    assert "3 row(s) had a null or empty query/passage" in caplog.text
+    scored = pq.read_table(out / "messy.parquet")
+    assert not np.isnan(scored.column("score").to_numpy()).any()
+    assert sorted(scored.column("doc_id").to_pylist()) == ["d1", "d1", "d2", "d3", "d4", "d7"]
+    quarantine = pq.read_table(out / "_rejected" / "messy.parquet")
+    assert dict(
+        zip(quarantine.column("doc_id").to_pylist(), quarantine.column("reject_reason").to_pylist())
+    ) == {
+        "d5": "empty passage",
+        "d6": "null query",
+        "d8": "empty query",
+    }
+    empty = pq.read_table(out / "empty.parquet")
+    assert empty.num_rows == 0 and empty.column_names == messy.column_names + ["score", "rank"]
+    assert {s["path"] for s in manifest["shards"]} == {"messy.parquet", "empty.parquet"}
