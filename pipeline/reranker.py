@@ -118,9 +118,33 @@ class Reranker:
     def score(self, input_ids: pa.ListArray, token_type_ids: pa.ListArray | None = None) -> ScoredBatch:
         """Scores every row; micro-batches are token-budget, longest first, right-padded."""
         lengths = np.diff(input_ids.offsets.to_numpy())
-        scores = np.empty(len(lengths), dtype=np.float32)
-        padded = np.empty(len(lengths), dtype=np.int32)
+        out = ScoredBatch(np.empty(len(lengths), dtype=np.float32), np.empty(len(lengths), dtype=np.int32))
         for idx in plan_micro_batches(lengths, self.max_batch_tokens):
-            scores[idx] = self.forward(input_ids, token_type_ids, idx)
-            padded[idx] = lengths[idx].max()
-        return ScoredBatch(scores, padded)
+            self._score_rows(input_ids, token_type_ids, idx, lengths, out)
+        return out
+
+    def _score_rows(
+        self,
+        input_ids: pa.ListArray,
+        token_type_ids: pa.ListArray | None,
+        idx: np.ndarray,
+        lengths: np.ndarray,
+        out: ScoredBatch,
+    ) -> None:
+        """One micro-batch; on out-of-memory it is split in halves and retried, down to one row."""
+        try:
+            out.scores[idx] = self.forward(input_ids, token_type_ids, idx)
+            out.padded_lengths[idx] = lengths[idx].max()
+        except torch.OutOfMemoryError:
+            if len(idx) == 1:
+                raise
+            if self.is_cuda:
+                torch.cuda.empty_cache()
+            log.warning(
+                "out of memory on a batch of %d x %d tokens; splitting it in two and retrying",
+                len(idx),
+                int(lengths[idx].max()),
+            )
+            half = len(idx) // 2
+            self._score_rows(input_ids, token_type_ids, idx[:half], lengths, out)
+            self._score_rows(input_ids, token_type_ids, idx[half:], lengths, out)

@@ -5,6 +5,7 @@ Goldens: tests/assets/make_goldens.py, run in the side venv (transformers 4.57.6
 
 import numpy as np
 import pytest
+import torch
 
 from pipeline.ranking import sigmoid
 from pipeline.reranker import Reranker
@@ -65,3 +66,32 @@ def test_pair_score_independent_of_batch(tiny_xlmr):
     together = reranker.score(enc["input_ids"]).scores
     alone = [reranker.score(tok.encode([q], [p])["input_ids"]).scores[0] for q, p in zip(queries, passages)]
     np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+class OutOfMemoryAbove(torch.nn.Module):
+    """Wraps a model; raises CUDA's out-of-memory error for batches above `rows` (fault injection)."""
+
+    def __init__(self, model, rows: int) -> None:
+        super().__init__()
+        self.model, self.rows, self.failures = model, rows, 0
+
+    def forward(self, **kwargs):
+        if kwargs["input_ids"].shape[0] > self.rows:
+            self.failures += 1
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return self.model(**kwargs)
+
+
+def test_out_of_memory_splits_the_batch_and_goes_on(goldens, caplog):
+    case = goldens["cases"][0]
+    path = _model(case["model"])
+    tok = PairTokenizer.load(path, case["max_length"], case["query_max_length"])
+    enc = tok.encode([p[0] for p in goldens["pairs"]], [p[1] for p in goldens["pairs"]])
+    reranker = Reranker.load(path, "cpu", "float32", 1 << 20)  # one big batch of 23 rows
+    reranker.model = OutOfMemoryAbove(reranker.model, rows=4)
+    scores = reranker.score(enc["input_ids"], enc.get("token_type_ids")).scores
+    np.testing.assert_allclose(scores, case["scores"], atol=TOLERANCE, rtol=0)
+    assert reranker.model.failures >= 3 and "splitting it in two" in caplog.text
+    reranker.model.rows = 0  # even one row does not fit: the error is raised, not swallowed
+    with pytest.raises(torch.OutOfMemoryError):
+        reranker.score(enc["input_ids"], enc.get("token_type_ids"))

@@ -1,0 +1,59 @@
+"""Faults the job survives: a scoring actor process killed mid-run (a real SIGKILL)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jobs.rerank import main
+from tests.integration.test_bad_input import assert_reconciled
+from tests.integration.test_job import assert_output_invariants, read_output, tables_equal
+
+
+def scorer_pids() -> list[int]:
+    """Processes of Ray actors running the ScorePairs stage (Ray titles them after the class)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"MapBatches(ScorePairs)" in cmdline:
+                pids.append(int(entry))
+    return pids
+
+
+def test_killed_scoring_actor_is_restarted_and_every_row_lands_once(
+    ray_address, write_shards, tmp_path, tiny_bert
+):
+    input_dir = write_shards(n_shards=8, n_queries=6, candidates=8)
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    flags = ["--model", tiny_bert, "--max-length", "128", "--rows-per-call", "4"]
+    assert main(["run", str(input_dir), str(reference), *flags]) == 0
+
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.rerank", "run", str(input_dir), str(out), *flags],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    markers = out / "_rerank" / "done"
+    deadline = time.monotonic() + 120
+    while not (markers.exists() and any(markers.rglob("*.json"))):  # mid-run: scoring under way
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    victims = scorer_pids()
+    assert victims, "no scoring actor process found"
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=300) == 0
+    assert len(list(markers.rglob("*.json"))) == 8
+    tables_equal(read_output(reference), read_output(out))
+    assert_output_invariants(input_dir, out)
+    assert_reconciled(input_dir, out)
