@@ -36,11 +36,23 @@ class TwoNodeCluster:
         ray = str(Path(sys.executable).parent / "ray")
         # The head keeps its job server on loopback (see README, "Local multi-node cluster").
         head_env = {**cluster_env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+        def own_ports() -> list[str]:
+            # Every agent and metrics port explicit: another Ray on this machine (the test session's)
+            # holds the defaults, and a head whose job agent cannot bind accepts no job.
+            return [
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--dashboard-agent-grpc-port={free_port()}",
+                f"--metrics-export-port={free_port()}",
+                f"--runtime-env-agent-port={free_port()}",
+            ]
+
         subprocess.run(
             [
                 ray,
                 "start",
                 "--head",
+                *own_ports(),
                 f"--node-ip-address={HEAD_IP}",
                 f"--port={self.gcs_port}",
                 f"--num-cpus={cpus_per_node}",
@@ -60,6 +72,7 @@ class TwoNodeCluster:
                 ray,
                 "start",
                 f"--address={self.address}",
+                *own_ports(),
                 f"--node-ip-address={WORKER_IP}",
                 f"--num-cpus={cpus_per_node}",
             ],
