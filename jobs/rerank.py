@@ -46,6 +46,7 @@ FLAG_FIELDS = {
     "query_column": ("input", "query_column"),
     "doc_id_column": ("input", "doc_id_column"),
     "passage_column": ("input", "passage_column"),
+    "allow_split_queries": ("input", "allow_split_queries"),
     "fresh": ("output", "fresh"),
     "ray_address": ("ray", "address"),
     "storage_endpoint_url": ("storage", "endpoint_url"),
@@ -113,6 +114,11 @@ def add_run_parser(sub: Any) -> None:
     p.add_argument("--query-column", help="query text column (default query)")
     p.add_argument("--doc-id-column", help="candidate id column (default doc_id)")
     p.add_argument("--passage-column", help="passage text column (default passage)")
+    p.add_argument(
+        "--allow-split-queries",
+        action="store_true",
+        help="allow a query id in several shards (each shard ranks its part); default: exit 2",
+    )
     p.add_argument("--fresh", action="store_true", help="discard earlier progress in OUTPUT; start over")
     p.add_argument(
         "--trust-remote-code",

@@ -32,6 +32,10 @@ class InputConfig(_Section):
     query_column: str = Field("query", description="Column holding the query text.")
     doc_id_column: str = Field("doc_id", description="Column holding the candidate's id.")
     passage_column: str = Field("passage", description="Column holding the candidate passage text.")
+    allow_split_queries: bool = Field(
+        False,
+        description="Allow a query id in several shards (each shard ranks its part); else exit 2.",
+    )
 
 
 class OutputConfig(_Section):

@@ -15,6 +15,7 @@ from pipeline.config import InputConfig, RankingConfig
 from pipeline.io import ShardFile, Storage
 from pipeline.quarantine import duplicate_pairs, split_rejected
 from pipeline.ranking import rank_table
+from pipeline.split_queries import encode_hashes, query_id_hashes
 
 
 def publish_shard(
@@ -51,6 +52,7 @@ def publish_shard(
         "rows_rejected": rejected.num_rows,
         "rows_dropped_top_k": kept.num_rows - ranked.num_rows,
         "duplicate_pairs": duplicate_pairs(table, columns.query_id_column, columns.doc_id_column),
+        "query_id_hashes": encode_hashes(set(query_id_hashes(table.column(columns.query_id_column)))),
         "tokens": scored.tokens,
         "padded_tokens": scored.padded_tokens,
     }

@@ -21,7 +21,7 @@ from pipeline.config import (
 from pipeline.errors import ConfigError
 from pipeline.io import ShardFile, Storage, join, storage_error
 from pipeline.model_cache import local_model_path
-from pipeline.plan import PendingShard, check_pending, find_shards
+from pipeline.plan import PendingShard, check_pending, check_split_queries, find_shards
 from pipeline.progress import Progress
 from pipeline.reranker import check_reranker_config, resolve_dtype
 from pipeline.tokenize import PairTokenizer
@@ -136,6 +136,7 @@ def run(cfg: JobConfig) -> RunReport:
         raise storage_error(output, "OUTPUT", e) from e
     todo = [s for s in shards if s.relpath not in done]
     pending = check_pending(storage, todo, cfg.input)
+    split = check_split_queries(pending, done, cfg.input)
     log.info(
         "%d shard(s) under %s: %d already done, %d to score (device=%s, dtype=%s)",
         len(shards),
@@ -151,6 +152,7 @@ def run(cfg: JobConfig) -> RunReport:
         storage.remove(join(output, checkpoint.SUCCESS))
         budget = cfg.scoring.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS[device]
         markers += _score_and_publish(cfg, storage, pending, device, dtype, budget, digest, report)
+    report.summary["split_queries"] = split
     if report.ok:
         report.success_manifest = checkpoint.write_success(
             storage, output, markers, fp, digest, report.summary

@@ -82,3 +82,42 @@ def test_messy_input_is_scored_quarantined_and_counted(ray_address, tmp_path, ti
     empty = pq.read_table(out / "empty.parquet")
     assert empty.num_rows == 0 and empty.column_names == messy.column_names + ["score", "rank"]
     assert {s["path"] for s in manifest["shards"]} == {"messy.parquet", "empty.parquet"}
+
+
+def _shard(path: Path, query_ids: list[str]) -> None:
+    n = len(query_ids)
+    pq.write_table(
+        pa.table(
+            {
+                "query_id": query_ids,
+                "query": ["kalo"] * n,
+                "doc_id": [f"d{i}" for i in range(n)],
+                "passage": ["ra vel"] * n,
+            }
+        ),
+        path,
+    )
+
+
+def test_query_split_across_shards_is_refused_unless_allowed(ray_address, tmp_path, tiny_bert, caplog):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    _shard(inp / "a.parquet", ["q1", "q1", "q2"])
+    _shard(inp / "b.parquet", ["q2", "q3"])
+    args = ["run", str(inp), str(out), "--model", tiny_bert, "--max-length", "128"]
+    assert main(args) == 2
+    assert "'q2' in a.parquet, b.parquet" in caplog.text and "--allow-split-queries" in caplog.text
+    assert not out.exists() or not list(out.rglob("*.parquet"))
+    assert main([*args, "--allow-split-queries"]) == 0
+    assert STORAGE.read_json(join(str(out), checkpoint.SUCCESS))["last_run"]["split_queries"] == 1
+
+
+def test_new_shard_sharing_a_query_with_a_published_one_is_caught(ray_address, tmp_path, tiny_bert, caplog):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    _shard(inp / "a.parquet", ["q1", "q2"])
+    args = ["run", str(inp), str(out), "--model", tiny_bert, "--max-length", "128"]
+    assert main(args) == 0
+    _shard(inp / "b.parquet", ["q9", "q2"])  # arrives later; a.parquet is done and not re-read
+    assert main(args) == 2
+    assert "in a.parquet, b.parquet" in caplog.text
