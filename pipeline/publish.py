@@ -15,7 +15,6 @@ from pipeline.config import InputConfig, RankingConfig
 from pipeline.io import ShardFile, Storage
 from pipeline.quarantine import duplicate_pairs, split_rejected
 from pipeline.ranking import rank_table
-from pipeline.split_queries import encode_hashes, query_id_hashes
 
 
 def publish_shard(
@@ -26,6 +25,7 @@ def publish_shard(
     columns: InputConfig,
     ranking: RankingConfig,
     digest: str,
+    query_id_hashes: str = "",
 ) -> dict[str, Any]:
     """Ranks one shard's rows by their scores, publishes it (and its quarantined rows) atomically,
     then writes its done-marker. Every input row is accounted for:
@@ -52,7 +52,7 @@ def publish_shard(
         "rows_rejected": rejected.num_rows,
         "rows_dropped_top_k": kept.num_rows - ranked.num_rows,
         "duplicate_pairs": duplicate_pairs(table, columns.query_id_column, columns.doc_id_column),
-        "query_id_hashes": encode_hashes(set(query_id_hashes(table.column(columns.query_id_column)))),
+        "query_id_hashes": query_id_hashes,  # read before scoring (pipeline/plan.py), kept for reruns
         "tokens": scored.tokens,
         "padded_tokens": scored.padded_tokens,
     }

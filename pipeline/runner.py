@@ -24,6 +24,7 @@ from pipeline.model_cache import local_model_path
 from pipeline.plan import PendingShard, check_pending, check_split_queries, find_shards
 from pipeline.progress import Progress
 from pipeline.reranker import check_reranker_config, resolve_dtype
+from pipeline.split_queries import encode_hashes
 from pipeline.tokenize import PairTokenizer
 
 log = logging.getLogger(__name__)
@@ -196,8 +197,12 @@ def _score_and_publish(
     inflight: dict[Any, ShardFile] = {}
     markers: list[dict[str, Any]] = []
 
+    query_hashes = {p.shard.relpath: encode_hashes(set(p.query_ids)) for p in pending}
+
     def submit(shard: ShardFile, scored: ShardScores) -> None:
-        ref = publish.remote(shard=shard, scored=scored, **common)  # type: ignore[call-arg]
+        ref = publish.remote(
+            shard=shard, scored=scored, query_id_hashes=query_hashes[shard.relpath], **common
+        )
         inflight[ref] = shard
 
     def reap(timeout: float | None) -> None:
