@@ -69,6 +69,9 @@ def prepare_output(storage: Storage, output: str, fp: dict[str, Any], digest: st
             f"OUTPUT {output!r} holds progress of a run with a different configuration "
             f"({changes}); rerun with the same settings to resume, or pass --fresh to discard it"
         )
+    leftovers = [p for p in storage.list_files(output) if p.rsplit("/", 1)[-1].startswith(".tmp-")]
+    for path in leftovers:  # temp files of a local write cut short by a crash; never a published file
+        storage.remove(join(output, path))
     if manifest is None or fresh:
         storage.write_json_atomic(
             join(output, RUN_MANIFEST), {"digest": digest, "fingerprint": fp, "created_at": time.time()}

@@ -27,9 +27,9 @@ def publish_shard(
     digest: str,
     query_id_hashes: str = "",
 ) -> dict[str, Any]:
-    """Ranks one shard's rows by their scores, publishes it (and its quarantined rows) atomically,
-    then writes its done-marker. Every input row is accounted for:
-    rows_in = rows_out + rows_rejected + rows_dropped_top_k.
+    """Ranks one shard's rows by their scores and publishes it (and its quarantined rows)
+    atomically; returns the stats for its done-marker, which the driver writes next. Every input
+    row is accounted for: rows_in = rows_out + rows_rejected + rows_dropped_top_k.
     """
     table = storage.read_table(shard.uri)
     if table.num_rows != len(scored.scores):
@@ -58,4 +58,4 @@ def publish_shard(
     }
     if stats["rows_in"] != stats["rows_out"] + stats["rows_rejected"] + stats["rows_dropped_top_k"]:
         raise RuntimeError(f"shard {shard.uri} does not reconcile: {stats}")
-    return checkpoint.write_marker(storage, output, shard, digest, stats)
+    return stats

@@ -19,6 +19,7 @@ from pipeline.config import (
     fingerprint_digest,
 )
 from pipeline.errors import ConfigError
+from pipeline.faults import crash_point
 from pipeline.io import ShardFile, Storage, join, storage_error
 from pipeline.model_cache import local_model_path
 from pipeline.plan import PendingShard, check_pending, check_split_queries, find_shards
@@ -130,6 +131,7 @@ def run(cfg: JobConfig) -> RunReport:
     dtype = resolve_dtype(cfg.model.dtype, device)
     fp = fingerprint(cfg, dtype)
     digest = fingerprint_digest(fp)
+    crash_point("before_write")
     try:
         checkpoint.prepare_output(storage, output, fp, digest, cfg.output.fresh)
         done = checkpoint.load_done(storage, output, shards, digest)
@@ -155,6 +157,7 @@ def run(cfg: JobConfig) -> RunReport:
         markers += _score_and_publish(cfg, storage, pending, device, dtype, budget, digest, report)
     report.summary["split_queries"] = split
     if report.ok:
+        crash_point("before_success")
         report.success_manifest = checkpoint.write_success(
             storage, output, markers, fp, digest, report.summary
         )
@@ -204,16 +207,19 @@ def _score_and_publish(
             shard=shard, scored=scored, query_id_hashes=query_hashes[shard.relpath], **common
         )
         inflight[ref] = shard
+        crash_point("publish_in_flight")
 
     def reap(timeout: float | None) -> None:
         ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=timeout)
         for ref in ready:
             shard = inflight.pop(ref)
             try:
-                marker = ray.get(ref)
+                stats = ray.get(ref)
             except Exception as e:
                 report.failed[shard.relpath] = f"publish failed: {e}"
                 continue
+            crash_point("between_publish_and_marker")
+            marker = checkpoint.write_marker(storage, cfg.output.uri, shard, digest, stats)
             markers.append(marker)
             report.shards_published += 1
             progress.published(shard.relpath, marker["rows_out"])

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from jobs.rerank import main
 from tests.integration.test_bad_input import assert_reconciled
 from tests.integration.test_job import assert_output_invariants, read_output, tables_equal
@@ -57,3 +59,35 @@ def test_killed_scoring_actor_is_restarted_and_every_row_lands_once(
     tables_equal(read_output(reference), read_output(out))
     assert_output_invariants(input_dir, out)
     assert_reconciled(input_dir, out)
+
+
+@pytest.mark.parametrize(
+    "point", ["before_write", "publish_in_flight", "between_publish_and_marker", "before_success"]
+)
+def test_driver_killed_at_any_moment_reruns_to_identical_output(
+    ray_address, write_shards, tmp_path, tiny_bert, point
+):
+    input_dir = write_shards(n_shards=4, n_queries=4, candidates=6)
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    flags = ["--model", tiny_bert, "--max-length", "128", "--rows-per-call", "8"]
+    assert main(["run", str(input_dir), str(reference), *flags]) == 0
+
+    env = {**os.environ, "RAY_ADDRESS": ray_address, "RERANK_TEST_CRASH_AT": point}
+    killed = subprocess.run(
+        [sys.executable, "-m", "jobs.rerank", "run", str(input_dir), str(out), *flags],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (out / "_SUCCESS").exists()
+    published = {p.name for p in out.glob("day=*/*.parquet")}
+    markers = list((out / "_rerank" / "done").rglob("*.json")) if (out / "_rerank").exists() else []
+    if point == "between_publish_and_marker":
+        assert len(published) >= 1 and len(markers) == 0  # published, not marked: it will be redone
+
+    assert main(["run", str(input_dir), str(out), *flags]) == 0
+    tables_equal(read_output(reference), read_output(out))
+    assert_output_invariants(input_dir, out)
+    assert_reconciled(input_dir, out)
+    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]

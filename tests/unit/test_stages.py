@@ -97,12 +97,12 @@ def test_publish_writes_ranked_shard_then_marker(shard, tmp_path):
     scored.scores[:] = np.linspace(-1, 1, table.num_rows)
     scored.tokens, scored.padded_tokens = 100, 120
     out = str(tmp_path / "out")
-    marker = publish_shard(STORAGE, out, shard, scored, InputConfig(uri="x"), RankingConfig(top_k=2), "dg")
+    stats = publish_shard(STORAGE, out, shard, scored, InputConfig(uri="x"), RankingConfig(top_k=2), "dg")
     published = STORAGE.read_table(checkpoint.shard_output_uri(out, shard.relpath))
     assert published.num_rows == 3 * 2  # top-2 of each of 3 queries
-    assert marker == STORAGE.read_json(checkpoint.marker_uri(out, shard.relpath))
-    assert (marker["rows_in"], marker["rows_out"], marker["rows_dropped_top_k"]) == (12, 6, 6)
-    assert marker["digest"] == "dg" and marker["rows_rejected"] == 0
+    assert STORAGE.read_json(checkpoint.marker_uri(out, shard.relpath)) is None  # the driver writes it
+    assert (stats["rows_in"], stats["rows_out"], stats["rows_dropped_top_k"]) == (12, 6, 6)
+    assert stats["rows_rejected"] == 0
     assert not STORAGE.list_files(str(tmp_path / "out" / "_rejected"))
     with pytest.raises(RuntimeError, match="12 rows but 3 were scored"):
         publish_shard(STORAGE, out, shard, ShardScores.empty(3), InputConfig(uri="x"), RankingConfig(), "dg")
