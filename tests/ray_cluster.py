@@ -82,7 +82,20 @@ class TwoNodeCluster:
             timeout=120,
         )
 
+    def kill_worker_node(self) -> None:
+        """Loses the second node: SIGKILL its raylet, workers and agents (as a machine failure would)."""
+        self._kill((WORKER_IP,))
+
     def stop(self) -> None:
+        self._kill((HEAD_IP, WORKER_IP))
+        # `ray start --head` records itself as "the" cluster of this machine; forget it.
+        current = Path("/tmp/ray/ray_current_cluster")
+        with contextlib.suppress(OSError):
+            if HEAD_IP in current.read_text():
+                current.unlink()
+
+    @staticmethod
+    def _kill(ips: tuple[str, ...]) -> None:
         children: dict[int, list[int]] = {}
         mine: list[int] = []
         for entry in os.listdir("/proc"):
@@ -94,7 +107,7 @@ class TwoNodeCluster:
             except (OSError, ValueError, IndexError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
-            if HEAD_IP in cmdline or WORKER_IP in cmdline:
+            if any(ip in cmdline for ip in ips):
                 mine.append(int(entry))
         doomed, stack = set(), list(mine)
         while stack:
@@ -105,8 +118,3 @@ class TwoNodeCluster:
         for pid in doomed:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        # `ray start --head` records itself as "the" cluster of this machine; forget it.
-        current = Path("/tmp/ray/ray_current_cluster")
-        with contextlib.suppress(OSError):
-            if HEAD_IP in current.read_text():
-                current.unlink()

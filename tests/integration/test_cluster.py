@@ -73,3 +73,41 @@ def test_ray_job_submit_nightly_runs_on_both_nodes(cluster, tmp_path, tiny_bert)
     assert len({n for n, _, _ in nodes}) == 2, log[-4000:]  # scoring actors on both nodes
     assert all(int(pairs) > 0 for _, _, pairs in nodes)
     assert sum(int(pairs) for _, _, pairs in nodes) == 6 * 8 * 10
+
+
+def test_lost_worker_node_run_completes_or_resumes_to_identical_output(cluster, tmp_path, tiny_bert):
+    """Runs last in this module: it takes the second node down for good."""
+    from tests.integration.test_bad_input import assert_reconciled
+    from tests.integration.test_job import read_output, tables_equal
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for s in range(8):
+        pq.write_table(pairs_table(6, 8, seed=s, prefix=f"s{s}q"), inp / f"part-{s}.parquet")
+    flags = ["--model", tiny_bert, "--max-length", "128", "--rows-per-call", "4", "--torch-threads", "1"]
+    env = {**cluster_env(), "RAY_ADDRESS": cluster.address}
+
+    def rerank(out: Path, *extra: str) -> subprocess.Popen:
+        cmd = ["python", "-m", "jobs.rerank", "run", str(inp), str(out), *flags, *extra]
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    assert rerank(tmp_path / "reference", "--actors", "2").wait(timeout=300) == 0
+    out = tmp_path / "out"
+    run = rerank(out, "--actors", "2")
+    markers = out / "_rerank" / "done"
+    deadline = time.monotonic() + 120
+    while not (markers.exists() and any(markers.rglob("*.json"))):
+        assert run.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    cluster.kill_worker_node()
+    try:
+        first_exit = run.wait(timeout=150)  # completes on the head, or fails the shards it lost
+    except subprocess.TimeoutExpired:  # or waits for the lost node: stop it, as an operator would
+        run.kill()
+        first_exit = run.wait()
+    print(f"run with the lost node exited {first_exit}")  # 0: finished on the head; else resumed below
+    if first_exit != 0:
+        assert rerank(out, "--actors", "1").wait(timeout=300) == 0  # resume on what is left
+    tables_equal(read_output(tmp_path / "reference"), read_output(out))
+    assert_output_invariants(inp, out, storage=Storage())
+    assert_reconciled(inp, out)
