@@ -41,24 +41,19 @@ def rejected_uri(output: str, relpath: str) -> str:
     return join(output, f"{REJECTED}/{relpath}")
 
 
-def prepare_output(storage: Storage, output: str, fp: dict[str, Any], digest: str, fresh: bool) -> None:
-    """Checks OUTPUT may receive this run, honours --fresh, and records the run fingerprint."""
-    manifest = storage.read_json(join(output, RUN_MANIFEST))
-    if manifest is None:
-        existing = [
-            p
-            for p in storage.list_files(output)
-            if not p.startswith(OWN) and not p.rsplit("/", 1)[-1].startswith(".")
-        ]
+def check_output(storage: Storage, output: str, fp: dict[str, Any], digest: str, fresh: bool) -> list[str]:
+    """Checks, without writing anything, that OUTPUT may receive this run. Returns its listing."""
+    files = storage.list_files(output)
+    if RUN_MANIFEST not in files:
+        existing = [p for p in files if not p.startswith(OWN) and not p.rsplit("/", 1)[-1].startswith(".")]
         if existing:
             raise OutputStateError(
                 f"OUTPUT {output!r} already holds {len(existing)} file(s) (e.g. {existing[0]!r}) "
                 "that offline-rerank did not write; choose an empty or new OUTPUT"
             )
-    elif fresh:
-        log.info("--fresh: removing earlier progress and output in %s", output)
-        storage.remove_all_but(output, keep={LEASE})
-    elif manifest.get("digest") != digest:
+        return files
+    manifest = storage.read_json(join(output, RUN_MANIFEST)) or {}
+    if not fresh and manifest.get("digest") != digest:
         diff = {
             k: (manifest.get("fingerprint", {}).get(k), v)
             for k, v in fp.items()
@@ -69,13 +64,30 @@ def prepare_output(storage: Storage, output: str, fp: dict[str, Any], digest: st
             f"OUTPUT {output!r} holds progress of a run with a different configuration "
             f"({changes}); rerun with the same settings to resume, or pass --fresh to discard it"
         )
-    leftovers = [p for p in storage.list_files(output) if p.rsplit("/", 1)[-1].startswith(".tmp-")]
-    for path in leftovers:  # temp files of a local write cut short by a crash; never a published file
-        storage.remove(join(output, path))
-    if manifest is None or fresh:
+    return files
+
+
+def claim_output(
+    storage: Storage, output: str, fp: dict[str, Any], digest: str, fresh: bool, files: list[str]
+) -> None:
+    """The run's first writes, after `check_output` passed: honours --fresh, removes temp files a
+    crashed local write left, and records the run fingerprint."""
+    if fresh and RUN_MANIFEST in files:
+        log.info("--fresh: removing earlier progress and output in %s", output)
+        storage.remove_all_but(output, keep={LEASE})
+    else:
+        for path in files:  # temp files of a local write cut short by a crash; never a published file
+            if path.rsplit("/", 1)[-1].startswith(".tmp-"):
+                storage.remove(join(output, path))
+    if fresh or RUN_MANIFEST not in files:
         storage.write_json_atomic(
             join(output, RUN_MANIFEST), {"digest": digest, "fingerprint": fp, "created_at": time.time()}
         )
+
+
+def prepare_output(storage: Storage, output: str, fp: dict[str, Any], digest: str, fresh: bool) -> None:
+    """`check_output` then `claim_output`: OUTPUT is checked, then taken for this run."""
+    claim_output(storage, output, fp, digest, fresh, check_output(storage, output, fp, digest, fresh))
 
 
 def load_done(

@@ -131,15 +131,20 @@ def run(cfg: JobConfig) -> RunReport:
     dtype = resolve_dtype(cfg.model.dtype, device)
     fp = fingerprint(cfg, dtype)
     digest = fingerprint_digest(fp)
-    crash_point("before_write")
+    fresh = cfg.output.fresh
     try:
-        checkpoint.prepare_output(storage, output, fp, digest, cfg.output.fresh)
-        done = checkpoint.load_done(storage, output, shards, digest)
+        files = checkpoint.check_output(storage, output, fp, digest, fresh)
+        done = {} if fresh else checkpoint.load_done(storage, output, shards, digest)
     except OSError as e:
         raise storage_error(output, "OUTPUT", e) from e
     todo = [s for s in shards if s.relpath not in done]
     pending = check_pending(storage, todo, cfg.input)
     split = check_split_queries(pending, done, cfg.input)
+    crash_point("before_write")  # every check passed; nothing written yet
+    try:
+        checkpoint.claim_output(storage, output, fp, digest, fresh, files)
+    except OSError as e:
+        raise storage_error(output, "OUTPUT", e) from e
     log.info(
         "%d shard(s) under %s: %d already done, %d to score (device=%s, dtype=%s)",
         len(shards),
