@@ -37,6 +37,9 @@ FLAG_FIELDS = {
     "dtype": ("model", "dtype"),
     "device": ("model", "device"),
     "trust_remote_code": ("model", "trust_remote_code"),
+    "kind": ("model", "kind"),
+    "prompt": ("model", "prompt"),
+    "cutoff_layers": ("model", "cutoff_layers"),
     "normalize": ("ranking", "normalize"),
     "top_k": ("ranking", "top_k"),
     "max_batch_tokens": ("scoring", "max_batch_tokens"),
@@ -66,6 +69,14 @@ def parse_actors(value: str) -> tuple[int, int]:
     return low, high
 
 
+def parse_layers(value: str) -> list[int]:
+    """`28` or `28,40` (the flag may also be repeated)."""
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--cutoff-layers takes layer numbers, got {value!r}") from None
+
+
 def add_run_parser(sub: Any) -> None:
     p = sub.add_parser(
         "run",
@@ -78,7 +89,30 @@ def add_run_parser(sub: Any) -> None:
     )
     p.add_argument("input", help="Parquet shard, or directory/prefix of shards (recursive); any fsspec URI")
     p.add_argument("output", help="output directory/prefix; any fsspec URI")
-    p.add_argument("--model", required=True, help="local model directory or hub id of a one-logit reranker")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="local model directory, storage URI or hub id of a reranker (encoder, LLM or layerwise)",
+    )
+    p.add_argument(
+        "--kind",
+        choices=["auto", "encoder", "llm", "layerwise"],
+        help="reranker kind: encoder (cross-encoder), llm (logit of 'Yes', e.g. bge-reranker-v2-gemma), "
+        "layerwise (bge-reranker-v2-minicpm-layerwise); default auto, from the model's config",
+    )
+    p.add_argument(
+        "--prompt",
+        help="llm/layerwise: the instruction after the pair (default FlagEmbedding's 'Given a query A "
+        "and a passage B, ...')",
+    )
+    p.add_argument(
+        "--cutoff-layers",
+        type=parse_layers,
+        action="extend",
+        metavar="K[,K...]",
+        help="layerwise: layer(s) whose head scores, e.g. 28 or 28,40 (default the last); several "
+        "give one column score_l<K> each, and score/rank from the first listed",
+    )
     p.add_argument("--config", help="YAML job config (same structure as the `config` printed at start)")
     p.add_argument("--max-length", type=int, help="max tokens per pair, specials included (default 512)")
     p.add_argument("--query-max-length", type=int, help="max query tokens (default max_length*3//4)")

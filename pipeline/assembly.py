@@ -12,7 +12,7 @@ import pyarrow as pa
 class ShardScores:
     """Everything scored for one shard, in row order, ready to publish."""
 
-    scores: np.ndarray  # float32 per row (NaN for rejected rows)
+    scores: np.ndarray  # float32 [rows, score columns] (NaN for rejected rows)
     seen: np.ndarray  # bool per row
     filled: int = 0
     tokens: int = 0
@@ -20,8 +20,8 @@ class ShardScores:
     rejected: dict[int, str] = field(default_factory=dict)  # row -> reason
 
     @classmethod
-    def empty(cls, rows: int) -> ShardScores:
-        return cls(np.full(rows, np.nan, np.float32), np.zeros(rows, bool))
+    def empty(cls, rows: int, columns: int = 1) -> ShardScores:
+        return cls(np.full((rows, columns), np.nan, np.float32), np.zeros(rows, bool))
 
     @property
     def rejected_rows(self) -> np.ndarray:
@@ -48,15 +48,16 @@ class ShardAssembler:
     fails its shard.
     """
 
-    def __init__(self, expected_rows: dict[int, int]) -> None:
+    def __init__(self, expected_rows: dict[int, int], score_columns: list[str] | None = None) -> None:
+        self.score_columns = score_columns or ["score"]
         self.expected = dict(expected_rows)
-        self.shards = {s: ShardScores.empty(n) for s, n in expected_rows.items()}
+        self.shards = {s: ShardScores.empty(n, len(self.score_columns)) for s, n in expected_rows.items()}
         self.failed: dict[int, str] = {}
 
     def add(self, batch: pa.Table) -> Added:
         shard_col = batch.column("shard").to_numpy()
         row_col = batch.column("row").to_numpy()
-        score_col = batch.column("score").to_numpy()
+        score_col = np.column_stack([batch.column(c).to_numpy() for c in self.score_columns])
         tok_col = batch.column("tokens").to_numpy().astype(np.int64)
         pad_col = batch.column("padded_tokens").to_numpy().astype(np.int64)
         errors, rejects = batch.column("error"), batch.column("reject")

@@ -14,6 +14,13 @@ from pipeline.errors import ConfigError
 
 Dtype = Literal["auto", "float16", "bfloat16", "float32"]
 Device = Literal["auto", "cpu", "cuda"]
+Kind = Literal["auto", "encoder", "llm", "layerwise"]
+
+# FlagEmbedding's prompt for LLM and layerwise rerankers (BaseLLMReranker / LayerWiseLLMReranker).
+DEFAULT_PROMPT = (
+    "Given a query A and a passage B, determine whether the passage contains an answer to the query "
+    "by providing a prediction of either 'Yes' or 'No'."
+)
 
 # Token budget per micro-batch when max_batch_tokens is not set. A CPU forward gains nothing from
 # big batches and pays for padding; a GPU needs large ones to fill its cores: TEI uses 16384, but
@@ -44,7 +51,20 @@ class OutputConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name_or_path: str = Field(description="Local model directory or hub id of a one-logit reranker.")
+    name_or_path: str = Field(description="Local model directory, storage URI or hub id of a reranker.")
+    kind: Kind = Field(
+        "auto",
+        description="encoder (cross-encoder, one logit), llm (decoder: logit of 'Yes' at the last "
+        "token), layerwise (minicpm-layerwise heads); auto = read from the model's config.json.",
+    )
+    prompt: str | None = Field(
+        None, description="llm/layerwise: the instruction after the pair; default FlagEmbedding's."
+    )
+    cutoff_layers: list[int] | None = Field(
+        None,
+        description="layerwise: layers whose heads score (default: the last). Several give one "
+        "column each (score_l<k>); score and rank come from the first listed.",
+    )
     max_length: int = Field(
         512, ge=8, description="Max tokens of a (query, passage) pair, specials included."
     )
@@ -60,6 +80,17 @@ class ModelConfig(_Section):
     @property
     def resolved_query_max_length(self) -> int:
         return self.query_max_length if self.query_max_length is not None else self.max_length * 3 // 4
+
+    @property
+    def resolved_prompt(self) -> str:
+        return self.prompt if self.prompt is not None else DEFAULT_PROMPT
+
+    @property
+    def score_columns(self) -> list[str]:
+        """The score columns the model yields, in order; the first is the one ranked by."""
+        if self.cutoff_layers is not None and len(self.cutoff_layers) > 1:
+            return [f"score_l{k}" for k in self.cutoff_layers]
+        return ["score"]
 
 
 class RankingConfig(_Section):
@@ -142,6 +173,18 @@ def _cross_field_problems(cfg: JobConfig) -> list[str]:
             f"model.query_max_length={m.resolved_query_max_length} leaves no room for the passage "
             f"within model.max_length={m.max_length}; set --query-max-length below {m.max_length - 4}"
         )
+    if m.kind == "encoder" and m.prompt is not None:
+        problems.append("model.prompt is for llm/layerwise rerankers; drop --prompt or set --kind llm")
+    if m.kind in ("encoder", "llm") and m.cutoff_layers is not None:
+        problems.append(
+            f"model.cutoff_layers={m.cutoff_layers} is for layerwise rerankers (--kind layerwise), "
+            f"not --kind {m.kind}; drop --cutoff-layers"
+        )
+    layers = m.cutoff_layers
+    if layers is not None and (not layers or len(set(layers)) != len(layers)):
+        problems.append(
+            f"model.cutoff_layers={layers} must list one or more distinct layers, e.g. --cutoff-layers 28"
+        )
     if s.min_actors > s.max_actors:
         problems.append(
             f"scoring.min_actors={s.min_actors} > scoring.max_actors={s.max_actors}; "
@@ -160,7 +203,8 @@ def _cross_field_problems(cfg: JobConfig) -> list[str]:
     ]
     if len(set(cols)) != len(cols):
         problems.append(f"input column names must differ, got {cols}")
-    for reserved in ("score", "rank", "score_norm"):
+    scores = ["score", *[c for c in m.score_columns if c != "score"]]
+    for reserved in [*scores, "rank", *[f"{c}_norm" for c in scores]]:
         if reserved in cols:
             problems.append(f"input column {reserved!r} clashes with an output column; rename it")
     return problems
@@ -213,7 +257,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> JobConfig
 
 def fingerprint(cfg: JobConfig, resolved_dtype: str) -> dict[str, Any]:
     """What makes two runs' outputs comparable; a resume must match it exactly."""
-    return {
+    fp = {
         "model": cfg.model.name_or_path,
         "max_length": cfg.model.max_length,
         "query_max_length": cfg.model.resolved_query_max_length,
@@ -227,6 +271,12 @@ def fingerprint(cfg: JobConfig, resolved_dtype: str) -> dict[str, Any]:
             "passage": cfg.input.passage_column,
         },
     }
+    m = cfg.model
+    if m.kind not in ("auto", "encoder"):  # encoder runs keep the fingerprint they always had
+        fp["kind"] = m.kind
+        fp["prompt"] = m.resolved_prompt
+        fp["cutoff_layers"] = m.cutoff_layers
+    return fp
 
 
 def fingerprint_digest(fp: dict[str, Any]) -> str:

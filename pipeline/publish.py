@@ -26,6 +26,7 @@ def publish_shard(
     ranking: RankingConfig,
     digest: str,
     query_id_hashes: str = "",
+    score_columns: list[str] | None = None,
 ) -> dict[str, Any]:
     """Ranks one shard's rows by their scores and publishes it (and its quarantined rows)
     atomically; returns the stats for its done-marker, which the driver writes next. Every input
@@ -39,7 +40,9 @@ def publish_shard(
         )
     keep, rejected = split_rejected(table, scored.rejected_rows, scored.reject_reasons)
     kept = table.filter(pa.array(keep))
-    ranked = rank_table(kept, scored.scores[keep], columns.query_id_column, ranking.top_k, ranking.normalize)
+    ranked = rank_table(
+        kept, scored.scores[keep], columns.query_id_column, ranking.top_k, ranking.normalize, score_columns
+    )
     rejected_uri = checkpoint.rejected_uri(output, shard.relpath)
     if rejected.num_rows:
         storage.write_parquet_atomic(rejected_uri, rejected)

@@ -18,21 +18,27 @@ def rank_table(
     query_id_column: str,
     top_k: int | None = None,
     normalize: bool = False,
+    score_columns: list[str] | None = None,
 ) -> pa.Table:
     """Every input row and column unchanged, plus `score` (float32) and `rank` (int32, 1 = best).
 
     Queries appear in order of their first row; within a query, candidates are sorted by score,
     highest first, ties (and NaN scores, which go last) kept in input order. With `top_k`, only
     ranks 1..top_k are kept. With `normalize`, a `score_norm` column (sigmoid) is added.
+
+    `scores` is one score per row, or [rows, columns] named by `score_columns` (layerwise rerankers
+    with several cutoff layers: `score_l28`, `score_l40`, ...): then `score` is the first column and
+    each named column is added too (with `<name>_norm` under `normalize`).
     """
     n = table.num_rows
-    scores = np.asarray(scores, dtype=np.float32)
-    if len(scores) != n:
+    matrix = np.asarray(scores, dtype=np.float32).reshape(n, -1) if n else np.zeros((0, 1), np.float32)
+    if len(np.asarray(scores)) != n:
         raise ValueError(f"{len(scores)} scores for {n} rows")
+    main = matrix[:, 0]
     # dictionary_encode numbers values in order of first appearance: exactly our query order.
     encoded = pc.dictionary_encode(table.column(query_id_column), null_encoding="encode")
     query_order = np.asarray(encoded.combine_chunks().indices.to_numpy(zero_copy_only=False))
-    sort_key = np.where(np.isnan(scores), np.inf, -scores.astype(np.float64))
+    sort_key = np.where(np.isnan(main), np.inf, -main.astype(np.float64))
     order = np.lexsort((np.arange(n), sort_key, query_order))
     sorted_queries = query_order[order]
     group_start = np.r_[0, np.flatnonzero(np.diff(sorted_queries)) + 1] if n else np.array([], int)
@@ -42,8 +48,15 @@ def rank_table(
         keep = ranks <= top_k
         order, ranks = order[keep], ranks[keep]
     out = table.take(pa.array(order, pa.int64()))
-    out = out.append_column("score", pa.array(scores[order], pa.float32()))
+    out = out.append_column("score", pa.array(main[order], pa.float32()))
     out = out.append_column("rank", pa.array(ranks, pa.int32()))
     if normalize:
-        out = out.append_column("score_norm", pa.array(sigmoid(scores[order]), pa.float32()))
+        out = out.append_column("score_norm", pa.array(sigmoid(main[order]), pa.float32()))
+    names = score_columns or ["score"]
+    for i, name in enumerate(names):
+        if name == "score":
+            continue
+        out = out.append_column(name, pa.array(matrix[order, i], pa.float32()))
+        if normalize:
+            out = out.append_column(f"{name}_norm", pa.array(sigmoid(matrix[order, i]), pa.float32()))
     return out

@@ -1,4 +1,7 @@
-"""The scoring model: a one-logit sequence classifier run over padded token-budget micro-batches."""
+"""The scoring model run over right-padded token-budget micro-batches, whatever its kind:
+an encoder's one logit, an LLM's "Yes" logit (pipeline.llm_scorer) or layerwise heads
+(pipeline.minicpm_layerwise). Each scoring module maps (input_ids, attention_mask[, token_type_ids])
+to fp32 scores [rows, columns]."""
 
 from __future__ import annotations
 
@@ -24,44 +27,77 @@ def resolve_dtype(dtype: str, device: str) -> str:
     return "float16" if device == "cuda" else "float32"
 
 
-def check_reranker_config(name_or_path: str, trust_remote_code: bool = False) -> None:
-    """Fails fast, before any shard work, if the model is missing or not a one-logit classifier."""
-    from transformers import AutoConfig
+class EncoderScorer(torch.nn.Module):
+    """A one-logit sequence classifier; forward gives fp32 scores [rows, 1]."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(**inputs).logits.view(-1, 1).float()
+
+
+def load_scorer(
+    name_or_path: str,
+    kind: str,
+    dtype: torch.dtype,
+    trust_remote_code: bool = False,
+    cutoff_layers: list[int] | None = None,
+) -> tuple[torch.nn.Module, int, int]:
+    """(scoring module, pad token id, number of score columns) for a reranker of the given kind."""
+    if kind == "llm":
+        from pipeline.llm_scorer import YesLogitScorer
+        from pipeline.prompt_tokenize import yes_token_id
+        from pipeline.tokenize import load_hf_tokenizer
+
+        tokenizer = load_hf_tokenizer(name_or_path, trust_remote_code)
+        scorer = YesLogitScorer.load(name_or_path, yes_token_id(tokenizer), dtype, trust_remote_code)
+        return scorer, tokenizer.pad_token_id or 0, 1
+    if kind == "layerwise":
+        from pipeline.minicpm_layerwise import LayerwiseReranker
+
+        layerwise = LayerwiseReranker.load(name_or_path, cutoff_layers, dtype)
+        return layerwise, layerwise.cfg.pad_token_id or 0, len(layerwise.cutoff_layers)
+    from transformers import AutoModelForSequenceClassification
 
     try:
-        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
+        )
     except Exception as e:
-        raise ModelLoadError(
-            f"cannot load --model {name_or_path!r}: {e}; pass a local model directory or a hub id "
-            "this machine can reach"
-        ) from e
-    archs = config.architectures or []
-    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
-        raise ModelLoadError(
-            f"--model {name_or_path!r} is a {', '.join(archs)}, not a sequence classifier; "
-            "offline-rerank scores with cross-encoder rerankers (e.g. BAAI/bge-reranker-v2-m3)"
-        )
-    if getattr(config, "num_labels", 1) != 1:
-        raise ModelLoadError(
-            f"--model {name_or_path!r} has {config.num_labels} labels; a reranker has exactly one "
-            "logit (the relevance score)"
-        )
+        raise ModelLoadError(f"cannot load --model {name_or_path!r} for scoring: {e}") from e
+    pad = model.config.pad_token_id
+    return EncoderScorer(model), 0 if pad is None else int(pad), 1
 
 
 @dataclass
 class ScoredBatch:
-    scores: np.ndarray  # float32, one per row, in input order
+    columns: np.ndarray  # float32 [rows, score columns], in input order
     padded_lengths: np.ndarray  # int32, the padded length each row was run at
+
+    @property
+    def scores(self) -> np.ndarray:
+        """The main score (first column), one per row."""
+        return self.columns[:, 0]
 
 
 class Reranker:
-    """Holds one encoder reranker on one device; scores pre-tokenized pairs."""
+    """Holds one reranker (any kind) on one device; scores pre-tokenized pairs, right-padded."""
 
-    def __init__(self, model: torch.nn.Module, device: str, pad_token_id: int, max_batch_tokens: int) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: str,
+        pad_token_id: int,
+        max_batch_tokens: int,
+        num_scores: int = 1,
+    ) -> None:
         self.model = model
         self.device = torch.device(device)
         self.pad_token_id = pad_token_id
         self.max_batch_tokens = max_batch_tokens
+        self.num_scores = num_scores
         self.is_cuda = self.device.type == "cuda"
 
     @classmethod
@@ -72,20 +108,15 @@ class Reranker:
         dtype: str,
         max_batch_tokens: int,
         trust_remote_code: bool = False,
+        kind: str = "encoder",
+        cutoff_layers: list[int] | None = None,
     ) -> Reranker:
-        from transformers import AutoModelForSequenceClassification
-
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                name_or_path,
-                dtype=TORCH_DTYPES[resolve_dtype(dtype, device)],
-                trust_remote_code=trust_remote_code,
-            )
-        except Exception as e:
-            raise ModelLoadError(f"cannot load --model {name_or_path!r} for scoring: {e}") from e
+        torch_dtype = TORCH_DTYPES[resolve_dtype(dtype, device)]
+        model, pad, num_scores = load_scorer(
+            name_or_path, kind, torch_dtype, trust_remote_code, cutoff_layers
+        )
         model.eval().to(device)
-        pad = model.config.pad_token_id
-        return cls(model, device, 0 if pad is None else int(pad), max_batch_tokens)
+        return cls(model, device, pad, max_batch_tokens, num_scores)
 
     def _pad(self, rows: list[np.ndarray], fill: int, dtype: type[np.generic]) -> torch.Tensor:
         width = max(len(r) for r in rows)
@@ -100,7 +131,7 @@ class Reranker:
     def forward(
         self, input_ids: pa.ListArray, token_type_ids: pa.ListArray | None, rows: np.ndarray
     ) -> np.ndarray:
-        """fp32 logits of the given rows, run as one right-padded batch."""
+        """fp32 scores [rows, score columns] of the given rows, run as one right-padded batch."""
         offsets = input_ids.offsets.to_numpy()
         flat = input_ids.values.to_numpy()
         seqs = [flat[offsets[i] : offsets[i + 1]] for i in rows]
@@ -113,12 +144,13 @@ class Reranker:
             kwargs["token_type_ids"] = self._pad(
                 [flat_types[offsets[i] : offsets[i + 1]] for i in rows], 0, np.int64
             )
-        return self.model(**kwargs).logits.view(-1).float().cpu().numpy()
+        return self.model(**kwargs).cpu().numpy()
 
     def score(self, input_ids: pa.ListArray, token_type_ids: pa.ListArray | None = None) -> ScoredBatch:
         """Scores every row; micro-batches are token-budget, longest first, right-padded."""
         lengths = np.diff(input_ids.offsets.to_numpy())
-        out = ScoredBatch(np.empty(len(lengths), dtype=np.float32), np.empty(len(lengths), dtype=np.int32))
+        n = len(lengths)
+        out = ScoredBatch(np.empty((n, self.num_scores), np.float32), np.empty(n, np.int32))
         for idx in plan_micro_batches(lengths, self.max_batch_tokens):
             self._score_rows(input_ids, token_type_ids, idx, lengths, out)
         return out
@@ -133,7 +165,7 @@ class Reranker:
     ) -> None:
         """One micro-batch; on out-of-memory it is split in halves and retried, down to one row."""
         try:
-            out.scores[idx] = self.forward(input_ids, token_type_ids, idx)
+            out.columns[idx] = self.forward(input_ids, token_type_ids, idx)
             out.padded_lengths[idx] = lengths[idx].max()
         except torch.OutOfMemoryError:
             if len(idx) == 1:

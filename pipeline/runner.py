@@ -18,15 +18,15 @@ from pipeline.config import (
     fingerprint,
     fingerprint_digest,
 )
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ModelLoadError
 from pipeline.faults import crash_point
 from pipeline.io import ShardFile, Storage, join, storage_error
+from pipeline.kinds import check_model, load_pair_tokenizer, resolve_kind
 from pipeline.model_cache import local_model_path
 from pipeline.plan import PendingShard, check_pending, check_split_queries, find_shards
 from pipeline.progress import Progress
-from pipeline.reranker import check_reranker_config, resolve_dtype
+from pipeline.reranker import resolve_dtype
 from pipeline.split_queries import encode_hashes
-from pipeline.tokenize import PairTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +106,28 @@ def storage_from_config(cfg: JobConfig) -> Storage:
     )
 
 
-def _load_model_locally(cfg: JobConfig, storage: Storage) -> None:
-    """Checks --model (fetching it into this node's cache if remote) before any shard work."""
+def _load_model_locally(cfg: JobConfig, storage: Storage) -> JobConfig:
+    """Checks --model (fetching it into this node's cache if remote) before any shard work; returns
+    the config with the model's kind resolved (auto -> encoder, llm or layerwise)."""
     m = cfg.model
     try:
         path = local_model_path(m.name_or_path, storage)
     except Exception as e:
         raise storage_error(m.name_or_path, "--model", e) from e
-    check_reranker_config(path, m.trust_remote_code)
-    PairTokenizer.load(path, m.max_length, m.resolved_query_max_length, m.trust_remote_code)
+    kind = resolve_kind(path, m.kind)
+    resolved = m.model_copy(update={"kind": kind})
+    if kind == "encoder" and m.prompt is not None:
+        raise ModelLoadError(
+            f"--prompt is for llm/layerwise rerankers; --model {m.name_or_path!r} is an encoder"
+        )
+    if kind != "layerwise" and m.cutoff_layers is not None:
+        raise ModelLoadError(
+            f"--cutoff-layers is for layerwise rerankers; --model {m.name_or_path!r} is an {kind} reranker"
+        )
+    check_model(path, resolved)
+    load_pair_tokenizer(path, resolved)
+    log.info("model %s: %s reranker", m.name_or_path, kind)
+    return cfg.model_copy(update={"model": resolved})
 
 
 def run(cfg: JobConfig) -> RunReport:
@@ -125,7 +138,7 @@ def run(cfg: JobConfig) -> RunReport:
     output = cfg.output.uri
     shards = find_shards(storage, cfg.input.uri)
     storage.check_root(output, "OUTPUT")
-    _load_model_locally(cfg, storage)
+    cfg = _load_model_locally(cfg, storage)
     connect_ray(cfg.ray)
     device = resolve_device(cfg.model.device)
     dtype = resolve_dtype(cfg.model.dtype, device)
@@ -201,6 +214,7 @@ def _score_and_publish(
         "columns": cfg.input,
         "ranking": cfg.ranking,
         "digest": digest,
+        "score_columns": cfg.model.score_columns,
     }
     inflight: dict[Any, ShardFile] = {}
     markers: list[dict[str, Any]] = []
@@ -231,8 +245,8 @@ def _score_and_publish(
 
     for p in pending:
         if p.num_rows == 0:
-            submit(p.shard, ShardScores.empty(0))
-    assembler = ShardAssembler(rows)
+            submit(p.shard, ShardScores.empty(0, len(cfg.model.score_columns)))
+    assembler = ShardAssembler(rows, cfg.model.score_columns)
     if by_id:
         ds = build(cfg, storage, by_id, device, dtype, budget)
         try:

@@ -19,11 +19,11 @@ import pyarrow.compute as pc
 from pipeline.batching import longest_first
 from pipeline.config import InputConfig, ModelConfig
 from pipeline.io import Storage
+from pipeline.kinds import load_pair_tokenizer, with_kind
 from pipeline.model_cache import local_model_path
 from pipeline.placement import worker_location
 from pipeline.quarantine import reject_reasons
 from pipeline.reranker import Reranker
-from pipeline.tokenize import PairTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,7 @@ class TokenizeShard:
     """Reads and tokenizes whole shards; yields one length-sorted table per row group."""
 
     def __init__(self, model: ModelConfig, columns: InputConfig, storage: Storage) -> None:
-        self._tokenizer = PairTokenizer.load(
-            local_model_path(model.name_or_path, storage),
-            model.max_length,
-            model.resolved_query_max_length,
-            model.trust_remote_code,
-        )
+        self._tokenizer = load_pair_tokenizer(local_model_path(model.name_or_path, storage), model)
         self._columns = columns
         self._storage = storage
         self._schema = tokenized_schema(self._tokenizer.uses_token_types)
@@ -100,12 +95,12 @@ class TokenizeShard:
                 yield self._error_row(int(shard), f"{type(e).__name__}: {e}")
 
 
-def scored_schema() -> pa.Schema:
+def scored_schema(score_columns: list[str]) -> pa.Schema:
     return pa.schema(
         [
             pa.field("shard", pa.int32()),
             pa.field("row", pa.int64()),
-            pa.field("score", pa.float32()),
+            *[pa.field(name, pa.float32()) for name in score_columns],
             pa.field("tokens", pa.int32()),
             pa.field("padded_tokens", pa.int32()),
             pa.field("error", pa.string()),
@@ -117,7 +112,7 @@ def scored_schema() -> pa.Schema:
 
 
 class ScorePairs:
-    """Adds `score` to tokenized pairs; holds one reranker per actor."""
+    """Adds the score column(s) to tokenized pairs; holds one reranker per actor."""
 
     def __init__(
         self,
@@ -133,19 +128,24 @@ class ScorePairs:
 
             # Ray pins OMP_NUM_THREADS=1 in actors; a CPU scorer should use the cores it was given.
             torch.set_num_threads(torch_threads or max(1, os.cpu_count() or 1))
+        path = local_model_path(model.name_or_path, storage)
+        model = with_kind(path, model)
         self._reranker = Reranker.load(
-            local_model_path(model.name_or_path, storage),
+            path,
             device,
             dtype,
             max_batch_tokens,
             model.trust_remote_code,
+            kind=model.kind,
+            cutoff_layers=model.cutoff_layers,
         )
+        self._score_columns = model.score_columns
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
         ok = pc.and_(batch.column("error").is_null(), batch.column("reject").is_null())
         ok = ok.to_numpy(zero_copy_only=False)
-        scores = np.full(n, np.nan, np.float32)
+        scores = np.full((n, len(self._score_columns)), np.nan, np.float32)
         tokens = np.zeros(n, np.int32)
         padded = np.zeros(n, np.int32)
         if ok.any():
@@ -157,13 +157,13 @@ class ScorePairs:
                 else None
             )
             result = self._reranker.score(ids, types)
-            scores[ok], padded[ok] = result.scores, result.padded_lengths
+            scores[ok], padded[ok] = result.columns, result.padded_lengths
             tokens[ok] = np.diff(ids.offsets.to_numpy())
         node, pid = worker_location()
         columns = {
             "shard": batch.column("shard"),
             "row": batch.column("row"),
-            "score": scores,
+            **{name: scores[:, i] for i, name in enumerate(self._score_columns)},
             "tokens": tokens,
             "padded_tokens": padded,
             "error": batch.column("error"),
@@ -171,4 +171,4 @@ class ScorePairs:
             "node": pa.array([node] * n, pa.string()),
             "actor": np.full(n, pid, np.int32),
         }
-        return pa.Table.from_pydict(columns, schema=scored_schema())
+        return pa.Table.from_pydict(columns, schema=scored_schema(self._score_columns))

@@ -11,6 +11,7 @@ post-processor and applied to id lists here.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,35 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.errors import ModelLoadError
+
+
+class _NoModelTypeWarning(logging.Filter):
+    """Drops transformers' "model of type `minicpm` to instantiate a model of type ``" warning: the
+    tokenizer loader reads config.json of a model type it has no class for (minicpm-layerwise),
+    which is expected here and harmless (we only want the tokenizer)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "to instantiate a model of type ``" not in record.getMessage()
+
+
+def load_hf_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
+    """The model's own (fast) tokenizer; model code from the repo runs only if the user allowed it."""
+    from transformers import AutoTokenizer
+
+    config_log = logging.getLogger("transformers.configuration_utils")
+    quiet = _NoModelTypeWarning()
+    config_log.addFilter(quiet)
+    try:
+        # trust_remote_code is always passed explicitly: left unset, transformers would prompt on
+        # stdin for models whose config.json names remote code (minicpm-layerwise does).
+        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except Exception as e:  # transformers raises OSError, ValueError, ... for a bad path/id
+        raise ModelLoadError(
+            f"cannot load the tokenizer of --model {name_or_path!r}: {e}; pass a local model "
+            "directory or a hub id this machine can reach"
+        ) from e
+    finally:
+        config_log.removeFilter(quiet)
 
 
 @dataclass(frozen=True)
@@ -91,16 +121,7 @@ class PairTokenizer:
     def load(
         cls, name_or_path: str, max_length: int, query_max_length: int, trust_remote_code: bool = False
     ) -> PairTokenizer:
-        from transformers import AutoTokenizer
-
-        try:
-            tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-        except Exception as e:  # transformers raises OSError, ValueError, ... for a bad path/id
-            raise ModelLoadError(
-                f"cannot load the tokenizer of --model {name_or_path!r}: {e}; pass a local model "
-                "directory or a hub id this machine can reach"
-            ) from e
-        return cls(tok, max_length, query_max_length)
+        return cls(load_hf_tokenizer(name_or_path, trust_remote_code), max_length, query_max_length)
 
     def _ids(self, texts: list[str], max_length: int) -> list[list[int]]:
         out = self.tokenizer(

@@ -40,6 +40,21 @@ def tiny_xlmr() -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_gemma() -> str:
+    return str(MODELS / "tiny-gemma")
+
+
+@pytest.fixture(scope="session")
+def tiny_layerwise() -> str:
+    return str(MODELS / "tiny-minicpm-layerwise")
+
+
+@pytest.fixture(scope="session")
+def decoder_goldens() -> dict:
+    return json.loads((ASSETS / "goldens" / "decoder.json").read_text())
+
+
+@pytest.fixture(scope="session")
 def goldens() -> dict:
     return json.loads((ASSETS / "goldens" / "encoder.json").read_text())
 

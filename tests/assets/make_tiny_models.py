@@ -6,6 +6,13 @@ synthetic corpus (no hub access needed):
 - ``tiny-bert``: BERT + WordPiece tokenizer (``[CLS] q [SEP] p [SEP]``, token_type_ids).
 - ``tiny-xlmr``: XLM-RoBERTa + Unigram (SentencePiece-style) tokenizer (``<s> q </s></s> p </s>``,
   position ids start at pad_id + 1).
+- ``tiny-gemma``: a bge-reranker-v2-gemma-shaped causal LM (Gemma, multi-query attention, tied
+  embeddings) with a byte-level BPE tokenizer that has ``<bos>`` (distinct from ``<pad>``), a "Yes"
+  token, and left padding (FlagEmbedding then pads on the left; the job pads on the right).
+- ``tiny-minicpm-layerwise``: a bge-reranker-v2-minicpm-layerwise-shaped checkpoint saved by
+  FlagEmbedding's own ``LayerWiseMiniCPMForCausalLM`` (so the tensor names and config keys are the
+  published layout): MiniCPM decoder (scale_emb, scale_depth, grouped-query attention) with one
+  hidden -> 1 head per layer from ``start_layer`` to ``num_hidden_layers``.
 
 Run with the side venv (transformers 4.57.6) so the files load under both transformers 4 (where
 FlagEmbedding computes the goldens) and transformers 5 (where the job runs):
@@ -36,6 +43,9 @@ from transformers import (
     BertConfig,
     BertForSequenceClassification,
     BertTokenizerFast,
+    GemmaConfig,
+    GemmaForCausalLM,
+    PreTrainedTokenizerFast,
     XLMRobertaConfig,
     XLMRobertaForSequenceClassification,
     XLMRobertaTokenizerFast,
@@ -171,9 +181,124 @@ def build_xlmr(out: Path, corpus: list[str]) -> None:
     fast.save_pretrained(out)
 
 
+FLAG_PROMPT = (
+    "Given a query A and a passage B, determine whether the passage contains an answer to the query "
+    "by providing a prediction of either 'Yes' or 'No'."
+)
+
+
+def byte_bpe(corpus: list[str], specials: list[str], bos: str) -> Tokenizer:
+    """A GPT-2-style byte-level BPE (every byte representable, so "\\n" is a token)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    extra = [FLAG_PROMPT, "Yes", "No", "A: what is it", "B: it is"] * 50
+    trainer = trainers.BpeTrainer(
+        vocab_size=900, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(corpus + extra, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.token_to_id(bos))]
+    )
+    return tok
+
+
+def build_gemma(out: Path, corpus: list[str]) -> None:
+    tok = byte_bpe(corpus, ["<pad>", "<eos>", "<bos>", "<unk>"], "<bos>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        padding_side="left",
+        model_max_length=8192,
+    )
+    config = GemmaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=2048,
+        initializer_range=0.4,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(SEED + 2)
+    model = GemmaForCausalLM(config).eval()
+    model.save_pretrained(out)
+    fast.save_pretrained(out)
+
+
+def build_minicpm_layerwise(out: Path, corpus: list[str]) -> None:
+    from FlagEmbedding.inference.reranker.decoder_only.models.configuration_minicpm_reranker import (
+        LayerWiseMiniCPMConfig,
+    )
+    from FlagEmbedding.inference.reranker.decoder_only.models.modeling_minicpm_reranker import (
+        LayerWiseMiniCPMForCausalLM,
+    )
+
+    tok = byte_bpe(corpus, ["<unk>", "<s>", "</s>"], "<s>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<unk>",
+        padding_side="right",
+        model_max_length=8192,
+    )
+    config = LayerWiseMiniCPMConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        initializer_range=0.4,
+        rms_norm_eps=1e-5,
+        scale_emb=12,
+        dim_model_base=16,
+        scale_depth=1.4,
+        start_layer=2,
+        head_multi=True,
+        head_type="simple",
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        use_cache=False,
+    )
+    config.auto_map = {  # as published: the hub's remote code, which the job never runs
+        "AutoConfig": "configuration_minicpm_reranker.LayerWiseMiniCPMConfig",
+        "AutoModel": "modeling_minicpm_reranker.LayerWiseMiniCPMModel",
+        "AutoModelForCausalLM": "modeling_minicpm_reranker.LayerWiseMiniCPMForCausalLM",
+    }
+    torch.manual_seed(SEED + 3)
+    model = LayerWiseMiniCPMForCausalLM(config).eval()
+    model.save_pretrained(out)
+    fast.save_pretrained(out)
+
+
+BUILDERS = {
+    "tiny-bert": build_bert,
+    "tiny-xlmr": build_xlmr,
+    "tiny-gemma": build_gemma,
+    "tiny-minicpm-layerwise": build_minicpm_layerwise,
+}
+
+
 def main() -> int:
     corpus = synthetic_corpus()
-    for name, builder in [("tiny-bert", build_bert), ("tiny-xlmr", build_xlmr)]:
+    names = sys.argv[1:] or list(BUILDERS)
+    for name in names:
+        builder = BUILDERS[name]
         out = ASSETS / name
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)

@@ -28,6 +28,33 @@ def test_cuda_scores_track_goldens(goldens, dtype, atol):
         np.testing.assert_allclose(scores, case["scores"], atol=atol, rtol=0)
 
 
+@pytest.mark.parametrize("dtype,atol", [("float32", 1e-4), ("float16", 0.25), ("bfloat16", 1.0)])
+def test_cuda_decoder_scores_track_goldens(decoder_goldens, dtype, atol):
+    """LLM and layerwise kinds on CUDA (loose in half precision: the tiny models amplify rounding)."""
+    from pipeline.config import DEFAULT_PROMPT
+    from pipeline.prompt_tokenize import PromptPairTokenizer
+    from tests.conftest import MODELS
+
+    pairs = decoder_goldens["pairs"]
+    for case in decoder_goldens["cases"]:
+        path = str(MODELS / case["model"])
+        tok = PromptPairTokenizer.load(
+            path,
+            case["max_length"],
+            case["query_max_length"],
+            case["prompt"] or DEFAULT_PROMPT,
+            always_bos=case["kind"] == "layerwise",
+        )
+        ids = tok.encode([p[0] for p in pairs], [p[1] for p in pairs])["input_ids"]
+        reranker = Reranker.load(
+            path, "cuda", dtype, 4096, kind=case["kind"], cutoff_layers=case["cutoff_layers"]
+        )
+        columns = reranker.score(ids).columns
+        golden = np.array(case["scores"]).T
+        np.testing.assert_allclose(columns, golden, atol=atol, rtol=0)
+        assert np.corrcoef(columns[:, 0], golden[:, 0])[0, 1] > 0.95
+
+
 def test_score_stage_on_cuda(tiny_bert):
     import pyarrow as pa
 
@@ -40,6 +67,7 @@ def test_score_stage_on_cuda(tiny_bert):
             "row": pa.array(range(50), pa.int64()),
             **enc,
             "error": pa.nulls(50, pa.string()),
+            "reject": pa.nulls(50, pa.string()),
         }
     )
     out = ScorePairs(model, STORAGE, "cuda", "float16", 512)(batch)

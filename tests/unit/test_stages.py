@@ -94,7 +94,7 @@ def test_null_and_empty_rows_are_quarantined_not_scored(tmp_path, tiny_bert):
 def test_publish_writes_ranked_shard_then_marker(shard, tmp_path):
     table = STORAGE.read_table(shard.uri)
     scored = ShardScores.empty(table.num_rows)
-    scored.scores[:] = np.linspace(-1, 1, table.num_rows)
+    scored.scores[:, 0] = np.linspace(-1, 1, table.num_rows)
     scored.tokens, scored.padded_tokens = 100, 120
     out = str(tmp_path / "out")
     stats = publish_shard(STORAGE, out, shard, scored, InputConfig(uri="x"), RankingConfig(top_k=2), "dg")
@@ -129,7 +129,9 @@ def test_assembler_counts_each_row_once_and_isolates_failures():
     added = a.add(_scores(0, [1, 2]))  # row 1 delivered twice
     assert added.complete == [0] and added.pairs == 1 and added.tokens == 3 and added.padded_tokens == 4
     result = a.take(0)
-    assert result.scores.tolist() == [0.0, 1.0, 2.0] and result.tokens == 9 and result.padded_tokens == 12
+    assert (
+        result.scores[:, 0].tolist() == [0.0, 1.0, 2.0] and result.tokens == 9 and result.padded_tokens == 12
+    )
     a.add(_scores(1, [0]))
     a.add(_scores(1, [-1], error="OSError: boom"))
     assert a.failed == {1: "OSError: boom"}

@@ -1,0 +1,97 @@
+"""Pair tokenization of decoder (LLM and layerwise) rerankers, identical to FlagEmbedding's.
+
+Each piece is tokenized alone, without special tokens:
+    A = tok("A: " + query)[:query_max_length]    B = tok("B: " + passage)[:max_length]
+    S = tok("\\n")                                P = tok(prompt)
+and the sequence is `[BOS] + A + S + B' + S + P`, where `B'` is B cut (from the tokenizer's
+truncation side) so that `len([BOS] + A) + len(S + B') <= max_length + len(S) + len(P)`; the
+trailing `S + P` is always kept, and there is no EOS. BOS is added when the tokenizer has one that
+differs from its pad token (`FlagLLMReranker`), or always (`LayerWiseFlagLLMReranker`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.errors import ModelLoadError
+from pipeline.tokenize import load_hf_tokenizer
+
+QUERY_PREFIX = "A: "
+PASSAGE_PREFIX = "B: "
+SEPARATOR = "\n"
+
+
+def yes_token_id(tokenizer: Any) -> int:
+    """The token whose logit is the LLM reranker's score: the first token of "Yes"."""
+    ids = tokenizer("Yes", add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ModelLoadError("the tokenizer turns 'Yes' into no tokens; this is not an LLM reranker")
+    return int(ids[0])
+
+
+class PromptPairTokenizer:
+    """Turns (query, passage) texts into FlagEmbedding's decoder-reranker token ids."""
+
+    uses_token_types = False
+
+    def __init__(
+        self, tokenizer: Any, max_length: int, query_max_length: int, prompt: str, always_bos: bool
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.query_max_length = query_max_length
+        self.prompt_ids = self._ids([prompt], None)[0]
+        self.sep_ids = self._ids([SEPARATOR], None)[0]
+        bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
+        if always_bos and bos is None:
+            raise ModelLoadError("a layerwise reranker needs a tokenizer with a BOS token; this one has none")
+        self.prefix = [bos] if bos is not None and (always_bos or bos != pad) else []
+        self.cut_left = getattr(tokenizer, "truncation_side", "right") == "left"
+        # FlagEmbedding's encode_max_length: the budget of [BOS] + A + S + B'.
+        self.budget = max_length + len(self.sep_ids) + len(self.prompt_ids)
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str,
+        max_length: int,
+        query_max_length: int,
+        prompt: str,
+        always_bos: bool,
+        trust_remote_code: bool = False,
+    ) -> PromptPairTokenizer:
+        tok = load_hf_tokenizer(name_or_path, trust_remote_code)
+        return cls(tok, max_length, query_max_length, prompt, always_bos)
+
+    def _ids(self, texts: list[str], max_length: int | None) -> list[list[int]]:
+        out = self.tokenizer(
+            texts,
+            add_special_tokens=False,
+            truncation=max_length is not None,
+            max_length=max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        return out["input_ids"]
+
+    def encode(self, queries: list[str], passages: list[str]) -> dict[str, pa.Array]:
+        """Token ids as an Arrow list array (decoders take no token type ids)."""
+        q_ids = self._ids([QUERY_PREFIX + q for q in queries], self.query_max_length)
+        p_ids = self._ids([PASSAGE_PREFIX + p for p in passages], self.max_length)
+        tail = [*self.sep_ids, *self.prompt_ids]
+        ids: list[int] = []
+        offsets = np.zeros(len(q_ids) + 1, dtype=np.int32)
+        for i, (q, p) in enumerate(zip(q_ids, p_ids, strict=True)):
+            first = [*self.prefix, *q]
+            second = [*self.sep_ids, *p]
+            remove = len(first) + len(second) - self.budget
+            # Only the second part is ever cut, and only if that suffices (the tokenizers' rule).
+            if 0 < remove < len(second):
+                second = second[remove:] if self.cut_left else second[:-remove]
+            ids += first + second + tail
+            offsets[i + 1] = len(ids)
+        offsets_arr = pa.array(offsets, pa.int32())
+        return {"input_ids": pa.ListArray.from_arrays(offsets_arr, pa.array(ids, pa.int32()))}
