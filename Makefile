@@ -41,3 +41,7 @@ goldens:  ## regenerate FlagEmbedding goldens in a side venv (transformers 4.57.
 bench:  ## throughput figures on this machine: scoring stage vs peers' batching; local vs s3 storage
 	$(BIN)/python bench/scoring.py
 	$(BIN)/python bench/storage.py
+
+.PHONY: bench-throughput
+bench-throughput:  ## the job end to end vs the bare-forward limit, naive batching and the peers (.venv-flag)
+	$(BIN)/python bench/throughput.py

@@ -10,23 +10,27 @@ def longest_first(lengths: np.ndarray) -> np.ndarray:
     return np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
 
 
-def plan_micro_batches(lengths: np.ndarray, max_batch_tokens: int) -> list[np.ndarray]:
+def plan_micro_batches(lengths: np.ndarray, max_batch_tokens: int, min_fill: float = 0.0) -> list[np.ndarray]:
     """Splits rows into padded micro-batches of at most `max_batch_tokens` padded tokens.
 
     Rows are taken longest first, so each batch pads to its first row's length. A batch is closed
     when adding one more row would exceed the budget (TEI's rule for padded models:
-    `max_len * (rows + 1) > max_batch_tokens`). A single row longer than the budget gets a batch of
-    its own. Returns index arrays into `lengths`; together they hold every row exactly once.
+    `max_len * (rows + 1) > max_batch_tokens`), or, with `min_fill` > 0, before the first row
+    shorter than `min_fill * max_len` (so every row of a batch is at least that full: padding stays
+    under 1 - min_fill per row). A single row longer than the budget gets a batch of its own.
+    Returns index arrays into `lengths`; together they hold every row exactly once.
     """
     order = longest_first(lengths)
     sorted_lengths = np.asarray(lengths, dtype=np.int64)[order]
+    descending = -sorted_lengths  # ascending, for searchsorted
     batches: list[np.ndarray] = []
     start = 0
     n = len(order)
     while start < n:
         max_len = max(int(sorted_lengths[start]), 1)
-        rows = max(1, max_batch_tokens // max_len)
-        end = min(n, start + rows)
+        end = min(n, start + max(1, max_batch_tokens // max_len))
+        if min_fill > 0:  # first row (from start) shorter than min_fill * max_len closes the batch
+            end = min(end, max(start + 1, int(np.searchsorted(descending, -min_fill * max_len, "right"))))
         batches.append(order[start:end])
         start = end
     return batches

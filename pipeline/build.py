@@ -22,7 +22,7 @@ def build(
     shards: dict[int, ShardFile],
     device: str,
     dtype: str,
-    max_batch_tokens: int,
+    max_batch_tokens: int | str,
 ) -> Dataset:
     """The streaming dataset of scores (`shard`, `row`, `score`, ...) for the given shards."""
     s = cfg.scoring
@@ -43,6 +43,7 @@ def build(
             "device": device,
             "dtype": dtype,
             "max_batch_tokens": max_batch_tokens,
+            "min_batch_fill": s.min_batch_fill,
             "torch_threads": s.torch_threads,
         },
         batch_size=s.rows_per_call or DEFAULT_ROWS_PER_CALL[device],

@@ -23,9 +23,13 @@ DEFAULT_PROMPT = (
 )
 
 # Token budget per micro-batch when max_batch_tokens is not set. A CPU forward gains nothing from
-# big batches and pays for padding; a GPU needs large ones to fill its cores: TEI uses 16384, but
-# on an H100 with an XLM-R-large reranker 65536 scored 2.1x faster (bench/scoring.py --gpu).
-DEFAULT_MAX_BATCH_TOKENS = {"cpu": 4096, "cuda": 65536}
+# big batches and pays for padding (and for attention memory: 8192 ran far slower than 2048 on the
+# MiniLM-L6 shape, bench/throughput.py); a GPU needs large ones to fill its cores: TEI uses 16384,
+# but on an H100 with an XLM-R-large reranker 65536 scored 2.1x faster (bench/scoring.py --gpu).
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048, "cuda": 65536}
+# A batch also closes before a row shorter than this share of its longest row (padding <= 5% per
+# row on CPU, where small batches cost nothing; off on CUDA, where they cost occupancy).
+DEFAULT_MIN_BATCH_FILL = {"cpu": 0.95, "cuda": 0.0}
 DEFAULT_ROWS_PER_CALL = {"cpu": 256, "cuda": 4096}
 
 
@@ -99,8 +103,17 @@ class RankingConfig(_Section):
 
 
 class ScoringConfig(_Section):
-    max_batch_tokens: int | None = Field(
-        None, ge=64, description="Padded-token budget per micro-batch; default 4096 on CPU, 65536 on CUDA."
+    max_batch_tokens: int | Literal["auto"] | None = Field(
+        None,
+        description="Padded-token budget per micro-batch; default 2048 on CPU, 65536 on CUDA; auto = each "
+        "scoring actor times a few budgets on its first call's pairs and keeps the fastest.",
+    )
+    min_batch_fill: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Close a micro-batch before a row shorter than this share of its longest row; "
+        "default 0.95 on CPU, 0 (off) on CUDA.",
     )
     min_actors: int = Field(1, ge=1, description="Scoring pool size at least (one GPU each on CUDA).")
     max_actors: int = Field(1, ge=1, description="Scoring pool size at most (autoscaling up to it).")
@@ -190,7 +203,7 @@ def _cross_field_problems(cfg: JobConfig) -> list[str]:
             f"scoring.min_actors={s.min_actors} > scoring.max_actors={s.max_actors}; "
             "use --actors N or --actors MIN:MAX with MIN <= MAX"
         )
-    if s.max_batch_tokens is not None and s.max_batch_tokens < m.max_length:
+    if isinstance(s.max_batch_tokens, int) and s.max_batch_tokens < max(m.max_length, 64):
         problems.append(
             f"scoring.max_batch_tokens={s.max_batch_tokens} is below model.max_length={m.max_length}; "
             "a single full-length pair would not fit a batch; raise --max-batch-tokens"

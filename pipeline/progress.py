@@ -32,18 +32,12 @@ class Progress:
     tokens: int = 0
     padded_tokens: int = 0
     started: float = field(default_factory=time.monotonic)
-    first_scored: float | None = None
-    last_scored: float | None = None
-    pairs_in_first_batch: int = 0
+    started_epoch: float = field(default_factory=time.time)
+    calls: dict[tuple[int, float], float] = field(default_factory=dict)  # (actor, start) -> end
     pairs_per_node: dict[str, int] = field(default_factory=dict)
     actors_per_node: dict[str, set[int]] = field(default_factory=dict)
 
     def scored(self, pairs: int, tokens: int, padded_tokens: int) -> None:
-        now = time.monotonic()
-        if self.first_scored is None:
-            self.first_scored = now
-            self.pairs_in_first_batch = pairs
-        self.last_scored = now
         self.pairs_scored += pairs
         self.tokens += tokens
         self.padded_tokens += padded_tokens
@@ -57,6 +51,24 @@ class Progress:
         ):
             self.pairs_per_node[node] = self.pairs_per_node.get(node, 0) + n
             self.actors_per_node.setdefault(node, set()).add(actor)
+
+    def timed(self, batch: pa.Table) -> None:
+        """Records each scoring call's start and end (actor clocks), whatever order blocks arrive in."""
+        if "call_start" not in batch.column_names or batch.num_rows == 0:
+            return
+        calls = batch.select(["actor", "call_start", "call_end"]).group_by(["actor", "call_start"])
+        table = calls.aggregate([("call_end", "max")])
+        for actor, start, end in zip(
+            *(table.column(c).to_pylist() for c in ("actor", "call_start", "call_end_max")), strict=True
+        ):
+            self.calls[(actor, start)] = end
+
+    def scoring_span(self) -> tuple[float, float, float] | None:
+        """(first call start, last call end, summed call time) over all scoring calls so far."""
+        if not self.calls:
+            return None
+        first = min(start for _, start in self.calls)
+        return first, max(self.calls.values()), sum(end - start for (_, start), end in self.calls.items())
 
     def pairs_per_s(self) -> float:
         elapsed = time.monotonic() - self.started
@@ -82,20 +94,31 @@ class Progress:
 
     def summary(self) -> dict[str, Any]:
         wall = time.monotonic() - self.started
-        steady = None
-        if self.first_scored is not None and self.last_scored is not None:
-            span = self.last_scored - self.first_scored
-            # pairs scored after the first batch arrived, over the time since: excludes start-up
-            steady = round((self.pairs_scored - self.pairs_in_first_batch) / span, 2) if span > 0 else None
+        steady = startup = busy = None
+        span = self.scoring_span()
+        if span is not None:
+            first, last, busy = span
+            # pairs over the time from the first scoring call's start to the last one's end, on the
+            # actors' clocks: the pipeline's steady rate, not when blocks happened to reach the driver
+            steady = round(self.pairs_scored / (last - first), 2) if last > first else None
+            startup = round(first - self.started_epoch, 2)
+        actors = sum(len(a) for a in self.actors_per_node.values()) or 1
         return {
             "pairs_scored": self.pairs_scored,
             "tokens": self.tokens,
             "padded_tokens": self.padded_tokens,
             "padding_efficiency": round(self.tokens / self.padded_tokens, 4) if self.padded_tokens else None,
             "wall_s": round(wall, 2),
-            "startup_s": round(self.first_scored - self.started, 2) if self.first_scored else None,
+            "startup_s": startup,
             "pairs_per_s": round(self.pairs_scored / wall, 2) if wall > 0 else None,
             "steady_pairs_per_s": steady,
+            "scoring_busy_s": round(busy, 2) if busy is not None else None,
+            # share of the scoring span the actors spent inside calls (1.0: never waited for input)
+            "scoring_utilisation": (
+                round(busy / ((span[1] - span[0]) * actors), 3)
+                if span and span[1] > span[0] and busy
+                else None
+            ),
             "nodes": {
                 node: {"pairs": pairs, "scoring_actors": len(self.actors_per_node[node])}
                 for node, pairs in sorted(self.pairs_per_node.items())

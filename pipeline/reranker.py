@@ -92,11 +92,13 @@ class Reranker:
         pad_token_id: int,
         max_batch_tokens: int,
         num_scores: int = 1,
+        min_fill: float = 0.0,
     ) -> None:
         self.model = model
         self.device = torch.device(device)
         self.pad_token_id = pad_token_id
         self.max_batch_tokens = max_batch_tokens
+        self.min_fill = min_fill
         self.num_scores = num_scores
         self.is_cuda = self.device.type == "cuda"
 
@@ -118,41 +120,53 @@ class Reranker:
         model.eval().to(device)
         return cls(model, device, pad, max_batch_tokens, num_scores)
 
-    def _pad(self, rows: list[np.ndarray], fill: int, dtype: type[np.generic]) -> torch.Tensor:
-        width = max(len(r) for r in rows)
-        out = np.full((len(rows), width), fill, dtype=dtype)
-        for i, r in enumerate(rows):
-            out[i, : len(r)] = r
-        # Pinning a fresh host buffer per batch costs more than the copy it speeds up; reusable
-        # pinned buffers and copy/compute overlap belong with the throughput work.
-        return torch.from_numpy(out).to(self.device)
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if self.is_cuda:  # pinned (cached by torch's host allocator): the copy runs async, overlapped
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    def inputs(
+        self, input_ids: pa.ListArray, token_type_ids: pa.ListArray | None, rows: np.ndarray
+    ) -> dict[str, torch.Tensor]:
+        """The model inputs of the given rows as one right-padded batch, on the device."""
+        offsets = input_ids.offsets.to_numpy()
+        starts, lengths = offsets[rows], offsets[np.asarray(rows) + 1] - offsets[rows]
+        width = max(int(lengths.max()), 1)
+        mask = np.arange(width)[None, :] < lengths[:, None]
+        positions = np.where(mask, starts[:, None] + np.arange(width)[None, :], 0)
+        flat = input_ids.values.to_numpy()
+        kwargs = {
+            "input_ids": self._to_device(np.where(mask, flat[positions], self.pad_token_id).astype(np.int64)),
+            "attention_mask": self._to_device(mask.astype(np.int64)),
+        }
+        if token_type_ids is not None:
+            types = token_type_ids.values.to_numpy()
+            kwargs["token_type_ids"] = self._to_device(np.where(mask, types[positions], 0).astype(np.int64))
+        return kwargs
 
     @torch.inference_mode()
     def forward(
         self, input_ids: pa.ListArray, token_type_ids: pa.ListArray | None, rows: np.ndarray
     ) -> np.ndarray:
         """fp32 scores [rows, score columns] of the given rows, run as one right-padded batch."""
-        offsets = input_ids.offsets.to_numpy()
-        flat = input_ids.values.to_numpy()
-        seqs = [flat[offsets[i] : offsets[i + 1]] for i in rows]
-        kwargs = {
-            "input_ids": self._pad(seqs, self.pad_token_id, np.int64),
-            "attention_mask": self._pad([np.ones(len(r), np.int64) for r in seqs], 0, np.int64),
-        }
-        if token_type_ids is not None:
-            flat_types = token_type_ids.values.to_numpy()
-            kwargs["token_type_ids"] = self._pad(
-                [flat_types[offsets[i] : offsets[i + 1]] for i in rows], 0, np.int64
-            )
-        return self.model(**kwargs).cpu().numpy()
+        return self.model(**self.inputs(input_ids, token_type_ids, rows)).cpu().numpy()
 
     def score(self, input_ids: pa.ListArray, token_type_ids: pa.ListArray | None = None) -> ScoredBatch:
-        """Scores every row; micro-batches are token-budget, longest first, right-padded."""
+        """Scores every row; micro-batches are token-budget, longest first, right-padded.
+
+        Results stay on the device until every micro-batch is queued: on CUDA the host pads and
+        copies the next batch while the GPU runs the current one, and syncs once per call.
+        """
         lengths = np.diff(input_ids.offsets.to_numpy())
         n = len(lengths)
         out = ScoredBatch(np.empty((n, self.num_scores), np.float32), np.empty(n, np.int32))
-        for idx in plan_micro_batches(lengths, self.max_batch_tokens):
-            self._score_rows(input_ids, token_type_ids, idx, lengths, out)
+        pending: list[tuple[np.ndarray, torch.Tensor]] = []
+        with torch.inference_mode():
+            for idx in plan_micro_batches(lengths, self.max_batch_tokens, self.min_fill):
+                self._score_rows(input_ids, token_type_ids, idx, lengths, out, pending)
+            for idx, scores in pending:
+                out.columns[idx] = scores.cpu().numpy()
         return out
 
     def _score_rows(
@@ -162,10 +176,11 @@ class Reranker:
         idx: np.ndarray,
         lengths: np.ndarray,
         out: ScoredBatch,
+        pending: list[tuple[np.ndarray, torch.Tensor]],
     ) -> None:
         """One micro-batch; on out-of-memory it is split in halves and retried, down to one row."""
         try:
-            out.columns[idx] = self.forward(input_ids, token_type_ids, idx)
+            pending.append((idx, self.model(**self.inputs(input_ids, token_type_ids, idx))))
             out.padded_lengths[idx] = lengths[idx].max()
         except torch.OutOfMemoryError:
             if len(idx) == 1:
@@ -178,5 +193,5 @@ class Reranker:
                 int(lengths[idx].max()),
             )
             half = len(idx) // 2
-            self._score_rows(input_ids, token_type_ids, idx[:half], lengths, out)
-            self._score_rows(input_ids, token_type_ids, idx[half:], lengths, out)
+            self._score_rows(input_ids, token_type_ids, idx[:half], lengths, out, pending)
+            self._score_rows(input_ids, token_type_ids, idx[half:], lengths, out, pending)

@@ -171,7 +171,7 @@ def run(cfg: JobConfig) -> RunReport:
     markers = list(done.values())
     if pending:
         storage.remove(join(output, checkpoint.SUCCESS))
-        budget = cfg.scoring.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS[device]
+        budget = cfg.scoring.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS[device]  # or "auto"
         markers += _score_and_publish(cfg, storage, pending, device, dtype, budget, digest, report)
     report.summary["split_queries"] = split
     if report.ok:
@@ -188,7 +188,7 @@ def _score_and_publish(
     pending: list[PendingShard],
     device: str,
     dtype: str,
-    budget: int,
+    budget: int | str,
     digest: str,
     report: RunReport,
 ) -> list[dict[str, Any]]:
@@ -255,6 +255,7 @@ def _score_and_publish(
                 added = assembler.add(batch)
                 progress.scored(added.pairs, added.tokens, added.padded_tokens)
                 progress.placed(batch)
+                progress.timed(batch)
                 for s in added.complete:
                     submit(by_id[s], assembler.take(s))
                 if inflight:

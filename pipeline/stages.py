@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.batching import longest_first
-from pipeline.config import InputConfig, ModelConfig
+from pipeline.budget_probe import probe_budget
+from pipeline.config import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MIN_BATCH_FILL, InputConfig, ModelConfig
 from pipeline.io import Storage
 from pipeline.kinds import load_pair_tokenizer, with_kind
 from pipeline.model_cache import local_model_path
@@ -107,6 +109,8 @@ def scored_schema(score_columns: list[str]) -> pa.Schema:
             pa.field("reject", pa.string()),
             pa.field("node", pa.string()),
             pa.field("actor", pa.int32()),
+            pa.field("call_start", pa.float64()),  # epoch seconds: when this call began scoring
+            pa.field("call_end", pa.float64()),  # ... and ended (the driver's steady-state rate)
         ]
     )
 
@@ -120,8 +124,9 @@ class ScorePairs:
         storage: Storage,
         device: str,
         dtype: str,
-        max_batch_tokens: int,
+        max_batch_tokens: int | str,
         torch_threads: int | None = None,
+        min_batch_fill: float | None = None,
     ) -> None:
         if device == "cpu":
             import torch
@@ -134,14 +139,18 @@ class ScorePairs:
             path,
             device,
             dtype,
-            max_batch_tokens,
+            DEFAULT_MAX_BATCH_TOKENS[device] if max_batch_tokens == "auto" else int(max_batch_tokens),
             model.trust_remote_code,
             kind=model.kind,
             cutoff_layers=model.cutoff_layers,
         )
+        fill = DEFAULT_MIN_BATCH_FILL[device] if min_batch_fill is None else min_batch_fill
+        self._reranker.min_fill = fill
+        self._probe_budget = max_batch_tokens == "auto"
         self._score_columns = model.score_columns
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        call_start = time.time()
         n = batch.num_rows
         ok = pc.and_(batch.column("error").is_null(), batch.column("reject").is_null())
         ok = ok.to_numpy(zero_copy_only=False)
@@ -156,6 +165,9 @@ class ScorePairs:
                 if "token_type_ids" in good.column_names
                 else None
             )
+            if self._probe_budget:  # max_batch_tokens: auto, on this actor's first pairs
+                self._reranker.max_batch_tokens = probe_budget(self._reranker, ids, types)
+                self._probe_budget = False
             result = self._reranker.score(ids, types)
             scores[ok], padded[ok] = result.columns, result.padded_lengths
             tokens[ok] = np.diff(ids.offsets.to_numpy())
@@ -170,5 +182,7 @@ class ScorePairs:
             "reject": batch.column("reject"),
             "node": pa.array([node] * n, pa.string()),
             "actor": np.full(n, pid, np.int32),
+            "call_start": np.full(n, call_start),
+            "call_end": np.full(n, time.time()),
         }
         return pa.Table.from_pydict(columns, schema=scored_schema(self._score_columns))
