@@ -5,7 +5,7 @@
 
 Tokenization is done beforehand (it runs on other actors in the job); the timed region is the
 forward passes. Compared in one process, on the same tokenized pairs:
-  ours        token-budget micro-batches, longest first (the job's ScorePairs stage)
+  ours        token-budget micro-batches, longest first, min fill (the job's ScorePairs stage)
   flag-style  FlagEmbedding's batching: sorted longest first, 128 pairs per padded batch
   naive       input order, 32 pairs per padded batch
 Prints a table and one JSON line. Weights are random (MiniLM-L6 encoder weights on CPU): figures
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.demo import make_corpus, make_demo_model  # noqa: E402
 from pipeline.batching import longest_first, padded_tokens, plan_micro_batches  # noqa: E402
+from pipeline.config import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MIN_BATCH_FILL  # noqa: E402
 from pipeline.io import Storage  # noqa: E402
 from pipeline.reranker import Reranker  # noqa: E402
 from pipeline.tokenize import PairTokenizer  # noqa: E402
@@ -74,12 +75,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpu", action="store_true", help="CUDA, fp16, bge-reranker-v2-m3 shape")
     ap.add_argument("--queries", type=int, default=0, help="queries x 20 candidates (default by device)")
-    ap.add_argument("--max-batch-tokens", type=int, default=0, help="default 4096 CPU, 65536 GPU")
+    ap.add_argument("--max-batch-tokens", type=int, default=0, help="default: the job's")
     ap.add_argument("--tokenizer", help="tokenizer directory (default: the demo MiniLM-L6 one)")
     args = ap.parse_args()
     device = "cuda" if args.gpu else "cpu"
     queries = args.queries or (400 if args.gpu else 15)
-    budget = args.max_batch_tokens or (65536 if args.gpu else 4096)
+    budget = args.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS[device]
     work = Path(tempfile.mkdtemp(prefix="rerank-bench-"))
     make_corpus(work / "in", queries, 20, 1, seed=1)
     tok_dir = args.tokenizer or str(make_demo_model(work / "minilm"))
@@ -93,7 +94,7 @@ def main() -> int:
     n_params = sum(p.numel() for n, p in reranker.model.named_parameters() if "embeddings" not in n)
 
     plans = {
-        "ours": plan_micro_batches(lengths, budget),
+        "ours": plan_micro_batches(lengths, budget, DEFAULT_MIN_BATCH_FILL[device]),
         "flag-style": fixed_batches(longest_first(lengths), 128),
         "naive": fixed_batches(np.arange(len(lengths)), 32),
     }

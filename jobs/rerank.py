@@ -43,6 +43,7 @@ FLAG_FIELDS = {
     "normalize": ("ranking", "normalize"),
     "top_k": ("ranking", "top_k"),
     "max_batch_tokens": ("scoring", "max_batch_tokens"),
+    "min_batch_fill": ("scoring", "min_batch_fill"),
     "rows_per_call": ("scoring", "rows_per_call"),
     "torch_threads": ("scoring", "torch_threads"),
     "query_id_column": ("input", "query_id_column"),
@@ -67,6 +68,17 @@ def parse_actors(value: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--actors must be N or MIN:MAX, got {value!r}") from None
     return low, high
+
+
+def budget_arg(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--max-batch-tokens takes a number or auto, got {value!r}"
+        ) from None
 
 
 def parse_layers(value: str) -> list[int]:
@@ -120,8 +132,15 @@ def add_run_parser(sub: Any) -> None:
     p.add_argument("--top-k", type=int, help="keep only the best K candidates per query")
     p.add_argument(
         "--max-batch-tokens",
-        type=int,
-        help="padded tokens per micro-batch (default 4096 on CPU, 65536 on CUDA)",
+        type=budget_arg,
+        help="padded tokens per micro-batch (default 2048 on CPU, 65536 on CUDA), or auto: each "
+        "scoring actor times a few budgets on its first pairs and keeps the fastest",
+    )
+    p.add_argument(
+        "--min-batch-fill",
+        type=float,
+        help="close a micro-batch before a row shorter than this share of its longest row "
+        "(default 0.95 on CPU, 0 on CUDA)",
     )
     p.add_argument(
         "--actors",
@@ -210,7 +229,7 @@ def finish(report: RunReport, cfg: JobConfig) -> int:
     summary = report.summary
     log.info(
         "summary: shards %d (skipped as done %d, published %d, failed %d) | pairs %s | tokens %s | "
-        "padding efficiency %s | wall %ss | %s pairs/s (steady %s)",
+        "padding efficiency %s | wall %ss | %s pairs/s (steady %s, start-up %ss, scoring utilisation %s)",
         report.shards_total,
         report.shards_skipped,
         report.shards_published,
@@ -221,6 +240,8 @@ def finish(report: RunReport, cfg: JobConfig) -> int:
         summary.get("wall_s", 0),
         summary.get("pairs_per_s"),
         summary.get("steady_pairs_per_s"),
+        summary.get("startup_s"),
+        summary.get("scoring_utilisation"),
     )
     for node, work in (summary.get("nodes") or {}).items():
         log.info("node %s: %d scoring actor(s), %d pairs", node, work["scoring_actors"], work["pairs"])
@@ -261,10 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_parser(sub)
     from jobs.demo import add_demo_parser
+    from jobs.finetune import add_finetune_parser
     from jobs.rerank_nightly import add_nightly_parser
 
     add_nightly_parser(sub)
     add_demo_parser(sub)
+    add_finetune_parser(sub)
     return parser
 
 
@@ -274,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return command_run(args)
+        if args.command == "finetune":
+            from jobs.finetune import run_command
+
+            return run_command(args)
         if args.command == "nightly":
             from jobs.rerank_nightly import command_nightly
 

@@ -223,7 +223,7 @@ def _cross_field_problems(cfg: JobConfig) -> list[str]:
     return problems
 
 
-def _format_validation_error(err: ValidationError) -> list[str]:
+def format_validation_error(err: ValidationError) -> list[str]:
     out = []
     for e in err.errors():
         where = ".".join(str(x) for x in e["loc"]) or "(config)"
@@ -244,8 +244,8 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any]) -> JobConfig:
-    """Loads the YAML file (if any), applies CLI overrides, validates; raises one ConfigError."""
+def read_yaml_config(path: str | Path | None) -> dict[str, Any]:
+    """The mapping in a --config YAML file ({} without one); ConfigError naming the problem."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -257,11 +257,16 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> JobConfig
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError([f"--config {str(path)!r} must hold a mapping, got {type(loaded).__name__}"])
         data = loaded or {}
-    data = deep_merge(data, overrides)
+    return data
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any]) -> JobConfig:
+    """Loads the YAML file (if any), applies CLI overrides, validates; raises one ConfigError."""
+    data = deep_merge(read_yaml_config(path), overrides)
     try:
         cfg = JobConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e)) from None
+        raise ConfigError(format_validation_error(e)) from None
     problems = _cross_field_problems(cfg)
     if problems:
         raise ConfigError(problems)

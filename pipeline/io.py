@@ -16,7 +16,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import pyarrow as pa
@@ -24,6 +24,9 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.errors import StorageError
+
+if TYPE_CHECKING:
+    from pipeline.config import StorageConfig
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,18 @@ class Storage:
     """fsspec options per protocol; picklable, so it travels to every Ray worker."""
 
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_section(cls, st: StorageConfig) -> Storage:
+        """The Storage for a config's `storage` section (`rerank run` and `rerank finetune`)."""
+        return cls.from_settings(
+            endpoint_url=st.endpoint_url,
+            region=st.region,
+            profile=st.profile,
+            anonymous=st.anonymous,
+            max_attempts=st.max_attempts,
+            extra=st.options,
+        )
 
     @classmethod
     def from_settings(

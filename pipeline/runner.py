@@ -95,15 +95,7 @@ def _check_paths(cfg: JobConfig) -> None:
 
 
 def storage_from_config(cfg: JobConfig) -> Storage:
-    st = cfg.storage
-    return Storage.from_settings(
-        endpoint_url=st.endpoint_url,
-        region=st.region,
-        profile=st.profile,
-        anonymous=st.anonymous,
-        max_attempts=st.max_attempts,
-        extra=st.options,
-    )
+    return Storage.from_section(cfg.storage)
 
 
 def _load_model_locally(cfg: JobConfig, storage: Storage) -> JobConfig:

@@ -1,0 +1,188 @@
+"""The typed configuration of `rerank finetune`: YAML file + CLI overrides, validated all at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.config import (
+    DEFAULT_PROMPT,
+    StorageConfig,
+    deep_merge,
+    format_validation_error,
+    read_yaml_config,
+)
+from pipeline.errors import ConfigError
+
+DataFormat = Literal["auto", "jsonl", "scored"]
+Loss = Literal["ce", "distill", "mixed"]
+Precision = Literal["auto", "float32", "float16", "bfloat16"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Section):
+    train_uri: str = Field(
+        description="Training data: a JSONL file/prefix or scored Parquet shards; any fsspec URI."
+    )
+    eval_uri: str | None = Field(
+        None, description="Held-out data (same formats) for MRR@10 / nDCG@10 before and after training."
+    )
+    format: DataFormat = Field(
+        "auto",
+        description="jsonl (FlagEmbedding: query, pos, neg[, prompt, pos_scores, neg_scores]), scored "
+        "(`rerank run` output shards: teacher = score, positive = the top candidate); auto = by extension.",
+    )
+    query_id_column: str = Field("query_id", description="scored shards: the query id column.")
+    query_column: str = Field("query", description="scored shards: the query text column.")
+    passage_column: str = Field("passage", description="scored shards: the passage text column.")
+    score_column: str = Field("score", description="scored shards: the teacher score column.")
+
+
+class ModelSection(_Section):
+    base: str = Field(description="The model to start from: local directory, storage URI or hub id.")
+    kind: Literal["auto", "encoder", "llm"] = Field(
+        "auto",
+        description="encoder (trained fully) or llm (LoRA on the 'Yes' logit); auto = from config.json.",
+    )
+    prompt: str | None = Field(
+        None, description="llm: the instruction after the pair when a line has none; default FlagEmbedding's."
+    )
+    max_length: int = Field(
+        512, ge=8, description="Max tokens of a (query, passage) pair, specials included."
+    )
+    query_max_length: int | None = Field(
+        None, ge=1, description="Max query tokens; default max_length * 3 // 4 (as in scoring)."
+    )
+    lora_rank: int = Field(16, ge=1, description="llm: LoRA rank r.")
+    lora_alpha: int = Field(32, ge=1, description="llm: LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="llm: dropout on the LoRA input.")
+    lora_target_modules: list[str] | None = Field(
+        None, description="llm: module names LoRA adapts; default every linear layer but the LM head."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Allow model code from the model repo. Off by default."
+    )
+
+    @property
+    def resolved_prompt(self) -> str:
+        return self.prompt if self.prompt is not None else DEFAULT_PROMPT
+
+
+class TrainSection(_Section):
+    loss: Loss = Field(
+        "ce",
+        description="ce: listwise cross-entropy, positive first; distill: KL to the teacher's softmax; "
+        "mixed: (1 - distill_weight) * ce + distill_weight * distill.",
+    )
+    distill_weight: float = Field(0.5, ge=0, le=1, description="mixed: the weight of the distillation loss.")
+    temperature: float = Field(
+        1.0, gt=0, description="distill/mixed: softmax temperature of both score lists."
+    )
+    train_group_size: int = Field(
+        8, ge=2, description="Passages per query group: 1 positive + the rest negatives."
+    )
+    queries_per_step: int = Field(
+        4, ge=1, description="Query groups per worker per micro-batch (pairs = this * train_group_size)."
+    )
+    grad_accum_steps: int = Field(1, ge=1, description="Micro-batches summed into one optimizer step.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training queries (fractions allowed).")
+    learning_rate: float = Field(2e-5, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(
+        0.1, ge=0, lt=1, description="Share of steps with linear warmup; then linear decay to 0."
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient norm clip.")
+    precision: Precision = Field(
+        "auto", description="Autocast dtype; auto = float16 (with a GradScaler) on CUDA, float32 on CPU."
+    )
+    seed: int = Field(42, description="Seeds sampling, shuffling, dropout and LoRA init.")
+    log_every_steps: int = Field(10, ge=1, description="Log step, loss and examples/s every N steps.")
+
+
+class RunSection(_Section):
+    output_uri: str = Field(description="Where the fine-tuned model directory is published; any fsspec URI.")
+    checkpoint_uri: str | None = Field(
+        None, description="Where Ray Train keeps checkpoints; default OUTPUT + '.checkpoints' (same storage)."
+    )
+    checkpoint_every_steps: int = Field(100, ge=1, description="Checkpoint every N optimizer steps.")
+    checkpoints_to_keep: int = Field(2, ge=1, description="Newest checkpoints kept.")
+    fresh: bool = Field(False, description="Discard earlier checkpoints and start over.")
+    workers: int = Field(1, ge=1, description="Ray Train workers (one GPU each on CUDA).")
+    cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs reserved by each training worker.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = cuda when the cluster has GPUs."
+    )
+    max_failures: int = Field(
+        0, ge=0, description="Worker failures Ray Train recovers from (from the last checkpoint)."
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join; default $RAY_ADDRESS, else a local one."
+    )
+
+    @property
+    def resolved_checkpoint_uri(self) -> str:
+        return self.checkpoint_uri or self.output_uri.rstrip("/") + ".checkpoints"
+
+
+class FinetuneConfig(_Section):
+    data: DataConfig
+    model: ModelSection
+    train: TrainSection = Field(default_factory=TrainSection, description="Optimisation options.")
+    run: RunSection
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage options.")
+
+    def redacted(self) -> dict[str, Any]:
+        """The resolved config as a dict, safe to log: credential-like storage values masked."""
+        from pipeline.io import redact
+
+        data = self.model_dump(mode="json")
+        data["storage"]["options"] = redact(data["storage"]["options"])
+        return data
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a resumed run must share with the run whose checkpoints it continues."""
+        return {
+            "data": self.data.model_dump(),
+            "model": self.model.model_dump(),
+            "train": self.train.model_dump(),
+        }
+
+
+def _cross_field_problems(cfg: FinetuneConfig) -> list[str]:
+    problems = []
+    m, t, r = cfg.model, cfg.train, cfg.run
+    qml = m.query_max_length if m.query_max_length is not None else m.max_length * 3 // 4
+    if qml >= m.max_length - 4:
+        problems.append(
+            f"model.query_max_length={qml} leaves no room for the passage within "
+            f"model.max_length={m.max_length}; set --query-max-length below {m.max_length - 4}"
+        )
+    if m.kind == "encoder" and m.prompt is not None:
+        problems.append("model.prompt is for llm rerankers; drop --prompt or set --kind llm")
+    if t.precision in ("float16", "bfloat16") and r.device == "cpu":
+        problems.append(
+            f"train.precision={t.precision} needs CUDA; use --precision float32 with --device cpu"
+        )
+    if r.output_uri.rstrip("/") == r.resolved_checkpoint_uri.rstrip("/"):
+        problems.append(f"run.checkpoint_uri must differ from the output {r.output_uri!r}")
+    if t.loss == "ce" and t.distill_weight != 0.5:
+        problems.append("train.distill_weight applies to --loss mixed; drop it or set --loss mixed")
+    return problems
+
+
+def load_finetune_config(path: str | Path | None, overrides: dict[str, Any]) -> FinetuneConfig:
+    """Loads the YAML file (if any), applies CLI overrides, validates; raises one ConfigError."""
+    data = read_yaml_config(path)
+    try:
+        cfg = FinetuneConfig.model_validate(deep_merge(data, overrides))
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e)) from None
+    problems = _cross_field_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg

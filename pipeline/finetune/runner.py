@@ -1,0 +1,179 @@
+"""Runs one fine-tuning job from the driver: checks → data → TorchTrainer → the published model.
+
+Every check that can fail does so before any worker starts: the config, the model's kind, every
+data line, OUTPUT (already a model: nothing to do; anything else there: refuse), and the
+checkpoints (left by a run with another config: refuse, or `--fresh`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from pipeline.config import RayConfig
+from pipeline.errors import ConfigError, OutputStateError
+from pipeline.faults import ENV as CRASH_ENV
+from pipeline.finetune.config import FinetuneConfig
+from pipeline.finetune.data import TrainQuery, load_queries
+from pipeline.finetune.publish import REPORT
+from pipeline.io import Storage, join, storage_error
+from pipeline.kinds import resolve_kind
+from pipeline.model_cache import local_model_path
+from pipeline.runner import connect_ray, resolve_device
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "_finetune.json"
+
+
+def storage_of(cfg: FinetuneConfig) -> Storage:
+    return Storage.from_section(cfg.storage)
+
+
+def _check_teacher(queries: list[TrainQuery], loss: str) -> None:
+    if loss == "ce":
+        return
+    missing = [q.source for q in queries if not q.has_teacher]
+    if missing:
+        raise ConfigError(
+            [
+                f"--loss {loss} needs teacher scores, but {len(missing)} training queries have none "
+                f"(first: {', '.join(missing[:3])}); add pos_scores/neg_scores, train on scored shards, "
+                "or use --loss ce"
+            ]
+        )
+
+
+def _check_checkpoints(storage: Storage, cfg: FinetuneConfig) -> None:
+    """Checkpoints under the checkpoint URI must come from this config; `--fresh` discards them."""
+    uri = cfg.run.resolved_checkpoint_uri
+    if cfg.run.fresh:
+        storage.remove(uri)
+    found = storage.read_json(join(uri, RUN_FILE))
+    mine = cfg.fingerprint()
+    if found is not None and found != mine:
+        changed = sorted(
+            f"{section}.{k}"
+            for section in mine
+            for k in set(mine[section]) | set(found.get(section, {}))
+            if mine[section].get(k) != found.get(section, {}).get(k)
+        )
+        raise OutputStateError(
+            f"checkpoints at {uri!r} belong to a run with another config (changed: {', '.join(changed)}); "
+            "rerun with that config to resume it, or pass --fresh to discard them"
+        )
+    if found is None:
+        storage.write_json_atomic(join(uri, RUN_FILE), mine)
+
+
+def _ray_storage(storage: Storage, uri: str) -> dict[str, Any]:
+    """RunConfig's storage_path / name / storage_filesystem for a checkpoint URI on any storage."""
+    fs, path = storage.filesystem(uri)
+    path = path.rstrip("/")
+    parent, name = os.path.dirname(path), os.path.basename(path)
+    if storage.is_local(uri):
+        return {"storage_path": os.path.abspath(parent or "."), "name": name}
+    import pyarrow.fs
+
+    handler = pyarrow.fs.FSSpecHandler(fs)
+    return {"storage_path": parent, "name": name, "storage_filesystem": pyarrow.fs.PyFileSystem(handler)}
+
+
+def _trainer(cfg: FinetuneConfig, storage: Storage, kind: str, train: Any, evals: Any, device: str) -> Any:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipeline.finetune.train_loop import train_worker
+
+    r = cfg.run
+    use_gpu = device == "cuda"
+    run_options: dict[str, Any] = {
+        **_ray_storage(storage, r.resolved_checkpoint_uri),
+        "checkpoint_config": CheckpointConfig(num_to_keep=r.checkpoints_to_keep),
+        "failure_config": FailureConfig(max_failures=r.max_failures),
+    }
+    if os.environ.get(CRASH_ENV):  # the test-only crash hook travels to the workers (Ray Train V2 option)
+        run_options["worker_runtime_env"] = {"env_vars": {CRASH_ENV: os.environ[CRASH_ENV]}}
+    return TorchTrainer(
+        train_worker,
+        train_loop_config={
+            "cfg": cfg.model_dump(mode="json"),
+            "kind": kind,
+            "train": train,
+            "eval": evals,
+            "storage": storage,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=r.workers,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": r.cpus_per_worker, **({"GPU": 1} if use_gpu else {})},
+        ),
+        run_config=RunConfig(**run_options),
+    )
+
+
+def _absolute(uri: str) -> str:
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
+def with_absolute_paths(cfg: FinetuneConfig) -> FinetuneConfig:
+    """Local paths made absolute: Ray Train workers run in another working directory."""
+    run = cfg.run.model_copy(
+        update={
+            "output_uri": _absolute(cfg.run.output_uri),
+            "checkpoint_uri": _absolute(cfg.run.resolved_checkpoint_uri),
+        }
+    )
+    base = cfg.model.base
+    model = cfg.model.model_copy(update={"base": _absolute(base) if os.path.exists(base) else base})
+    return cfg.model_copy(update={"run": run, "model": model})
+
+
+def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Fine-tunes and publishes the model; returns its training report (also at OUTPUT/REPORT)."""
+    cfg = with_absolute_paths(cfg)
+    storage = storage_of(cfg)
+    out = cfg.run.output_uri
+    try:
+        storage.check_root(out, "--output")
+        done = storage.read_json(join(out, REPORT))
+        existing = storage.list_files(out)
+    except OSError as e:
+        raise storage_error(out, "--output", e) from e
+    if done is not None:
+        log.info("%s already holds a fine-tuned model (its %s exists); nothing to do", out, REPORT)
+        return dict(done)
+    if existing:
+        raise OutputStateError(
+            f"--output {out!r} is not empty ({len(existing)} file(s), e.g. {existing[0]!r}) and holds no "
+            f"{REPORT}; choose a new directory or remove it"
+        )
+    try:
+        local = local_model_path(cfg.model.base, storage)
+    except OSError as e:
+        raise storage_error(cfg.model.base, "--model", e) from e
+    kind = resolve_kind(local, cfg.model.kind)
+    if kind not in ("encoder", "llm"):
+        raise ConfigError(
+            [f"--model {cfg.model.base!r} is a {kind} reranker; fine-tuning supports encoder and llm"]
+        )
+    train = load_queries(storage, cfg.data.train_uri, cfg.data)
+    _check_teacher(train, cfg.train.loss)
+    evals = load_queries(storage, cfg.data.eval_uri, cfg.data) if cfg.data.eval_uri else None
+    log.info("training queries: %d; eval queries: %d; kind: %s", len(train), len(evals or []), kind)
+    _check_checkpoints(storage, cfg)
+    connect_ray(RayConfig(address=cfg.run.ray_address))
+    import ray
+
+    device = resolve_device(cfg.run.device)
+    if device == "cpu" and cfg.train.precision in ("float16", "bfloat16"):
+        raise ConfigError(
+            [f"--precision {cfg.train.precision} needs CUDA workers; the Ray cluster has no GPUs"]
+        )
+    trainer = _trainer(cfg, storage, kind, ray.put(train), ray.put(evals) if evals else None, device)
+    trainer.fit()
+    report = storage.read_json(join(out, REPORT))
+    if report is None:
+        raise OutputStateError(f"training finished but {join(out, REPORT)!r} was not published")
+    return dict(report)

@@ -1,0 +1,171 @@
+"""The model being trained, wrapped in the same scoring module `rerank run` uses for its kind.
+
+- encoder: `pipeline.reranker.EncoderScorer` over the sequence classifier; every weight trains.
+- llm: `pipeline.llm_scorer.YesLogitScorer` over the causal LM's decoder, with LoRA adapters
+  (peft) in its linear layers; the score is the "Yes" logit at the last token, as in scoring. The
+  published model has the adapters merged, so `rerank run` loads it as any LLM reranker.
+
+Groups are tokenized by the job's own pair tokenizers (`pipeline.kinds.load_pair_tokenizer`), so
+truncation and layout match scoring exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.config import ModelConfig
+from pipeline.errors import ModelLoadError
+from pipeline.finetune.config import ModelSection
+from pipeline.finetune.groups import Group
+from pipeline.kinds import load_pair_tokenizer
+from pipeline.prompt_tokenize import PromptPairTokenizer
+from pipeline.tokenize import PairTokenizer
+
+
+@dataclass
+class Student:
+    """The trainable scoring module and what saving it needs."""
+
+    scorer: nn.Module  # forward(input_ids, attention_mask[, token_type_ids]) -> fp32 [rows, 1]
+    model: Any  # the transformers model (peft-wrapped for llm)
+    kind: str
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        if self.kind == "llm":
+            from peft import get_peft_model_state_dict
+
+            return get_peft_model_state_dict(self.model)
+        return self.model.state_dict()
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.kind == "llm":
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.model, state)
+        else:
+            self.model.load_state_dict(state)
+
+    def save_pretrained(self, directory: str, tokenizer: Any) -> None:
+        """A plain model directory (LoRA merged in) plus the tokenizer: loadable by `rerank run`."""
+        model = self.model.merge_and_unload() if self.kind == "llm" else self.model
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+
+
+def scoring_model_config(section: ModelSection, kind: str) -> ModelConfig:
+    """The scoring job's model config for the same model, lengths and prompt."""
+    return ModelConfig(
+        name_or_path=section.base,
+        kind=kind,
+        prompt=section.prompt if kind == "llm" else None,
+        max_length=section.max_length,
+        query_max_length=section.query_max_length,
+        trust_remote_code=section.trust_remote_code,
+    )
+
+
+def load_student(path: str, section: ModelSection, kind: str) -> Student:
+    """The base model at `path` (a local directory or hub id), ready to train in float32."""
+    if kind == "encoder":
+        from transformers import AutoModelForSequenceClassification
+
+        from pipeline.reranker import EncoderScorer
+
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, dtype=torch.float32, trust_remote_code=section.trust_remote_code
+            )
+        except Exception as e:
+            raise ModelLoadError(f"cannot load --model {path!r} to fine-tune: {e}") from e
+        return Student(EncoderScorer(model), model, kind)
+    if kind == "llm":
+        return _load_lora_student(path, section)
+    raise ModelLoadError(f"fine-tuning supports --kind encoder and llm, not {kind!r}")
+
+
+def _load_lora_student(path: str, section: ModelSection) -> Student:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.llm_scorer import YesLogitScorer
+    from pipeline.prompt_tokenize import yes_token_id
+    from pipeline.tokenize import load_hf_tokenizer
+
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.float32, trust_remote_code=section.trust_remote_code
+        )
+    except Exception as e:
+        raise ModelLoadError(f"cannot load --model {path!r} as a causal LM to fine-tune: {e}") from e
+    yes = yes_token_id(load_hf_tokenizer(path, section.trust_remote_code))
+    lora = LoraConfig(
+        r=section.lora_rank,
+        lora_alpha=section.lora_alpha,
+        lora_dropout=section.lora_dropout,
+        target_modules=section.lora_target_modules or "all-linear",
+        bias="none",
+    )
+    peft_model = get_peft_model(lm, lora)  # adapters go into lm's own modules, in place
+    head = lm.get_output_embeddings()
+    bias = head.bias[yes] if getattr(head, "bias", None) is not None else None
+    softcap = getattr(lm.config, "final_logit_softcapping", None)
+    scorer = YesLogitScorer(lm.get_decoder(), head.weight[yes], bias, softcap)
+    return Student(scorer, peft_model, "llm")
+
+
+class GroupEncoder:
+    """Groups → padded model inputs, through the scoring job's pair tokenizer (prompt per group)."""
+
+    def __init__(self, path: str, model: ModelConfig, pad_token_id: int) -> None:
+        self.base = load_pair_tokenizer(path, model)
+        self.model = model
+        self.pad_token_id = pad_token_id
+        self._by_prompt: dict[str, PairTokenizer | PromptPairTokenizer] = {}
+
+    @property
+    def hf_tokenizer(self) -> Any:
+        return self.base.tokenizer
+
+    def _tokenizer(self, prompt: str | None) -> PairTokenizer | PromptPairTokenizer:
+        if prompt is None or not isinstance(self.base, PromptPairTokenizer):
+            return self.base  # encoders take no prompt (FlagEmbedding ignores it there too)
+        if prompt not in self._by_prompt:
+            b = self.base
+            self._by_prompt[prompt] = PromptPairTokenizer(
+                b.tokenizer, b.max_length, b.query_max_length, prompt, always_bos=False
+            )
+        return self._by_prompt[prompt]
+
+    def encode_pairs(self, queries: list[str], passages: list[str], prompt: str | None) -> list[Any]:
+        """Token id rows (and type id rows, or None) of pairs sharing one prompt."""
+        encoded = self._tokenizer(prompt).encode(queries, passages)
+        ids = encoded["input_ids"].to_pylist()
+        types = encoded["token_type_ids"].to_pylist() if "token_type_ids" in encoded else [None] * len(ids)
+        return list(zip(ids, types, strict=True))
+
+    def encode_groups(self, groups: list[Group]) -> list[Any]:
+        rows = []
+        for g in groups:
+            rows += self.encode_pairs([g.query] * len(g.passages), list(g.passages), g.prompt)
+        return rows
+
+    def to_tensors(self, rows: list[Any], device: torch.device) -> dict[str, torch.Tensor]:
+        """Right-padded input_ids / attention_mask (/ token_type_ids), as `Reranker.forward` builds them."""
+        width = max(len(ids) for ids, _ in rows)
+        ids = np.full((len(rows), width), self.pad_token_id, np.int64)
+        mask = np.zeros((len(rows), width), np.int64)
+        types = np.zeros((len(rows), width), np.int64)
+        for i, (row_ids, row_types) in enumerate(rows):
+            ids[i, : len(row_ids)] = row_ids
+            mask[i, : len(row_ids)] = 1
+            if row_types is not None:
+                types[i, : len(row_types)] = row_types
+        out = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+        if rows and rows[0][1] is not None:
+            out["token_type_ids"] = torch.from_numpy(types)
+        return {k: v.to(device) for k, v in out.items()}

@@ -1,0 +1,169 @@
+"""`rerank finetune` on Ray Train (2 CPU workers): learning, distillation, resume, and the loop
+closed with `rerank run` (a fine-tuned directory scores with no extra steps)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from jobs.rerank import main
+from pipeline.config import ModelConfig
+from pipeline.faults import ENV as CRASH_ENV
+from pipeline.finetune.config import load_finetune_config
+from pipeline.finetune.metrics import spearman
+from pipeline.finetune.runner import finetune
+from pipeline.io import Storage
+from pipeline.kinds import load_pair_tokenizer
+from pipeline.reranker import Reranker
+from tests.finetune_data import records_to_shard, synthetic_records, write_jsonl
+
+STORAGE = Storage()
+FAST = {"max_length": 48}
+TWO_WORKERS = {"workers": 2, "cpus_per_worker": 0.5}
+
+
+def config(
+    train: Path | str, model: str, output: Path, evals: Path | None = None, workers=TWO_WORKERS, **train_opts
+):
+    overrides = {
+        "data": {"train_uri": str(train), **({"eval_uri": str(evals)} if evals else {})},
+        "model": {"base": model, **FAST},
+        "train": {"learning_rate": 3e-3, "queries_per_step": 8, "train_group_size": 8, **train_opts},
+        "run": {"output_uri": str(output), "checkpoint_every_steps": 20, **workers},
+    }
+    return load_finetune_config(None, overrides)
+
+
+def scores(model_dir: str, records: list[dict]) -> list[np.ndarray]:
+    """Per record, the model's scores of pos + neg, with the scoring job's tokenizer and model."""
+    tokenizer = load_pair_tokenizer(model_dir, ModelConfig(name_or_path=model_dir, kind="encoder", **FAST))
+    reranker = Reranker.load(model_dir, "cpu", "float32", 4096, kind="encoder")
+    out = []
+    for r in records:
+        passages = r["pos"] + r["neg"]
+        encoded = tokenizer.encode([r["query"]] * len(passages), passages)
+        out.append(reranker.score(encoded["input_ids"], encoded.get("token_type_ids")).scores)
+    return out
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
+    """The synthetic task: (train JSONL, held-out JSONL, held-out records)."""
+    root = tmp_path_factory.mktemp("synthetic")
+    held_out = synthetic_records(30, 7, seed=2)
+    train = write_jsonl(root / "train.jsonl", synthetic_records(200, 7, seed=1))
+    return train, write_jsonl(root / "eval.jsonl", held_out), held_out
+
+
+@pytest.fixture(scope="module")
+def trained(ray_address, synthetic, tmp_path_factory, tiny_bert):
+    """tiny-bert fine-tuned on the synthetic task with 2 workers: (model dir, report, held-out records)."""
+    train, evals, held_out = synthetic
+    output = tmp_path_factory.mktemp("finetune") / "model"
+    report = finetune(config(train, tiny_bert, output, evals, epochs=6))
+    return str(output), report, held_out
+
+
+def test_finetune_learns_the_task_and_the_model_runs_in_rerank_run(trained, tmp_path):
+    model_dir, report, held_out = trained
+    before, after = report["eval"]["before"]["mrr@10"], report["eval"]["after"]["mrr@10"]
+    assert after >= 0.9 and after - before >= 0.4, report["eval"]
+    assert report["workers"] == 2 and report["steps"] == len(report["losses"]) > 0
+    assert report["final_loss"] < report["losses"][0][1]
+
+    shard = records_to_shard(tmp_path / "in" / "part-0.parquet", held_out)
+    assert (
+        main(["run", str(shard.parent), str(tmp_path / "out"), "--model", model_dir, "--max-length", "48"])
+        == 0
+    )
+    out = STORAGE.read_table(str(tmp_path / "out" / "part-0.parquet"))
+    top = out.filter(pa.compute.equal(out["rank"], 1))
+    assert top.num_rows == len(held_out)
+    assert sum(top["is_pos"].to_pylist()) >= 0.9 * len(held_out)
+
+
+def test_distillation_from_rerank_run_scores(trained, tmp_path, tiny_bert):
+    teacher_dir, _, held_out = trained
+    train_records = synthetic_records(200, 7, seed=3)
+    shard = records_to_shard(tmp_path / "in" / "part-0.parquet", train_records)
+    assert (
+        main(
+            ["run", str(shard.parent), str(tmp_path / "scored"), "--model", teacher_dir, "--max-length", "48"]
+        )
+        == 0
+    )
+
+    report = finetune(config(tmp_path / "scored", tiny_bert, tmp_path / "student", loss="distill", epochs=6))
+    assert report["steps"] > 0
+
+    teacher = scores(teacher_dir, held_out)
+    correlation, top1 = {}, {}
+    for name, model in (("before", tiny_bert), ("after", str(tmp_path / "student"))):
+        student = scores(model, held_out)
+        correlation[name] = float(np.mean([spearman(s, t) for s, t in zip(student, teacher)]))
+        top1[name] = float(np.mean([s.argmax() == t.argmax() for s, t in zip(student, teacher)]))
+    print("distillation: Spearman with the teacher", correlation, "top-1 agreement", top1)
+    assert correlation["after"] - correlation["before"] >= 0.3, correlation
+    assert top1["after"] >= 0.7 and top1["after"] > top1["before"], top1
+
+
+def test_killed_run_resumes_from_its_checkpoint(trained, synthetic, tmp_path, tiny_bert):
+    """The same run as `trained`, killed after step 25 (checkpoints every 20): the rerun resumes at
+    step 20 and its loss curve is the uninterrupted run's."""
+    _, reference, _ = trained
+    train, evals, _ = synthetic
+    cfg = config(train, tiny_bert, tmp_path / "model", evals, epochs=6)
+
+    os.environ[CRASH_ENV] = "finetune_after_step_25"  # rank 0 SIGKILLs itself after step 25
+    try:
+        with pytest.raises(Exception, match="(?i)fail|died|error"):
+            finetune(cfg)
+    finally:
+        del os.environ[CRASH_ENV]
+    assert not (tmp_path / "model").exists()  # nothing half-published
+
+    resumed = finetune(cfg)
+    assert resumed["resumed_from_step"] == 20
+    assert [s for s, _ in resumed["losses"]] == list(range(1, reference["steps"] + 1))
+    np.testing.assert_allclose(
+        [x for _, x in resumed["losses"]], [x for _, x in reference["losses"]], rtol=1e-4, atol=1e-5
+    )
+    assert resumed["eval"] == reference["eval"]  # "before" restored from the checkpoint; "after" the same
+    assert (tmp_path / "model" / "config.json").exists()
+    assert finetune(cfg)["steps"] == reference["steps"]  # a rerun after success trains nothing
+
+
+def test_data_checkpoints_and_model_on_object_storage(ray_address, tmp_path, tiny_bert):
+    """s3:// for the data, the checkpoints and the published model (a moto S3 server)."""
+    import s3fs
+
+    from tests.s3_server import MotoServer
+
+    server = MotoServer()
+    try:
+        fs = s3fs.S3FileSystem(endpoint_url=server.endpoint, key="testing", secret="testing")
+        fs.mkdir("data")
+        fs.mkdir("models")
+        fs.pipe(
+            "data/train.jsonl",
+            write_jsonl(tmp_path / "t.jsonl", synthetic_records(32, 7, seed=5)).read_bytes(),
+        )
+        overrides = {
+            "data": {"train_uri": "s3://data/train.jsonl"},
+            "model": {"base": tiny_bert, **FAST},
+            "train": {"queries_per_step": 8},
+            "run": {"output_uri": "s3://models/ft", "checkpoint_every_steps": 2, "workers": 1},
+            "storage": {"endpoint_url": server.endpoint},
+        }
+        report = finetune(load_finetune_config(None, overrides))
+        fs.invalidate_cache()
+        published = {p.rsplit("/", 1)[-1] for p in fs.find("models/ft")}
+        assert {"config.json", "model.safetensors", "tokenizer.json", "finetune_report.json"} <= published
+        assert any("/checkpoint_" in p for p in fs.find("models/ft.checkpoints"))
+        assert finetune(load_finetune_config(None, overrides)) == report  # published: nothing to do
+    finally:
+        server.stop()
