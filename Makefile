@@ -38,8 +38,9 @@ goldens:  ## regenerate FlagEmbedding goldens in a side venv (transformers 4.57.
 	.venv-flag/bin/python tests/assets/make_tiny_models.py
 	.venv-flag/bin/python tests/assets/make_goldens.py
 
-bench:  ## throughput figures on this machine: scoring stage vs peers' batching; local vs s3 storage
-	$(BIN)/python bench/scoring.py
+bench:  ## figures on this machine: the job vs the limit and the peers; LLM head; local vs s3 storage
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/llm_head.py
 	$(BIN)/python bench/storage.py
 
 .PHONY: bench-throughput

@@ -150,7 +150,7 @@ def add_run_parser(sub: Any) -> None:
     p.add_argument(
         "--rows-per-call",
         type=int,
-        help="pairs handed to a scoring actor per call (default 256 on CPU, 4096 on CUDA)",
+        help="pairs handed to a scoring actor per call (default 1024 on CPU, 4096 on CUDA)",
     )
     p.add_argument("--torch-threads", type=int, help="torch threads per CPU scoring actor")
     p.add_argument(

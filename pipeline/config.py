@@ -30,7 +30,10 @@ DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048, "cuda": 65536}
 # A batch also closes before a row shorter than this share of its longest row (padding <= 5% per
 # row on CPU, where small batches cost nothing; off on CUDA, where they cost occupancy).
 DEFAULT_MIN_BATCH_FILL = {"cpu": 0.95, "cuda": 0.0}
-DEFAULT_ROWS_PER_CALL = {"cpu": 256, "cuda": 4096}
+# Pairs per scoring call: fewer, larger calls cost less Ray overhead per pair and give the call a
+# wider window to sort by length (CPU, MiniLM-L6 shape, 1,200 pairs: 256 -> 1024 raised the
+# steady rate from ~64 to ~69 pairs/s); a shard publishes once its last call is done.
+DEFAULT_ROWS_PER_CALL = {"cpu": 1024, "cuda": 4096}
 
 
 class _Section(BaseModel):
@@ -121,7 +124,7 @@ class ScoringConfig(_Section):
         None,
         ge=1,
         description="Pairs handed to a scoring actor per call, split there into micro-batches; "
-        "default 256 on CPU, 4096 on CUDA (a shard is published once every call holding its rows is done).",
+        "default 1024 on CPU, 4096 on CUDA (a shard is published once every call holding its rows is done).",
     )
     cpus_per_actor: float = Field(1.0, gt=0, description="Ray CPUs reserved by each scoring actor.")
     torch_threads: int | None = Field(
