@@ -26,6 +26,16 @@ os.environ.update(
 os.environ["RERANK_CACHE_DIR"] = tempfile.mkdtemp(prefix="rerank-model-cache-")
 
 ASSETS = Path(__file__).parent / "assets"
+
+
+def done_markers(markers_dir: Path) -> list[Path]:
+    """Published done-markers under OUTPUT/_rerank/done: not the `.tmp-*.json` files of a marker
+    being written (an atomic write's temp file also ends in .json)."""
+    if not markers_dir.exists():
+        return []
+    return [p for p in markers_dir.rglob("*.json") if not p.name.startswith(".tmp-")]
+
+
 MODELS = ASSETS / "models"
 
 

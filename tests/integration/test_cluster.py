@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.io import Storage
-from tests.conftest import pairs_table
+from tests.conftest import done_markers, pairs_table
 from tests.integration.test_job import assert_output_invariants
 from tests.ray_cluster import TwoNodeCluster, cluster_env
 
@@ -96,7 +96,7 @@ def test_lost_worker_node_run_completes_or_resumes_to_identical_output(cluster, 
     run = rerank(out, "--actors", "2")
     markers = out / "_rerank" / "done"
     deadline = time.monotonic() + 120
-    while not (markers.exists() and any(markers.rglob("*.json"))):
+    while not done_markers(markers):
         assert run.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     cluster.kill_worker_node()

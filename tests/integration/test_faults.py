@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from jobs.rerank import main
+from tests.conftest import done_markers
 from tests.integration.test_bad_input import assert_reconciled
 from tests.integration.test_job import assert_output_invariants, read_output, tables_equal
 
@@ -47,7 +48,7 @@ def test_killed_scoring_actor_is_restarted_and_every_row_lands_once(
     )
     markers = out / "_rerank" / "done"
     deadline = time.monotonic() + 120
-    while not (markers.exists() and any(markers.rglob("*.json"))):  # mid-run: scoring under way
+    while not done_markers(markers):  # mid-run: scoring under way
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     victims = scorer_pids()
@@ -55,7 +56,7 @@ def test_killed_scoring_actor_is_restarted_and_every_row_lands_once(
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
     assert proc.wait(timeout=300) == 0
-    assert len(list(markers.rglob("*.json"))) == 8
+    assert len(done_markers(markers)) == 8
     tables_equal(read_output(reference), read_output(out))
     assert_output_invariants(input_dir, out)
     assert_reconciled(input_dir, out)
@@ -82,7 +83,7 @@ def test_driver_killed_at_any_moment_reruns_to_identical_output(
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not (out / "_SUCCESS").exists()
     published = {p.name for p in out.glob("day=*/*.parquet")}
-    markers = list((out / "_rerank" / "done").rglob("*.json")) if (out / "_rerank").exists() else []
+    markers = done_markers(out / "_rerank" / "done")
     if point == "between_publish_and_marker":
         assert len(published) >= 1 and len(markers) == 0  # published, not marked: it will be redone
 

@@ -18,6 +18,7 @@ from jobs.rerank import main
 from pipeline.config import load_config
 from pipeline.io import Storage
 from pipeline.runner import run
+from tests.conftest import done_markers
 
 STORAGE = Storage()
 
@@ -176,13 +177,13 @@ def test_killed_run_resumes_to_identical_output(ray_address, write_shards, tmp_p
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     markers = out / "_rerank" / "done"
     deadline = time.monotonic() + 180
-    while not (markers.exists() and any(markers.rglob("*.json"))):
+    while not done_markers(markers):
         assert proc.poll() is None, "the run ended before publishing anything"
         assert time.monotonic() < deadline
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done_before = len(list(markers.rglob("*.json")))
+    done_before = len(done_markers(markers))
     assert 1 <= done_before < 8, f"kill landed after {done_before} of 8 shards"
     assert not (out / "_SUCCESS").exists()
 
