@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.throughput import gpu_model  # noqa: E402
 from jobs.demo import make_corpus, make_demo_model  # noqa: E402
 from pipeline.batching import longest_first, padded_tokens, plan_micro_batches  # noqa: E402
 from pipeline.config import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MIN_BATCH_FILL  # noqa: E402
@@ -52,25 +53,6 @@ def run_batches(reranker: Reranker, ids: pa.ListArray, types, batches, lengths) 
     return time.perf_counter() - t0, padded_tokens(lengths, batches)
 
 
-def gpu_model(directory: Path) -> str:
-    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
-
-    config = XLMRobertaConfig(
-        vocab_size=250002,
-        hidden_size=1024,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        intermediate_size=4096,
-        max_position_embeddings=8194,
-        type_vocab_size=1,
-        num_labels=1,
-        pad_token_id=0,
-    )
-    torch.manual_seed(0)
-    XLMRobertaForSequenceClassification(config).save_pretrained(directory)
-    return str(directory)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpu", action="store_true", help="CUDA, fp16, bge-reranker-v2-m3 shape")
@@ -84,7 +66,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="rerank-bench-"))
     make_corpus(work / "in", queries, 20, 1, seed=1)
     tok_dir = args.tokenizer or str(make_demo_model(work / "minilm"))
-    model_dir = gpu_model(work / "m3") if args.gpu else tok_dir
+    model_dir = str(gpu_model(work / "m3")) if args.gpu else tok_dir
     table = Storage().read_table(str(next((work / "in").glob("*.parquet"))))
     tokenizer = PairTokenizer.load(tok_dir, 512, 384)
     enc = tokenizer.encode(table.column("query").to_pylist(), table.column("passage").to_pylist())
