@@ -129,6 +129,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, choices=choices, help=text)
     for flag, text in SWITCHES.items():
         p.add_argument(flag, action="store_true", help=text)
+    from jobs.rerank import add_storage_option
+
+    add_storage_option(p)
 
 
 def add_finetune_parser(sub: Any) -> None:
@@ -143,12 +146,9 @@ def add_finetune_parser(sub: Any) -> None:
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    given = vars(args)
-    out: dict[str, Any] = {}
-    for dest, (section, name) in FLAG_FIELDS.items():
-        if dest in given:
-            out.setdefault(section, {})[name] = given[dest]
-    return out
+    from jobs.rerank import flag_overrides
+
+    return flag_overrides(vars(args), FLAG_FIELDS)
 
 
 def command_finetune(args: argparse.Namespace) -> int:

@@ -186,6 +186,10 @@ def add_run_parser(sub: Any) -> None:
     p.add_argument("--storage-region", help="S3 region (default $AWS_REGION / $AWS_DEFAULT_REGION)")
     p.add_argument("--storage-profile", help="AWS profile (default: the standard credential chain)")
     p.add_argument("--storage-anonymous", action="store_true", help="read object storage without credentials")
+    add_storage_option(p)
+
+
+def add_storage_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--storage-option",
         action="append",
@@ -194,10 +198,11 @@ def add_run_parser(sub: Any) -> None:
     )
 
 
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    given = vars(args)
-    out: dict[str, Any] = {"input": {"uri": given["input"]}, "output": {"uri": given["output"]}}
-    for dest, (section, name) in FLAG_FIELDS.items():
+def flag_overrides(given: dict[str, Any], fields: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """Config overrides from the flags given (`fields`: flag dest -> (section, field)), plus the
+    repeatable `--storage-option KEY=VALUE` (shared by `rerank run` and `rerank finetune`)."""
+    out: dict[str, Any] = {}
+    for dest, (section, name) in fields.items():
         if dest in given:
             out.setdefault(section, {})[name] = given[dest]
     for item in given.get("storage_option") or []:
@@ -209,6 +214,14 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(raw)
+    return out
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    given = vars(args)
+    out = flag_overrides(given, FLAG_FIELDS)
+    out["input"] = {**out.get("input", {}), "uri": given["input"]}
+    out["output"] = {**out.get("output", {}), "uri": given["output"]}
     if "actors" in given:
         lo, hi = given["actors"]
         out.setdefault("scoring", {}).update(min_actors=lo, max_actors=hi)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -15,6 +16,7 @@ from pipeline.errors import ConfigError
 Dtype = Literal["auto", "float16", "bfloat16", "float32"]
 Device = Literal["auto", "cpu", "cuda"]
 Kind = Literal["auto", "encoder", "llm", "layerwise"]
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 # FlagEmbedding's prompt for LLM and layerwise rerankers (BaseLLMReranker / LayerWiseLLMReranker).
 DEFAULT_PROMPT = (
@@ -263,17 +265,23 @@ def read_yaml_config(path: str | Path | None) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any]) -> JobConfig:
-    """Loads the YAML file (if any), applies CLI overrides, validates; raises one ConfigError."""
-    data = deep_merge(read_yaml_config(path), overrides)
+def validate_config(
+    model: type[ConfigT], data: dict[str, Any], cross_field_problems: Callable[[ConfigT], list[str]]
+) -> ConfigT:
+    """Field validation, then cross-field checks; every problem of a stage in one ConfigError."""
     try:
-        cfg = JobConfig.model_validate(data)
+        cfg = model.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e)) from None
-    problems = _cross_field_problems(cfg)
+    problems = cross_field_problems(cfg)
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any]) -> JobConfig:
+    """Loads the YAML file (if any), applies CLI overrides, validates; raises one ConfigError."""
+    return validate_config(JobConfig, deep_merge(read_yaml_config(path), overrides), _cross_field_problems)
 
 
 def fingerprint(cfg: JobConfig, resolved_dtype: str) -> dict[str, Any]:

@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.config import (
     DEFAULT_PROMPT,
     StorageConfig,
     deep_merge,
-    format_validation_error,
     read_yaml_config,
+    validate_config,
 )
-from pipeline.errors import ConfigError
 
 DataFormat = Literal["auto", "jsonl", "scored"]
 Loss = Literal["ce", "distill", "mixed"]
@@ -177,12 +176,5 @@ def _cross_field_problems(cfg: FinetuneConfig) -> list[str]:
 
 def load_finetune_config(path: str | Path | None, overrides: dict[str, Any]) -> FinetuneConfig:
     """Loads the YAML file (if any), applies CLI overrides, validates; raises one ConfigError."""
-    data = read_yaml_config(path)
-    try:
-        cfg = FinetuneConfig.model_validate(deep_merge(data, overrides))
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e)) from None
-    problems = _cross_field_problems(cfg)
-    if problems:
-        raise ConfigError(problems)
-    return cfg
+    data = deep_merge(read_yaml_config(path), overrides)
+    return validate_config(FinetuneConfig, data, _cross_field_problems)

@@ -70,3 +70,14 @@ def test_malformed_data_exits_2_naming_the_line(tmp_path, tiny_bert, caplog):
     assert main(["--train", str(data), "--model", tiny_bert, "--output", str(tmp_path / "o")]) == 2
     assert f"{data} line 2: 'pos' must be a non-empty list" in caplog.text
     assert not (tmp_path / "o").exists()
+
+
+def test_finetune_takes_storage_options_like_rerank_run():
+    from jobs.finetune import overrides_from_args
+
+    argv = ["finetune", "--train", "t.jsonl", "--model", "m", "--output", "o"]
+    argv += ["--storage-option", "client_kwargs.verify=false", "--storage-region", "eu-west-1"]
+    overrides = overrides_from_args(build_parser().parse_args(argv))
+    assert overrides["storage"] == {"options": {"client_kwargs": {"verify": False}}, "region": "eu-west-1"}
+    cfg = load_finetune_config(None, overrides)
+    assert cfg.storage.options == {"client_kwargs": {"verify": False}}
