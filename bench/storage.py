@@ -21,8 +21,9 @@ os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.demo import make_corpus, make_demo_model  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.runner import connect_ray, run  # noqa: E402
+from pipeline.cluster import connect_ray
+from pipeline.rerank.config import load_config  # noqa: E402
+from pipeline.rerank.runner import run  # noqa: E402
 from tests.s3_server import MotoServer  # noqa: E402
 
 

@@ -66,10 +66,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jobs.demo import make_corpus, make_demo_model  # noqa: E402
-from pipeline.batching import longest_first, padded_tokens, plan_micro_batches  # noqa: E402
-from pipeline.config import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MIN_BATCH_FILL  # noqa: E402
-from pipeline.reranker import Reranker  # noqa: E402
-from pipeline.tokenize import PairTokenizer  # noqa: E402
+from pipeline.models.batching import longest_first, padded_tokens, plan_micro_batches  # noqa: E402
+from pipeline.models.pair_tokenizer import PairTokenizer  # noqa: E402
+from pipeline.models.reranker import Reranker  # noqa: E402
+from pipeline.rerank.config import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MIN_BATCH_FILL  # noqa: E402
 
 PEAK_FP16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, SXM (as bench/scoring.py)
 SIDE_PYTHON = ROOT / ".venv-flag" / "bin" / "python"

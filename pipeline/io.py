@@ -16,22 +16,19 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from pipeline.config import StorageConfig, redact
 from pipeline.errors import StorageError
-
-if TYPE_CHECKING:
-    from pipeline.config import StorageConfig
 
 log = logging.getLogger(__name__)
 
 S3_PROTOCOLS = ("s3", "s3a")
-_SECRET_WORDS = ("key", "secret", "token", "password", "credential", "signature")
 
 
 @dataclass(frozen=True)
@@ -50,19 +47,6 @@ def join(base: str, relpath: str) -> str:
 
 def protocol_of(uri: str) -> str:
     return uri.split("://", 1)[0] if "://" in uri else "file"
-
-
-def redact(options: dict[str, Any]) -> dict[str, Any]:
-    """A copy of storage options safe to log: values of credential-like keys are masked."""
-    out: dict[str, Any] = {}
-    for k, v in options.items():
-        if isinstance(v, dict):
-            out[k] = redact(v)
-        elif any(word in k.lower() for word in _SECRET_WORDS) and v is not None:
-            out[k] = "***"
-        else:
-            out[k] = v
-    return out
 
 
 def _version_tag(info: dict[str, Any]) -> str:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from pipeline.config import (
     DEFAULT_PROMPT,
-    StorageConfig,
+    JobSection,
+    Section,
     deep_merge,
+    default_query_max_length,
+    query_room_problems,
     read_yaml_config,
     validate_config,
 )
@@ -20,11 +23,7 @@ Loss = Literal["ce", "distill", "mixed"]
 Precision = Literal["auto", "float32", "float16", "bfloat16"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class DataConfig(_Section):
+class DataConfig(Section):
     train_uri: str = Field(
         description="Training data: a JSONL file/prefix or scored Parquet shards; any fsspec URI."
     )
@@ -42,7 +41,7 @@ class DataConfig(_Section):
     score_column: str = Field("score", description="scored shards: the teacher score column.")
 
 
-class ModelSection(_Section):
+class ModelSection(Section):
     base: str = Field(description="The model to start from: local directory, storage URI or hub id.")
     kind: Literal["auto", "encoder", "llm"] = Field(
         "auto",
@@ -71,8 +70,14 @@ class ModelSection(_Section):
     def resolved_prompt(self) -> str:
         return self.prompt if self.prompt is not None else DEFAULT_PROMPT
 
+    @property
+    def resolved_query_max_length(self) -> int:
+        if self.query_max_length is not None:
+            return self.query_max_length
+        return default_query_max_length(self.max_length)
 
-class TrainSection(_Section):
+
+class TrainSection(Section):
     loss: Loss = Field(
         "ce",
         description="ce: listwise cross-entropy, positive first; distill: KL to the teacher's softmax; "
@@ -103,7 +108,7 @@ class TrainSection(_Section):
     log_every_steps: int = Field(10, ge=1, description="Log step, loss and examples/s every N steps.")
 
 
-class RunSection(_Section):
+class RunSection(Section):
     output_uri: str = Field(description="Where the fine-tuned model directory is published; any fsspec URI.")
     checkpoint_uri: str | None = Field(
         None, description="Where Ray Train keeps checkpoints; default OUTPUT + '.checkpoints' (same storage)."
@@ -128,20 +133,11 @@ class RunSection(_Section):
         return self.checkpoint_uri or self.output_uri.rstrip("/") + ".checkpoints"
 
 
-class FinetuneConfig(_Section):
-    data: DataConfig
-    model: ModelSection
+class FinetuneConfig(JobSection):
+    data: DataConfig = Field(description="Training and held-out data.")
+    model: ModelSection = Field(description="The base model, tokenization and LoRA options.")
     train: TrainSection = Field(default_factory=TrainSection, description="Optimisation options.")
-    run: RunSection
-    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage options.")
-
-    def redacted(self) -> dict[str, Any]:
-        """The resolved config as a dict, safe to log: credential-like storage values masked."""
-        from pipeline.io import redact
-
-        data = self.model_dump(mode="json")
-        data["storage"]["options"] = redact(data["storage"]["options"])
-        return data
+    run: RunSection = Field(description="Output, checkpoints and the Ray Train workers.")
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed run must share with the run whose checkpoints it continues."""
@@ -153,14 +149,8 @@ class FinetuneConfig(_Section):
 
 
 def _cross_field_problems(cfg: FinetuneConfig) -> list[str]:
-    problems = []
     m, t, r = cfg.model, cfg.train, cfg.run
-    qml = m.query_max_length if m.query_max_length is not None else m.max_length * 3 // 4
-    if qml >= m.max_length - 4:
-        problems.append(
-            f"model.query_max_length={qml} leaves no room for the passage within "
-            f"model.max_length={m.max_length}; set --query-max-length below {m.max_length - 4}"
-        )
+    problems = query_room_problems(m.max_length, m.resolved_query_max_length)
     if m.kind == "encoder" and m.prompt is not None:
         problems.append("model.prompt is for llm rerankers; drop --prompt or set --kind llm")
     if t.precision in ("float16", "bfloat16") and r.device == "cpu":

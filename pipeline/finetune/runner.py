@@ -11,6 +11,7 @@ import logging
 import os
 from typing import Any
 
+from pipeline.cluster import connect_ray, resolve_device
 from pipeline.config import RayConfig
 from pipeline.errors import ConfigError, OutputStateError
 from pipeline.faults import ENV as CRASH_ENV
@@ -18,9 +19,8 @@ from pipeline.finetune.config import FinetuneConfig
 from pipeline.finetune.data import TrainQuery, load_queries
 from pipeline.finetune.publish import REPORT
 from pipeline.io import Storage, join, storage_error
-from pipeline.kinds import resolve_kind
 from pipeline.model_cache import local_model_path
-from pipeline.runner import connect_ray, resolve_device
+from pipeline.models.kinds import resolve_kind
 
 log = logging.getLogger(__name__)
 

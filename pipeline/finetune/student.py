@@ -1,11 +1,11 @@
 """The model being trained, wrapped in the same scoring module `rerank run` uses for its kind.
 
-- encoder: `pipeline.reranker.EncoderScorer` over the sequence classifier; every weight trains.
-- llm: `pipeline.llm_scorer.YesLogitScorer` over the causal LM's decoder, with LoRA adapters
+- encoder: `pipeline.models.reranker.EncoderScorer` over the sequence classifier; every weight trains.
+- llm: `pipeline.models.llm_scorer.YesLogitScorer` over the causal LM's decoder, with LoRA adapters
   (peft) in its linear layers; the score is the "Yes" logit at the last token, as in scoring. The
   published model has the adapters merged, so `rerank run` loads it as any LLM reranker.
 
-Groups are tokenized by the job's own pair tokenizers (`pipeline.kinds.load_pair_tokenizer`), so
+Groups are tokenized by the job's own pair tokenizers (`pipeline.models.kinds.load_pair_tokenizer`), so
 truncation and layout match scoring exactly.
 """
 
@@ -18,13 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import ModelConfig
+from pipeline.config import ModelConfig, ResolvedKind
 from pipeline.errors import ModelLoadError
 from pipeline.finetune.config import ModelSection
 from pipeline.finetune.groups import Group
-from pipeline.kinds import load_pair_tokenizer
-from pipeline.prompt_tokenize import PromptPairTokenizer
-from pipeline.tokenize import PairTokenizer
+from pipeline.models.kinds import load_pair_tokenizer
+from pipeline.models.padding import right_pad, token_lists
+from pipeline.models.pair_tokenizer import PairTokenizer
+from pipeline.models.prompt_tokenizer import PromptPairTokenizer
 
 
 @dataclass
@@ -57,7 +58,7 @@ class Student:
         tokenizer.save_pretrained(directory)
 
 
-def scoring_model_config(section: ModelSection, kind: str) -> ModelConfig:
+def scoring_model_config(section: ModelSection, kind: ResolvedKind) -> ModelConfig:
     """The scoring job's model config for the same model, lengths and prompt."""
     return ModelConfig(
         name_or_path=section.base,
@@ -74,7 +75,7 @@ def load_student(path: str, section: ModelSection, kind: str) -> Student:
     if kind == "encoder":
         from transformers import AutoModelForSequenceClassification
 
-        from pipeline.reranker import EncoderScorer
+        from pipeline.models.reranker import EncoderScorer
 
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
@@ -92,9 +93,9 @@ def _load_lora_student(path: str, section: ModelSection) -> Student:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from pipeline.llm_scorer import YesLogitScorer
-    from pipeline.prompt_tokenize import yes_token_id
-    from pipeline.tokenize import load_hf_tokenizer
+    from pipeline.models.llm_scorer import YesLogitScorer
+    from pipeline.models.pair_tokenizer import load_hf_tokenizer
+    from pipeline.models.prompt_tokenizer import yes_token_id
 
     try:
         lm = AutoModelForCausalLM.from_pretrained(
@@ -155,17 +156,9 @@ class GroupEncoder:
         return rows
 
     def to_tensors(self, rows: list[Any], device: torch.device) -> dict[str, torch.Tensor]:
-        """Right-padded input_ids / attention_mask (/ token_type_ids), as `Reranker.forward` builds them."""
-        width = max(len(ids) for ids, _ in rows)
-        ids = np.full((len(rows), width), self.pad_token_id, np.int64)
-        mask = np.zeros((len(rows), width), np.int64)
-        types = np.zeros((len(rows), width), np.int64)
-        for i, (row_ids, row_types) in enumerate(rows):
-            ids[i, : len(row_ids)] = row_ids
-            mask[i, : len(row_ids)] = 1
-            if row_types is not None:
-                types[i, : len(row_types)] = row_types
-        out = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
-        if rows and rows[0][1] is not None:
-            out["token_type_ids"] = torch.from_numpy(types)
-        return {k: v.to(device) for k, v in out.items()}
+        """Right-padded input_ids / attention_mask (/ token_type_ids), as `Reranker.inputs` builds them."""
+        ids = token_lists([row_ids for row_ids, _ in rows])
+        has_types = bool(rows) and rows[0][1] is not None
+        types = token_lists([row_types for _, row_types in rows]) if has_types else None
+        padded = right_pad(ids, np.arange(len(rows)), self.pad_token_id, types)
+        return {k: torch.from_numpy(v).to(device) for k, v in padded.items()}

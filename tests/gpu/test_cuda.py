@@ -6,9 +6,10 @@ import torch
 
 from pipeline.config import ModelConfig
 from pipeline.io import Storage
-from pipeline.reranker import Reranker
-from pipeline.stages import ScorePairs
-from pipeline.tokenize import PairTokenizer
+from pipeline.models.pair_tokenizer import PairTokenizer
+from pipeline.models.reranker import Reranker
+from pipeline.rerank.score_stage import ScorePairs
+from tests.helpers import scoring_settings
 
 STORAGE = Storage()
 
@@ -32,7 +33,7 @@ def test_cuda_scores_track_goldens(goldens, dtype, atol):
 def test_cuda_decoder_scores_track_goldens(decoder_goldens, dtype, atol):
     """LLM and layerwise kinds on CUDA (loose in half precision: the tiny models amplify rounding)."""
     from pipeline.config import DEFAULT_PROMPT
-    from pipeline.prompt_tokenize import PromptPairTokenizer
+    from pipeline.models.prompt_tokenizer import PromptPairTokenizer
     from tests.conftest import MODELS
 
     pairs = decoder_goldens["pairs"]
@@ -70,5 +71,5 @@ def test_score_stage_on_cuda(tiny_bert):
             "reject": pa.nulls(50, pa.string()),
         }
     )
-    out = ScorePairs(model, STORAGE, "cuda", "float16", 512)(batch)
+    out = ScorePairs(model, STORAGE, scoring_settings(512, device="cuda", dtype="float16"))(batch)
     assert out.num_rows == 50 and not np.isnan(out.column("score").to_numpy()).any()

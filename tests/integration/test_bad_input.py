@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.rerank import main
-from pipeline import checkpoint
+from jobs.cli import main
 from pipeline.io import Storage, join
+from pipeline.rerank import checkpoint
 
 STORAGE = Storage()
 

@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.rerank import main
+from jobs.cli import main
 from pipeline.io import Storage
-from pipeline.runner import run
+from pipeline.rerank.runner import run
 from tests.integration.test_job import job
 
 STORAGE = Storage()

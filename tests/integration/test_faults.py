@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.rerank import main
+from jobs.cli import main
 from tests.conftest import done_markers
 from tests.integration.test_bad_input import assert_reconciled
 from tests.integration.test_job import assert_output_invariants, read_output, tables_equal

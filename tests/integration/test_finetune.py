@@ -10,15 +10,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.rerank import main
+from jobs.cli import main
 from pipeline.config import ModelConfig
 from pipeline.faults import ENV as CRASH_ENV
 from pipeline.finetune.config import load_finetune_config
 from pipeline.finetune.metrics import spearman
 from pipeline.finetune.runner import finetune
 from pipeline.io import Storage
-from pipeline.kinds import load_pair_tokenizer
-from pipeline.reranker import Reranker
+from pipeline.models.kinds import load_pair_tokenizer
+from pipeline.models.reranker import Reranker
 from tests.finetune_data import records_to_shard, synthetic_records, write_jsonl
 
 STORAGE = Storage()

@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.rerank import main
-from pipeline.config import load_config
+from jobs.cli import main
 from pipeline.io import Storage
-from pipeline.runner import run
+from pipeline.rerank.config import load_config
+from pipeline.rerank.runner import run
 from tests.conftest import done_markers
 
 STORAGE = Storage()

@@ -7,9 +7,9 @@ import subprocess
 import sys
 import time
 
-from jobs.rerank import main
-from pipeline import checkpoint
+from jobs.cli import main
 from pipeline.io import Storage, join
+from pipeline.rerank import checkpoint
 
 STORAGE = Storage()
 DATE = "2026-11-27"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import s3fs
 
-from jobs.rerank import main
+from jobs.cli import main
 from pipeline.io import Storage
 from pipeline.model_cache import default_cache_dir
 from tests.integration.test_job import assert_output_invariants, tables_equal

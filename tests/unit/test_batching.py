@@ -2,7 +2,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.batching import longest_first, padded_tokens, plan_micro_batches
+from pipeline.models.batching import longest_first, padded_tokens, plan_micro_batches
 
 lengths_st = st.lists(st.integers(min_value=1, max_value=600), min_size=0, max_size=300)
 

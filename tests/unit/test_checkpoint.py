@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import checkpoint
 from pipeline.errors import OutputStateError
 from pipeline.io import ShardFile, Storage, join
+from pipeline.rerank import checkpoint
 
 STORAGE = Storage()
 

@@ -1,10 +1,13 @@
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from jobs.rerank import build_parser, overrides_from_args
-from pipeline.config import JobConfig, fingerprint, fingerprint_digest, load_config
+from jobs.cli import build_parser
+from jobs.rerank import overrides_from_args
 from pipeline.errors import ConfigError
+from pipeline.finetune.config import FinetuneConfig
+from pipeline.rerank.config import JobConfig, fingerprint, fingerprint_digest, load_config
 
 BASE = {"input": {"uri": "in"}, "output": {"uri": "out"}, "model": {"name_or_path": "m"}}
 
@@ -63,25 +66,23 @@ def test_missing_and_bad_yaml(tmp_path: Path):
         load_config(tmp_path / "bad.yaml", BASE)
 
 
-def test_every_field_has_a_description():
+@pytest.mark.parametrize("root", [JobConfig, FinetuneConfig])
+def test_every_field_of_every_section_has_a_description(root):
+    seen = []
+
     def walk(model):
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"
+            seen.append(f"{model.__name__}.{name}")
             ann = field.annotation
-            if isinstance(ann, type) and issubclass(ann, JobConfig.__mro__[1]) and ann is not JobConfig:
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
                 walk(ann)
 
-    from pipeline import config
-
-    for section in [
-        config.InputConfig,
-        config.OutputConfig,
-        config.ModelConfig,
-        config.RankingConfig,
-        config.ScoringConfig,
-        config.RayConfig,
-    ]:
-        walk(section)
+    walk(root)
+    sections = {name for name, f in root.model_fields.items() if isinstance(f.annotation, type)}
+    assert all(
+        any(s.startswith(f"{root.model_fields[n].annotation.__name__}.") for s in seen) for n in sections
+    )
 
 
 def test_fingerprint_changes_with_scoring_settings():

@@ -14,10 +14,10 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.config import DEFAULT_PROMPT
 from pipeline.errors import ModelLoadError
-from pipeline.minicpm_layerwise import LayerwiseReranker
-from pipeline.prompt_tokenize import PromptPairTokenizer
-from pipeline.ranking import sigmoid
-from pipeline.reranker import Reranker
+from pipeline.models.minicpm_layerwise import LayerwiseReranker
+from pipeline.models.prompt_tokenizer import PromptPairTokenizer
+from pipeline.models.reranker import Reranker
+from pipeline.rerank.ranking import sigmoid
 from tests.conftest import MODELS
 
 TOLERANCE = 1e-4

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import load_config
+from pipeline.rerank.config import load_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 

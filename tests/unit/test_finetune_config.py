@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.finetune import main
-from jobs.rerank import build_parser
+from jobs.cli import build_parser
+from jobs.finetune import FLAG_FIELDS, main
+from jobs.flags import flag_overrides
 from pipeline.errors import ConfigError
 from pipeline.finetune.config import load_finetune_config
 
@@ -73,11 +74,9 @@ def test_malformed_data_exits_2_naming_the_line(tmp_path, tiny_bert, caplog):
 
 
 def test_finetune_takes_storage_options_like_rerank_run():
-    from jobs.finetune import overrides_from_args
-
     argv = ["finetune", "--train", "t.jsonl", "--model", "m", "--output", "o"]
     argv += ["--storage-option", "client_kwargs.verify=false", "--storage-region", "eu-west-1"]
-    overrides = overrides_from_args(build_parser().parse_args(argv))
+    overrides = flag_overrides(vars(build_parser().parse_args(argv)), FLAG_FIELDS)
     assert overrides["storage"] == {"options": {"client_kwargs": {"verify": False}}, "region": "eu-west-1"}
     cfg = load_finetune_config(None, overrides)
     assert cfg.storage.options == {"client_kwargs": {"verify": False}}

@@ -5,10 +5,11 @@ import shutil
 
 import pytest
 
-from pipeline.config import DEFAULT_PROMPT, fingerprint, load_config
+from pipeline.config import DEFAULT_PROMPT
 from pipeline.errors import ConfigError, ModelLoadError
-from pipeline.kinds import check_model, detect_kind, read_model_config, resolve_kind
-from pipeline.minicpm_layerwise import LayerwiseConfig
+from pipeline.models.kinds import check_model, detect_kind, read_model_config, resolve_kind
+from pipeline.models.minicpm_layerwise import LayerwiseConfig
+from pipeline.rerank.config import fingerprint, load_config
 from tests.conftest import MODELS
 
 BASE = {"input": {"uri": "in"}, "output": {"uri": "out"}, "model": {"name_or_path": "m"}}

@@ -2,9 +2,9 @@ import time
 
 import pytest
 
-from pipeline import checkpoint
 from pipeline.io import Storage, join
-from pipeline.lease import LeaseHeldError, RunLease
+from pipeline.rerank import checkpoint
+from pipeline.rerank.lease import LeaseHeldError, RunLease
 
 STORAGE = Storage()
 

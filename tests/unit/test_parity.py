@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.ranking import sigmoid
-from pipeline.reranker import Reranker
-from pipeline.tokenize import PairTokenizer
+from pipeline.models.pair_tokenizer import PairTokenizer
+from pipeline.models.reranker import Reranker
+from pipeline.rerank.ranking import sigmoid
 
 TOLERANCE = 1e-4
 

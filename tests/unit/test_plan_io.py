@@ -2,10 +2,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import InputConfig
 from pipeline.errors import InputContractError
 from pipeline.io import Storage
-from pipeline.plan import check_pending, find_shards
+from pipeline.rerank.config import InputConfig
+from pipeline.rerank.discovery import check_pending, find_shards
 
 STORAGE = Storage()
 

@@ -1,6 +1,6 @@
 import time
 
-from pipeline.progress import Progress
+from pipeline.rerank.progress import Progress
 
 
 def _calls(actor, *spans):

@@ -1,6 +1,6 @@
 import pyarrow as pa
 
-from pipeline.split_queries import decode_hashes, encode_hashes, query_id_hashes, split_queries
+from pipeline.rerank.split_queries import decode_hashes, encode_hashes, query_id_hashes, split_queries
 
 
 def test_hashes_round_trip_and_find_shared_ids():

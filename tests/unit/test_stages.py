@@ -7,12 +7,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import checkpoint
-from pipeline.assembly import ShardAssembler, ShardScores
-from pipeline.config import InputConfig, ModelConfig, RankingConfig
+from pipeline.config import ModelConfig
 from pipeline.io import Storage
-from pipeline.publish import publish_shard
-from pipeline.stages import ScorePairs, TokenizeShard
+from pipeline.rerank import checkpoint
+from pipeline.rerank.assembly import ShardAssembler, ShardScores
+from pipeline.rerank.config import InputConfig, RankingConfig
+from pipeline.rerank.publish import publish_shard
+from pipeline.rerank.score_stage import ScorePairs
+from pipeline.rerank.tokenize_stage import TokenizeShard
+from tests.helpers import scoring_settings
 
 STORAGE = Storage()
 
@@ -34,7 +37,7 @@ def test_tokenize_then_score_every_row(shard, tiny_bert):
     tokenized = pa.concat_tables(blocks)
     assert sorted(tokenized.column("row").to_pylist()) == list(range(12))
     assert set(tokenized.column("shard").to_pylist()) == {7}
-    scored = ScorePairs(model, STORAGE, "cpu", "float32", 256)(tokenized)
+    scored = ScorePairs(model, STORAGE, scoring_settings(256, device="cpu", dtype="float32"))(tokenized)
     assert scored.num_rows == 12
     assert not np.isnan(scored.column("score").to_numpy()).any()
     assert (scored.column("padded_tokens").to_numpy() >= scored.column("tokens").to_numpy()).all()
@@ -49,7 +52,9 @@ def test_unreadable_shard_yields_an_error_row(tmp_path, tiny_bert):
     (block,) = tokenize({"shard": np.array([1]), "uri": np.array([str(bad)])})
     assert block.column("row").to_pylist() == [-1]
     assert "Parquet" in block.column("error")[0].as_py() or "parquet" in block.column("error")[0].as_py()
-    scored = ScorePairs(ModelConfig(name_or_path=tiny_bert), STORAGE, "cpu", "float32", 4096)(block)
+    scored = ScorePairs(
+        ModelConfig(name_or_path=tiny_bert), STORAGE, scoring_settings(4096, device="cpu", dtype="float32")
+    )(block)
     assert scored.column("error").null_count == 0
 
 
@@ -70,7 +75,7 @@ def test_null_and_empty_rows_are_quarantined_not_scored(tmp_path, tiny_bert):
     (block,) = TokenizeShard(model, InputConfig(uri="unused"), STORAGE)(
         {"shard": np.array([0]), "uri": np.array([shard.uri])}
     )
-    scored = ScorePairs(model, STORAGE, "cpu", "float32", 512)(block)
+    scored = ScorePairs(model, STORAGE, scoring_settings(512, device="cpu", dtype="float32"))(block)
     assembler = ShardAssembler({0: 5})
     assert assembler.add(scored).complete == [0]
     result = assembler.take(0)

@@ -9,29 +9,19 @@ Both the tokenizer stage and the scoring stage ask here, so they always agree on
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-from pipeline.config import ModelConfig
+from pipeline.config import Kind, ModelConfig, ResolvedKind
 from pipeline.errors import ModelLoadError
-from pipeline.prompt_tokenize import PromptPairTokenizer
-from pipeline.tokenize import PairTokenizer
+from pipeline.models.hf_config import read_model_config
+from pipeline.models.layerwise_config import LayerwiseConfig
+from pipeline.models.pair_tokenizer import PairTokenizer
+from pipeline.models.prompt_tokenizer import PromptPairTokenizer
 
-ENCODER, LLM, LAYERWISE = "encoder", "llm", "layerwise"
+ENCODER: Final = "encoder"
+LLM: Final = "llm"
+LAYERWISE: Final = "layerwise"
 LAYERWISE_ARCHITECTURES = ("LayerWiseMiniCPMForCausalLM",)
-
-
-def read_model_config(name_or_path: str) -> dict[str, Any]:
-    """config.json as a plain dict (no model class needed: minicpm-layerwise has none in transformers)."""
-    from transformers import PretrainedConfig
-
-    try:
-        config, _ = PretrainedConfig.get_config_dict(name_or_path)
-    except Exception as e:
-        raise ModelLoadError(
-            f"cannot load --model {name_or_path!r}: {e}; pass a local model directory or a hub id "
-            "this machine can reach"
-        ) from e
-    return config
 
 
 def is_layerwise_config(config: dict[str, Any]) -> bool:
@@ -41,7 +31,7 @@ def is_layerwise_config(config: dict[str, Any]) -> bool:
     )
 
 
-def detect_kind(config: dict[str, Any]) -> str | None:
+def detect_kind(config: dict[str, Any]) -> ResolvedKind | None:
     """encoder / llm / layerwise from architectures; None if it is none of them."""
     archs = config.get("architectures") or []
     if is_layerwise_config(config):
@@ -53,7 +43,7 @@ def detect_kind(config: dict[str, Any]) -> str | None:
     return None
 
 
-def resolve_kind(name_or_path: str, requested: str) -> str:
+def resolve_kind(name_or_path: str, requested: Kind) -> ResolvedKind:
     """The kind to run: the requested one (checked against the model) or, for auto, the detected one."""
     config = read_model_config(name_or_path)
     detected = detect_kind(config)
@@ -94,8 +84,6 @@ def check_model(name_or_path: str, model: ModelConfig) -> None:
     if model.kind == ENCODER:
         check_encoder_config(name_or_path, model.trust_remote_code)
     elif model.kind == LAYERWISE:
-        from pipeline.minicpm_layerwise import LayerwiseConfig
-
         LayerwiseConfig.from_dict(read_model_config(name_or_path)).resolve_cutoffs(model.cutoff_layers)
 
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.config import InputConfig
 from pipeline.errors import InputContractError
 from pipeline.io import ShardFile, Storage, storage_error
-from pipeline.split_queries import decode_hashes, query_id_hashes, split_queries
+from pipeline.rerank.config import InputConfig
+from pipeline.rerank.split_queries import decode_hashes, query_id_hashes, split_queries
 
 log = logging.getLogger(__name__)
 

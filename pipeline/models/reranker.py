@@ -1,6 +1,6 @@
 """The scoring model run over right-padded token-budget micro-batches, whatever its kind:
-an encoder's one logit, an LLM's "Yes" logit (pipeline.llm_scorer) or layerwise heads
-(pipeline.minicpm_layerwise). Each scoring module maps (input_ids, attention_mask[, token_type_ids])
+an encoder's one logit, an LLM's "Yes" logit (pipeline.models.llm_scorer) or layerwise heads
+(pipeline.models.minicpm_layerwise). Each scoring module maps (input_ids, attention_mask[, token_type_ids])
 to fp32 scores [rows, columns]."""
 
 from __future__ import annotations
@@ -12,19 +12,14 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from pipeline.batching import plan_micro_batches
+from pipeline.config import ResolvedKind
 from pipeline.errors import ModelLoadError
+from pipeline.models.batching import plan_micro_batches
+from pipeline.models.padding import right_pad
 
 log = logging.getLogger(__name__)
 
 TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-def resolve_dtype(dtype: str, device: str) -> str:
-    """`auto` means float16 on CUDA (FlagEmbedding's use_fp16) and float32 on CPU."""
-    if dtype != "auto":
-        return dtype
-    return "float16" if device == "cuda" else "float32"
 
 
 class EncoderScorer(torch.nn.Module):
@@ -47,15 +42,15 @@ def load_scorer(
 ) -> tuple[torch.nn.Module, int, int]:
     """(scoring module, pad token id, number of score columns) for a reranker of the given kind."""
     if kind == "llm":
-        from pipeline.llm_scorer import YesLogitScorer
-        from pipeline.prompt_tokenize import yes_token_id
-        from pipeline.tokenize import load_hf_tokenizer
+        from pipeline.models.llm_scorer import YesLogitScorer
+        from pipeline.models.pair_tokenizer import load_hf_tokenizer
+        from pipeline.models.prompt_tokenizer import yes_token_id
 
         tokenizer = load_hf_tokenizer(name_or_path, trust_remote_code)
         scorer = YesLogitScorer.load(name_or_path, yes_token_id(tokenizer), dtype, trust_remote_code)
         return scorer, tokenizer.pad_token_id or 0, 1
     if kind == "layerwise":
-        from pipeline.minicpm_layerwise import LayerwiseReranker
+        from pipeline.models.minicpm_layerwise import LayerwiseReranker
 
         layerwise = LayerwiseReranker.load(name_or_path, cutoff_layers, dtype)
         return layerwise, layerwise.cfg.pad_token_id or 0, len(layerwise.cutoff_layers)
@@ -91,6 +86,7 @@ class Reranker:
         device: str,
         pad_token_id: int,
         max_batch_tokens: int,
+        *,
         num_scores: int = 1,
         min_fill: float = 0.0,
     ) -> None:
@@ -109,16 +105,18 @@ class Reranker:
         device: str,
         dtype: str,
         max_batch_tokens: int,
+        *,
+        min_fill: float = 0.0,
         trust_remote_code: bool = False,
-        kind: str = "encoder",
+        kind: ResolvedKind = "encoder",
         cutoff_layers: list[int] | None = None,
     ) -> Reranker:
-        torch_dtype = TORCH_DTYPES[resolve_dtype(dtype, device)]
+        """`dtype` is concrete (float16, bfloat16 or float32)."""
         model, pad, num_scores = load_scorer(
-            name_or_path, kind, torch_dtype, trust_remote_code, cutoff_layers
+            name_or_path, kind, TORCH_DTYPES[dtype], trust_remote_code, cutoff_layers
         )
         model.eval().to(device)
-        return cls(model, device, pad, max_batch_tokens, num_scores)
+        return cls(model, device, pad, max_batch_tokens, num_scores=num_scores, min_fill=min_fill)
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
@@ -130,20 +128,8 @@ class Reranker:
         self, input_ids: pa.ListArray, token_type_ids: pa.ListArray | None, rows: np.ndarray
     ) -> dict[str, torch.Tensor]:
         """The model inputs of the given rows as one right-padded batch, on the device."""
-        offsets = input_ids.offsets.to_numpy()
-        starts, lengths = offsets[rows], offsets[np.asarray(rows) + 1] - offsets[rows]
-        width = max(int(lengths.max()), 1)
-        mask = np.arange(width)[None, :] < lengths[:, None]
-        positions = np.where(mask, starts[:, None] + np.arange(width)[None, :], 0)
-        flat = input_ids.values.to_numpy()
-        kwargs = {
-            "input_ids": self._to_device(np.where(mask, flat[positions], self.pad_token_id).astype(np.int64)),
-            "attention_mask": self._to_device(mask.astype(np.int64)),
-        }
-        if token_type_ids is not None:
-            types = token_type_ids.values.to_numpy()
-            kwargs["token_type_ids"] = self._to_device(np.where(mask, types[positions], 0).astype(np.int64))
-        return kwargs
+        padded = right_pad(input_ids, rows, self.pad_token_id, token_type_ids)
+        return {name: self._to_device(array) for name, array in padded.items()}
 
     @torch.inference_mode()
     def forward(
@@ -152,18 +138,25 @@ class Reranker:
         """fp32 scores [rows, score columns] of the given rows, run as one right-padded batch."""
         return self.model(**self.inputs(input_ids, token_type_ids, rows)).cpu().numpy()
 
-    def score(self, input_ids: pa.ListArray, token_type_ids: pa.ListArray | None = None) -> ScoredBatch:
+    def score(
+        self,
+        input_ids: pa.ListArray,
+        token_type_ids: pa.ListArray | None = None,
+        max_batch_tokens: int | None = None,
+    ) -> ScoredBatch:
         """Scores every row; micro-batches are token-budget, longest first, right-padded.
 
         Results stay on the device until every micro-batch is queued: on CUDA the host pads and
         copies the next batch while the GPU runs the current one, and syncs once per call.
+        `max_batch_tokens` overrides the budget this reranker was built with (a probed one).
         """
+        budget = max_batch_tokens or self.max_batch_tokens
         lengths = np.diff(input_ids.offsets.to_numpy())
         n = len(lengths)
         out = ScoredBatch(np.empty((n, self.num_scores), np.float32), np.empty(n, np.int32))
         pending: list[tuple[np.ndarray, torch.Tensor]] = []
         with torch.inference_mode():
-            for idx in plan_micro_batches(lengths, self.max_batch_tokens, self.min_fill):
+            for idx in plan_micro_batches(lengths, budget, self.min_fill):
                 self._score_rows(input_ids, token_type_ids, idx, lengths, out, pending)
             for idx, scores in pending:
                 out.columns[idx] = scores.cpu().numpy()

@@ -1,6 +1,6 @@
 """The write stage: one shard's scores joined to its rows, ranked, published, then marked done.
 
-Kept apart from `pipeline.stages` so publish tasks never import torch.
+Kept apart from `pipeline.rerank.stages` so publish tasks never import torch.
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline import checkpoint
-from pipeline.assembly import ShardScores
-from pipeline.config import InputConfig, RankingConfig
 from pipeline.io import ShardFile, Storage
-from pipeline.quarantine import duplicate_pairs, split_rejected
-from pipeline.ranking import rank_table
+from pipeline.rerank import checkpoint
+from pipeline.rerank.assembly import ShardScores
+from pipeline.rerank.config import InputConfig, RankingConfig
+from pipeline.rerank.quarantine import duplicate_pairs, split_rejected
+from pipeline.rerank.ranking import rank_table
 
 
 def publish_shard(

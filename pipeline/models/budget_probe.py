@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from pipeline.reranker import Reranker
+from pipeline.models.reranker import Reranker
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ import time
 import uuid
 from typing import Any
 
-from pipeline.checkpoint import LEASE
 from pipeline.errors import RerankError
 from pipeline.io import Storage, join
+from pipeline.rerank.checkpoint import LEASE
 
 log = logging.getLogger(__name__)
 

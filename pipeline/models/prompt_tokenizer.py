@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.errors import ModelLoadError
-from pipeline.tokenize import load_hf_tokenizer
+from pipeline.models.pair_tokenizer import load_hf_tokenizer
 
 QUERY_PREFIX = "A: "
 PASSAGE_PREFIX = "B: "

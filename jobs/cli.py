@@ -1,0 +1,47 @@
+"""`rerank`: the one command-line entry point. A table of commands; each parses its flags (made
+from its config's fields), logs its resolved config, runs, and returns an exit code through the
+one exception-to-exit-code table in `jobs/entry.py`.
+
+    rerank run INPUT OUTPUT --model M [flags]     score and re-sort every shard
+    rerank nightly --date D --config C            a dated, scheduled run (one copy at a time)
+    rerank finetune --train T --model M --output O  fine-tune on Ray Train
+    rerank demo                                   the job end to end on generated data
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from jobs import demo, finetune, rerank, rerank_nightly
+from jobs.entry import Command, configure_logging, execute
+
+# name -> (adds its sub-parser, runs it)
+COMMANDS: dict[str, tuple[Callable[[Any], None], Command]] = {
+    "run": (rerank.add_parser, rerank.command),
+    "nightly": (rerank_nightly.add_parser, rerank_nightly.command),
+    "finetune": (finetune.add_parser, finetune.command),
+    "demo": (demo.add_parser, demo.command),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rerank", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add_parser, _ in COMMANDS.values():
+        add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    args = build_parser().parse_args(argv)
+    return execute(COMMANDS[args.command][1], args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The rerank job's typed configuration: YAML file + CLI overrides, validated all at once.
+
+Device-dependent defaults (budget, min fill, rows per call, threads) are not resolved here but in
+`pipeline.rerank.settings`, once, when the device is known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from pipeline.config import (
+    JobSection,
+    ModelConfig,
+    RayConfig,
+    Section,
+    deep_merge,
+    query_room_problems,
+    read_yaml_config,
+    validate_config,
+)
+
+
+class InputConfig(Section):
+    uri: str = Field(description="Parquet shard or directory/prefix of shards (recursive); any fsspec URI.")
+    query_id_column: str = Field("query_id", description="Column holding the query id.")
+    query_column: str = Field("query", description="Column holding the query text.")
+    doc_id_column: str = Field("doc_id", description="Column holding the candidate's id.")
+    passage_column: str = Field("passage", description="Column holding the candidate passage text.")
+    allow_split_queries: bool = Field(
+        False,
+        description="Allow a query id in several shards (each shard ranks its part); else exit 2.",
+    )
+
+
+class OutputConfig(Section):
+    uri: str = Field(description="Directory/prefix for output shards and bookkeeping; any fsspec URI.")
+    fresh: bool = Field(False, description="Discard earlier progress in OUTPUT and start over.")
+
+
+class RankingConfig(Section):
+    normalize: bool = Field(False, description="Add column score_norm = sigmoid(score).")
+    top_k: int | None = Field(None, ge=1, description="Keep only the best K candidates per query.")
+
+
+class ScoringConfig(Section):
+    max_batch_tokens: int | Literal["auto"] | None = Field(
+        None,
+        description="Padded-token budget per micro-batch; default 2048 on CPU, 65536 on CUDA; auto = each "
+        "scoring actor times a few budgets on its first call's pairs and keeps the fastest.",
+    )
+    min_batch_fill: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Close a micro-batch before a row shorter than this share of its longest row; "
+        "default 0.95 on CPU, 0 (off) on CUDA.",
+    )
+    min_actors: int = Field(1, ge=1, description="Scoring pool size at least (one GPU each on CUDA).")
+    max_actors: int = Field(1, ge=1, description="Scoring pool size at most (autoscaling up to it).")
+    rows_per_call: int | None = Field(
+        None,
+        ge=1,
+        description="Pairs handed to a scoring actor per call, split there into micro-batches; "
+        "default 1024 on CPU, 4096 on CUDA (a shard is published once every call holding its rows is done).",
+    )
+    cpus_per_actor: float = Field(1.0, gt=0, description="Ray CPUs reserved by each scoring actor.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch threads per CPU scoring actor; default: the node's cores / actors."
+    )
+    tokenize_actors: int = Field(1, ge=1, description="Tokenizing actors (CPU stage).")
+    cpus_per_tokenizer: float = Field(0.5, gt=0, description="Ray CPUs reserved by each tokenizing actor.")
+
+
+class JobConfig(JobSection):
+    input: InputConfig = Field(description="The input shards and which columns hold what.")
+    output: OutputConfig = Field(description="Where output shards and bookkeeping go.")
+    model: ModelConfig = Field(description="The reranker and how pairs are tokenized.")
+    ranking: RankingConfig = Field(default_factory=RankingConfig, description="Output ordering options.")
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="Scoring pool options.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection options.")
+
+
+def _cross_field_problems(cfg: JobConfig) -> list[str]:
+    m, s = cfg.model, cfg.scoring
+    problems = query_room_problems(m.max_length, m.resolved_query_max_length)
+    if m.kind == "encoder" and m.prompt is not None:
+        problems.append("model.prompt is for llm/layerwise rerankers; drop --prompt or set --kind llm")
+    if m.kind in ("encoder", "llm") and m.cutoff_layers is not None:
+        problems.append(
+            f"model.cutoff_layers={m.cutoff_layers} is for layerwise rerankers (--kind layerwise), "
+            f"not --kind {m.kind}; drop --cutoff-layers"
+        )
+    layers = m.cutoff_layers
+    if layers is not None and (not layers or len(set(layers)) != len(layers)):
+        problems.append(
+            f"model.cutoff_layers={layers} must list one or more distinct layers, e.g. --cutoff-layers 28"
+        )
+    if s.min_actors > s.max_actors:
+        problems.append(
+            f"scoring.min_actors={s.min_actors} > scoring.max_actors={s.max_actors}; "
+            "use --actors N or --actors MIN:MAX with MIN <= MAX"
+        )
+    if isinstance(s.max_batch_tokens, int) and s.max_batch_tokens < max(m.max_length, 64):
+        problems.append(
+            f"scoring.max_batch_tokens={s.max_batch_tokens} is below model.max_length={m.max_length}; "
+            "a single full-length pair would not fit a batch; raise --max-batch-tokens"
+        )
+    cols = [
+        cfg.input.query_id_column,
+        cfg.input.query_column,
+        cfg.input.doc_id_column,
+        cfg.input.passage_column,
+    ]
+    if len(set(cols)) != len(cols):
+        problems.append(f"input column names must differ, got {cols}")
+    scores = ["score", *[c for c in m.score_columns if c != "score"]]
+    for reserved in [*scores, "rank", *[f"{c}_norm" for c in scores]]:
+        if reserved in cols:
+            problems.append(f"input column {reserved!r} clashes with an output column; rename it")
+    return problems
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any]) -> JobConfig:
+    """Loads the YAML file (if any), applies CLI overrides, validates; raises one ConfigError."""
+    return validate_config(JobConfig, deep_merge(read_yaml_config(path), overrides), _cross_field_problems)
+
+
+def fingerprint(cfg: JobConfig, resolved_dtype: str) -> dict[str, Any]:
+    """What makes two runs' outputs comparable; a resume must match it exactly."""
+    fp = {
+        "model": cfg.model.name_or_path,
+        "max_length": cfg.model.max_length,
+        "query_max_length": cfg.model.resolved_query_max_length,
+        "dtype": resolved_dtype,
+        "normalize": cfg.ranking.normalize,
+        "top_k": cfg.ranking.top_k,
+        "columns": {
+            "query_id": cfg.input.query_id_column,
+            "query": cfg.input.query_column,
+            "doc_id": cfg.input.doc_id_column,
+            "passage": cfg.input.passage_column,
+        },
+    }
+    m = cfg.model
+    if m.kind not in ("auto", "encoder"):  # encoder runs keep the fingerprint they always had
+        fp["kind"] = m.kind
+        fp["prompt"] = m.resolved_prompt
+        fp["cutoff_layers"] = m.cutoff_layers
+    return fp
+
+
+def fingerprint_digest(fp: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]

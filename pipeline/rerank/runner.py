@@ -1,0 +1,264 @@
+"""Runs one rerank job, in phases:
+
+1. prepare: every check (paths, storage, model, OUTPUT, the input contract, split queries) and
+   the device-dependent settings; nothing is written;
+2. claim OUTPUT: the run's first writes (fingerprint, --fresh, stale temp files);
+3. score and publish: the Ray Data plan streams scores, each complete shard is published;
+4. finalize: `_SUCCESS`, once every shard is done.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pyarrow as pa
+
+from pipeline.cluster import connect_ray, cpus_per_node, resolve_device
+from pipeline.config import ResolvedKind
+from pipeline.errors import ConfigError, ModelLoadError
+from pipeline.faults import crash_point
+from pipeline.io import ShardFile, Storage, join, storage_error
+from pipeline.model_cache import local_model_path
+from pipeline.models.kinds import check_model, load_pair_tokenizer, resolve_kind
+from pipeline.rerank import checkpoint
+from pipeline.rerank.assembly import ShardAssembler, ShardScores
+from pipeline.rerank.build import build
+from pipeline.rerank.config import JobConfig, fingerprint, fingerprint_digest
+from pipeline.rerank.discovery import PendingShard, check_pending, check_split_queries, find_shards
+from pipeline.rerank.progress import Progress
+from pipeline.rerank.publisher import ShardPublisher
+from pipeline.rerank.settings import ScoringSettings, resolve_settings
+from pipeline.rerank.split_queries import encode_hashes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunReport:
+    """What a run did; `jobs/` turns it into an exit code and the final summary."""
+
+    shards_total: int
+    shards_skipped: int
+    shards_published: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    success_manifest: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedRun:
+    """Everything the run found and decided before its first write."""
+
+    cfg: JobConfig  # with the model's kind resolved
+    storage: Storage
+    settings: ScoringSettings
+    fingerprint: dict[str, Any]
+    digest: str
+    shards: list[ShardFile]
+    output_files: list[str]  # OUTPUT's listing, read once
+    done: dict[str, dict[str, Any]]  # relpath -> marker of a shard already published
+    pending: list[PendingShard]
+    split_queries: int
+
+
+def check_paths(cfg: JobConfig) -> None:
+    a, b = cfg.input.uri.rstrip("/") + "/", cfg.output.uri.rstrip("/") + "/"
+    if a.startswith(b) or b.startswith(a):
+        raise ConfigError(
+            [
+                f"INPUT {cfg.input.uri!r} and OUTPUT {cfg.output.uri!r} overlap; "
+                "write the output outside the input tree"
+            ]
+        )
+
+
+def storage_from_config(cfg: JobConfig) -> Storage:
+    return Storage.from_section(cfg.storage)
+
+
+def load_model_locally(cfg: JobConfig, storage: Storage) -> tuple[JobConfig, ResolvedKind]:
+    """Checks --model (fetching it into this node's cache if remote) before any shard work; returns
+    the config with the model's kind resolved (auto -> encoder, llm or layerwise), and the kind."""
+    m = cfg.model
+    try:
+        path = local_model_path(m.name_or_path, storage)
+    except Exception as e:
+        raise storage_error(m.name_or_path, "--model", e) from e
+    kind = resolve_kind(path, m.kind)
+    resolved = m.model_copy(update={"kind": kind})
+    if kind == "encoder" and m.prompt is not None:
+        raise ModelLoadError(
+            f"--prompt is for llm/layerwise rerankers; --model {m.name_or_path!r} is an encoder"
+        )
+    if kind != "layerwise" and m.cutoff_layers is not None:
+        raise ModelLoadError(
+            f"--cutoff-layers is for layerwise rerankers; --model {m.name_or_path!r} is an {kind} reranker"
+        )
+    check_model(path, resolved)
+    load_pair_tokenizer(path, resolved)
+    log.info("model %s: %s reranker", m.name_or_path, kind)
+    return cfg.model_copy(update={"model": resolved}), kind
+
+
+def prepare(cfg: JobConfig) -> PreparedRun:
+    """Phase 1: every check, and the settings; writes nothing. Raises RerankError on bad usage."""
+    check_paths(cfg)
+    storage = storage_from_config(cfg)
+    log.info("storage options: %s", storage.redacted())
+    output = cfg.output.uri
+    shards = find_shards(storage, cfg.input.uri)
+    storage.check_root(output, "OUTPUT")
+    cfg, kind = load_model_locally(cfg, storage)
+    connect_ray(cfg.ray)
+    device = resolve_device(cfg.model.device)
+    settings = resolve_settings(
+        cfg.scoring,
+        device=device,
+        dtype=cfg.model.dtype,
+        kind=kind,
+        cpus_per_node=cpus_per_node(),
+    )
+    fp = fingerprint(cfg, settings.dtype)
+    digest = fingerprint_digest(fp)
+    fresh = cfg.output.fresh
+    try:
+        files = checkpoint.check_output(storage, output, fp, digest, fresh)
+        done = {} if fresh else checkpoint.load_done(storage, output, shards, digest)
+    except OSError as e:
+        raise storage_error(output, "OUTPUT", e) from e
+    pending = check_pending(storage, [s for s in shards if s.relpath not in done], cfg.input)
+    split = check_split_queries(pending, done, cfg.input)
+    return PreparedRun(
+        cfg=cfg,
+        storage=storage,
+        settings=settings,
+        fingerprint=fp,
+        digest=digest,
+        shards=shards,
+        output_files=files,
+        done=done,
+        pending=pending,
+        split_queries=split,
+    )
+
+
+def claim(run: PreparedRun) -> None:
+    """Phase 2: the run's first writes."""
+    output = run.cfg.output.uri
+    try:
+        checkpoint.claim_output(
+            run.storage, output, run.fingerprint, run.digest, run.cfg.output.fresh, run.output_files
+        )
+    except OSError as e:
+        raise storage_error(output, "OUTPUT", e) from e
+    s = run.settings
+    log.info(
+        "%d shard(s) under %s: %d already done, %d to score (device=%s, dtype=%s)",
+        len(run.shards),
+        run.cfg.input.uri,
+        len(run.done),
+        len(run.pending),
+        s.device,
+        s.dtype,
+    )
+
+
+def score_and_publish(run: PreparedRun, report: RunReport) -> list[dict[str, Any]]:
+    """Phase 3: streams every pending shard through the plan and publishes each one complete."""
+    cfg = run.cfg
+    run.storage.remove(join(cfg.output.uri, checkpoint.SUCCESS))
+    by_id: dict[int, ShardFile] = {}
+    for i, p in enumerate(run.pending):
+        if p.num_rows < 0:
+            report.failed[p.shard.relpath] = "unreadable Parquet footer"
+        elif p.num_rows > 0:
+            by_id[i] = p.shard
+    rows = {i: run.pending[i].num_rows for i in by_id}
+    progress = Progress(shards_total=len(run.pending), pairs_total=sum(rows.values()))
+    publisher = ShardPublisher(
+        storage=run.storage,
+        output=cfg.output.uri,
+        columns=cfg.input,
+        ranking=cfg.ranking,
+        digest=run.digest,
+        score_columns=cfg.model.score_columns,
+        query_id_hashes={p.shard.relpath: encode_hashes(set(p.query_ids)) for p in run.pending},
+        progress=progress,
+    )
+    for p in run.pending:
+        if p.num_rows == 0:  # nothing to score: published as an empty shard
+            publisher.submit(p.shard, ShardScores.empty(0, len(cfg.model.score_columns)))
+    assembler = ShardAssembler(rows, cfg.model.score_columns)
+    if by_id:
+        stream_scores(run, by_id, assembler, publisher, progress, report)
+    publisher.drain()
+    report.failed.update(publisher.failed)
+    report.shards_published = len(publisher.markers)
+    for s, reason in {**assembler.failed, **assembler.incomplete()}.items():
+        report.failed.setdefault(by_id[s].relpath, reason)
+    report.summary = progress.summary()
+    return publisher.markers
+
+
+def stream_scores(
+    run: PreparedRun,
+    by_id: dict[int, ShardFile],
+    assembler: ShardAssembler,
+    publisher: ShardPublisher,
+    progress: Progress,
+    report: RunReport,
+) -> None:
+    """Iterates the plan's output; hands each shard to the publisher the moment it is complete."""
+    cfg = run.cfg
+    ds = build(
+        shards=by_id,
+        model=cfg.model,
+        columns=cfg.input,
+        pool=cfg.scoring,
+        settings=run.settings,
+        storage=run.storage,
+    )
+    try:
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            batch = cast(pa.Table, block)
+            added = assembler.add(batch)
+            progress.scored(added.pairs, added.tokens, added.padded_tokens)
+            progress.placed(batch)
+            progress.timed(batch)
+            for s in added.complete:
+                publisher.submit(by_id[s], assembler.take(s))
+            publisher.reap(timeout=0)
+    except Exception as e:  # the pipeline itself died: every unfinished shard fails with it
+        log.error("scoring pipeline failed: %s", e)
+        for s, reason in assembler.incomplete().items():
+            report.failed[by_id[s].relpath] = f"scoring pipeline failed: {e} ({reason})"
+
+
+def finalize(run: PreparedRun, markers: list[dict[str, Any]], report: RunReport) -> None:
+    """Phase 4: `_SUCCESS`, when every shard is done."""
+    report.summary["split_queries"] = run.split_queries
+    if not report.ok:
+        return
+    crash_point("before_success")
+    report.success_manifest = checkpoint.write_success(
+        run.storage, run.cfg.output.uri, markers, run.fingerprint, run.digest, report.summary
+    )
+
+
+def run(cfg: JobConfig) -> RunReport:
+    """Runs the job to completion (or to the shards that failed). Raises RerankError on bad usage."""
+    prepared = prepare(cfg)
+    crash_point("before_write")  # every check passed; nothing written yet
+    claim(prepared)
+    report = RunReport(shards_total=len(prepared.shards), shards_skipped=len(prepared.done))
+    markers = list(prepared.done.values())
+    if prepared.pending:
+        markers += score_and_publish(prepared, report)
+    finalize(prepared, markers, report)
+    return report

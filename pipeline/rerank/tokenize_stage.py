@@ -1,0 +1,89 @@
+"""The CPU stage: `TokenizeShard` reads one input shard (row group by row group), tokenizes its
+pairs and orders them longest first. A shard that cannot be read yields one error row instead of
+failing the run. No Ray and no torch import: tokenizing actors stay light."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.config import ModelConfig
+from pipeline.io import Storage
+from pipeline.model_cache import local_model_path
+from pipeline.models.batching import longest_first
+from pipeline.models.kinds import load_pair_tokenizer
+from pipeline.rerank.config import InputConfig
+from pipeline.rerank.quarantine import reject_reasons
+
+log = logging.getLogger(__name__)
+
+
+def tokenized_schema(uses_token_types: bool) -> pa.Schema:
+    fields = [
+        pa.field("shard", pa.int32()),
+        pa.field("row", pa.int64()),
+        pa.field("input_ids", pa.list_(pa.int32())),
+    ]
+    if uses_token_types:
+        fields.append(pa.field("token_type_ids", pa.list_(pa.int8())))
+    fields.append(pa.field("error", pa.string()))  # the whole shard failed (one row, row = -1)
+    fields.append(pa.field("reject", pa.string()))  # this row is quarantined, with the reason
+    return pa.schema(fields)
+
+
+class TokenizeShard:
+    """Reads and tokenizes whole shards; yields one length-sorted table per row group."""
+
+    def __init__(self, model: ModelConfig, columns: InputConfig, storage: Storage) -> None:
+        self._tokenizer = load_pair_tokenizer(local_model_path(model.name_or_path, storage), model)
+        self._columns = columns
+        self._storage = storage
+        self._schema = tokenized_schema(self._tokenizer.uses_token_types)
+
+    def _error_row(self, shard: int, message: str) -> pa.Table:
+        empty: dict[str, Any] = {
+            "shard": [shard],
+            "row": [-1],
+            "input_ids": [[]],
+            "error": [message],
+            "reject": [None],
+        }
+        if self._tokenizer.uses_token_types:
+            empty["token_type_ids"] = [[]]
+        return pa.Table.from_pydict(empty, schema=self._schema)
+
+    def tokenize(self, shard: int, uri: str) -> Iterator[pa.Table]:
+        c = self._columns
+        first_row = 0
+        for group in self._storage.iter_row_groups(uri, [c.query_column, c.passage_column]):
+            queries = group.column(c.query_column).to_pylist()
+            passages = group.column(c.passage_column).to_pylist()
+            reasons = reject_reasons(queries, passages, c.query_column, c.passage_column)
+            if any(reasons):  # quarantined rows are carried along empty, so the shard still adds up
+                queries = [q if r is None else "" for q, r in zip(queries, reasons, strict=True)]
+                passages = [p if r is None else "" for p, r in zip(passages, reasons, strict=True)]
+            enc = self._tokenizer.encode(queries, passages)
+            lengths = np.diff(enc["input_ids"].offsets.to_numpy())
+            order = pa.array(longest_first(lengths), pa.int64())
+            n = group.num_rows
+            columns: dict[str, Any] = {
+                "shard": pa.array(np.full(n, shard, np.int32)),
+                "row": pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
+                **enc,
+                "error": pa.nulls(n, pa.string()),
+                "reject": pa.array(reasons, pa.string()),
+            }
+            yield pa.Table.from_pydict(columns, schema=self._schema).take(order)
+            first_row += n
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[pa.Table]:
+        for shard, uri in zip(batch["shard"], batch["uri"], strict=True):
+            try:
+                yield from self.tokenize(int(shard), str(uri))
+            except Exception as e:  # any read/decode failure fails this shard only
+                log.error("shard %s failed in tokenization: %s", uri, e)
+                yield self._error_row(int(shard), f"{type(e).__name__}: {e}")
