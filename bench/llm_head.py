@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import DEFAULT_PROMPT  # noqa: E402
+from pipeline.models.padding import right_pad  # noqa: E402
 from pipeline.models.prompt_tokenizer import PromptPairTokenizer  # noqa: E402
 
 TINY_GEMMA = ROOT / "tests" / "assets" / "models" / "tiny-gemma"
@@ -53,13 +54,9 @@ def batch(model_dir: str, rows: int, device: str) -> tuple[torch.Tensor, torch.T
     words = ["kalo", "sun", "ra", "vel", "on", "is", "zo", "pe", "dre", "bar", "ter", "mi"]
     queries = [" ".join(rng.choice(words, rng.integers(3, 12))) for _ in range(rows)]
     passages = [" ".join(rng.choice(words, int(rng.lognormal(4.1, 0.6)) + 5)) for _ in range(rows)]
-    ids = tok.encode(queries, passages)["input_ids"].to_pylist()
-    width = max(len(x) for x in ids)
-    input_ids = torch.zeros(rows, width, dtype=torch.long)
-    mask = torch.zeros(rows, width, dtype=torch.long)
-    for i, x in enumerate(ids):
-        input_ids[i, : len(x)], mask[i, : len(x)] = torch.tensor(x), 1
-    return input_ids.to(device), mask.to(device)
+    padded = right_pad(tok.encode(queries, passages)["input_ids"], np.arange(rows), 0)
+    input_ids, mask = (torch.from_numpy(padded[k]).to(device) for k in ("input_ids", "attention_mask"))
+    return input_ids, mask
 
 
 def peak_bytes(device: str) -> int:

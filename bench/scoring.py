@@ -27,15 +27,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.hardware import peak_flops, useful_flops  # noqa: E402
 from bench.throughput import gpu_model  # noqa: E402
 from jobs.demo import make_corpus, make_demo_model  # noqa: E402
 from pipeline.io import Storage  # noqa: E402
 from pipeline.models.batching import longest_first, padded_tokens, plan_micro_batches  # noqa: E402
 from pipeline.models.pair_tokenizer import PairTokenizer  # noqa: E402
 from pipeline.models.reranker import Reranker  # noqa: E402
-from pipeline.rerank.config import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MIN_BATCH_FILL  # noqa: E402
-
-PEAK_FP16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, SXM
+from pipeline.rerank.settings import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MIN_BATCH_FILL  # noqa: E402
 
 
 def fixed_batches(order: np.ndarray, size: int) -> list[np.ndarray]:
@@ -73,7 +72,8 @@ def main() -> int:
     ids, types = enc["input_ids"], enc.get("token_type_ids")
     lengths = np.diff(ids.offsets.to_numpy())
     reranker = Reranker.load(model_dir, device, "float16" if args.gpu else "float32", budget)
-    n_params = sum(p.numel() for n, p in reranker.model.named_parameters() if "embeddings" not in n)
+    peak = peak_flops() if args.gpu else None
+    flops = useful_flops(model_dir, reranker.model, lengths)
 
     plans = {
         "ours": plan_micro_batches(lengths, budget, DEFAULT_MIN_BATCH_FILL[device]),
@@ -91,12 +91,8 @@ def main() -> int:
             "padding_efficiency": round(real / padded, 4),
             "seconds": round(seconds, 3),
         }
-        if args.gpu:
-            name_gpu = torch.cuda.get_device_name()
-            peak = next((v for k, v in PEAK_FP16_TFLOPS.items() if k in name_gpu), None)
-            flops = 2 * n_params * padded  # dense matmul FLOPs of the padded forward
-            if peak:
-                results[name]["mfu"] = round(flops / seconds / (peak * 1e12), 3)
+        if peak:
+            results[name]["mfu"] = round(flops / seconds / peak, 3)  # bench/hardware.py's MFU
     base = results["flag-style"]["pairs_per_s"]
     shape = "bge-m3 shape" if args.gpu else "MiniLM-L6"
     print(f"device={device} pairs={len(lengths)} budget={budget} model={shape}")

@@ -65,13 +65,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.hardware import peak_flops, useful_flops  # noqa: E402
 from jobs.demo import make_corpus, make_demo_model  # noqa: E402
 from pipeline.models.batching import longest_first, padded_tokens, plan_micro_batches  # noqa: E402
+from pipeline.models.padding import right_pad  # noqa: E402
 from pipeline.models.pair_tokenizer import PairTokenizer  # noqa: E402
 from pipeline.models.reranker import Reranker  # noqa: E402
-from pipeline.rerank.config import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MIN_BATCH_FILL  # noqa: E402
+from pipeline.rerank.settings import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MIN_BATCH_FILL  # noqa: E402
 
-PEAK_FP16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, SXM (as bench/scoring.py)
 SIDE_PYTHON = ROOT / ".venv-flag" / "bin" / "python"
 CANDIDATES = 20
 MAX_LENGTH = 512
@@ -160,32 +161,18 @@ def fixed_batches(order: np.ndarray, size: int) -> list[np.ndarray]:
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
-def pad_rows(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, fill: int) -> torch.Tensor:
-    width = int((offsets[rows + 1] - offsets[rows]).max())
-    out = np.full((len(rows), width), fill, dtype=np.int64)
-    for i, r in enumerate(rows):
-        out[i, : offsets[r + 1] - offsets[r]] = values[offsets[r] : offsets[r + 1]]
-    return torch.from_numpy(out)
-
-
 def pad_batches(
     corpus: Corpus, batches: list[np.ndarray], pad_id: int, device: str
 ) -> list[dict[str, torch.Tensor]]:
-    """Right-padded model inputs of every batch, on the device, built before any timing."""
-    offsets = corpus.input_ids.offsets.to_numpy()
-    ids = corpus.input_ids.values.to_numpy()
-    ones = np.ones(len(ids), dtype=np.int64)
-    types = None if corpus.token_type_ids is None else corpus.token_type_ids.values.to_numpy()
-    inputs = []
-    for rows in batches:
-        kw = {
-            "input_ids": pad_rows(ids, offsets, rows, pad_id),
-            "attention_mask": pad_rows(ones, offsets, rows, 0),
+    """Right-padded model inputs of every batch (as the scorer builds them), on the device, built
+    before any timing."""
+    return [
+        {
+            k: torch.from_numpy(v).to(device)
+            for k, v in right_pad(corpus.input_ids, rows, pad_id, corpus.token_type_ids).items()
         }
-        if types is not None:
-            kw["token_type_ids"] = pad_rows(types, offsets, rows, 0)
-        inputs.append({k: v.to(device) for k, v in kw.items()})
-    return inputs
+        for rows in batches
+    ]
 
 
 @torch.inference_mode()
@@ -203,7 +190,7 @@ def time_forwards(model: torch.nn.Module, inputs: list[dict[str, torch.Tensor]],
 
 def run_job(input_dir: Path, output: Path, model_dir: Path, budget: int, gpu: bool) -> dict[str, Any]:
     """`rerank run` in a subprocess: its wall time, phases from its log, and OUTPUT/_SUCCESS `last_run`."""
-    cmd = [sys.executable, "-m", "jobs.rerank", "run", str(input_dir), str(output), "--model", str(model_dir)]
+    cmd = [sys.executable, "-m", "jobs.cli", "run", str(input_dir), str(output), "--model", str(model_dir)]
     cmd += ["--max-batch-tokens", str(budget), "--fresh"]
     cmd += ["--device", "cuda"] if gpu else ["--device", "cpu", "--torch-threads", str(os.cpu_count())]
     env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}
@@ -259,22 +246,6 @@ def run_peer(peer: str, work: Path, model_dir: Path, gpu: bool) -> dict[str, Any
         return {"error": f"exit {proc.returncode}, no result; last lines of its log:\n{tail}"}
     result: dict[str, Any] = json.loads(lines[-1])
     return result
-
-
-def useful_flops(model_dir: Path, model: torch.nn.Module, lengths: np.ndarray) -> float:
-    """2 * non-embedding params * real tokens + attention (QK^T, AV) over real lengths."""
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(model_dir)
-    params = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
-    attention = 4 * cfg.num_hidden_layers * cfg.hidden_size * float((lengths.astype(np.float64) ** 2).sum())
-    return 2.0 * params * float(lengths.sum()) + attention
-
-
-def peak_flops() -> float | None:
-    name = torch.cuda.get_device_name()
-    peak = next((v for k, v in PEAK_FP16_TFLOPS.items() if k in name), None)
-    return peak * 1e12 if peak else None
 
 
 def row(

@@ -4,8 +4,11 @@ means which code), applied by `execute`.
     0  done: every shard published (`_SUCCESS` written) / the model published
     1  some shards failed, the rest are published (rerun to retry) / training failed (rerun resumes)
     2  bad usage, config, model, storage, input or output state, found before any scoring
-    3  the same run is already in progress elsewhere (its lease is held)
+    3  the same run is already in progress elsewhere (its lease on OUTPUT is held), or this run
+       lost its lease to another one and stopped
     4  internal error: a bug; the traceback is in the log, please report it
+  130  stopped by SIGINT (Ctrl-C), 143 by SIGTERM (128 + the signal number): publishes in flight
+       finished, the lease released; rerun to resume
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ import argparse
 import logging
 from collections.abc import Callable
 
-from pipeline.errors import ConfigError, RerankError
-from pipeline.rerank.lease import LeaseHeldError
+from pipeline.errors import ConfigError, RerankError, RunInterrupted, RunStopped
+from pipeline.rerank.lease import LeaseHeldError, LeaseLostError
 
 log = logging.getLogger("rerank")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ALREADY_RUNNING, EXIT_INTERNAL = 0, 1, 2, 3, 4
+EXIT_SIGNAL_BASE = 128  # + the signal number, as a shell reports a process a signal ended
 
 # first match wins: subclasses before their bases
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (LeaseHeldError, EXIT_ALREADY_RUNNING),
+    (LeaseLostError, EXIT_ALREADY_RUNNING),
+    (RunInterrupted, EXIT_SIGNAL_BASE),  # + its signal number
     (ConfigError, EXIT_USAGE),
     (RerankError, EXIT_USAGE),
 ]
@@ -36,7 +42,8 @@ def configure_logging() -> None:
 
 
 def exit_code_for(error: BaseException) -> int:
-    return next((code for kind, code in EXIT_CODES if isinstance(error, kind)), EXIT_INTERNAL)
+    code = next((code for kind, code in EXIT_CODES if isinstance(error, kind)), EXIT_INTERNAL)
+    return code + error.signal_number if isinstance(error, RunInterrupted) else code
 
 
 def execute(command: Command, args: argparse.Namespace) -> int:
@@ -44,6 +51,9 @@ def execute(command: Command, args: argparse.Namespace) -> int:
     other exception is an internal error (exit 4) logged with its traceback."""
     try:
         return command(args)
+    except RunStopped as e:  # a BaseException (see pipeline/errors.py): stopped at a safe point
+        log.error("%s", e)
+        return exit_code_for(e)
     except Exception as e:
         code = exit_code_for(e)
         if code == EXIT_INTERNAL:

@@ -1,5 +1,9 @@
 """`rerank run`: score and re-sort every shard of INPUT into OUTPUT. Parse → log config → run.
 
+The run holds OUTPUT's lease (`OUTPUT/_rerank/lease.json`, as `rerank nightly` does): a second
+run on the same OUTPUT exits 3 while the first is alive. SIGINT/SIGTERM stop it at a safe point
+(exit 130/143); rerun the same command to resume.
+
 Flags are made from the config's fields (`jobs/flags.py`); exit codes are `jobs/exits.py`'s.
 """
 
@@ -13,7 +17,9 @@ from typing import Any
 from jobs.entry import EXIT_FAILED, EXIT_OK
 from jobs.flags import FlagTable, add_config_file, add_field_flags, add_storage_option, flag_overrides
 from pipeline.rerank.config import JobConfig, load_config
-from pipeline.rerank.runner import RunReport, run
+from pipeline.rerank.lease import RunLease
+from pipeline.rerank.runner import RunReport, check_paths, run, storage_from_config
+from pipeline.rerank.stop import handling_signals, stop_when
 
 log = logging.getLogger("rerank")
 
@@ -39,6 +45,7 @@ FLAG_FIELDS: FlagTable = {
     "passage_column": ("input", "passage_column"),
     "allow_split_queries": ("input", "allow_split_queries"),
     "fresh": ("output", "fresh"),
+    "lease_ttl_s": ("output", "lease_ttl_s"),
     "trust_remote_code": ("model", "trust_remote_code"),
     "ray_address": ("ray", "address"),
     "storage_endpoint_url": ("storage", "endpoint_url"),
@@ -98,11 +105,25 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def command(args: argparse.Namespace) -> int:
     cfg = load_config(getattr(args, "config", None), overrides_from_args(args))
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
-    return finish(run(cfg), cfg)
+    return finish(run_exclusively(cfg), cfg)
 
 
-def finish(report: RunReport, cfg: JobConfig) -> int:
-    """Logs the run's summary and failures; returns the exit code."""
+def run_exclusively(cfg: JobConfig) -> RunReport:
+    """`run(cfg)` as the one run of its OUTPUT: under OUTPUT's lease (LeaseHeldError while another
+    live run holds it), stopped at a safe point by SIGINT/SIGTERM, and at once if the lease is lost."""
+    check_paths(cfg)  # OUTPUT inside INPUT: exit 2 before the lease write creates anything there
+    storage = storage_from_config(cfg)
+    storage.check_root(cfg.output.uri, "OUTPUT")  # a bad bucket is exit 2, before the lease write
+    with (
+        handling_signals(),  # first: a signal while the lease is taken still releases it
+        RunLease(storage, cfg.output.uri, ttl_s=cfg.output.lease_ttl_s) as lease,
+        stop_when(lease.lost),
+    ):
+        return run(cfg)
+
+
+def log_summary(report: RunReport) -> None:
+    """The run's figures: shards, pairs, tokens, throughput, and the work of each node."""
     summary = report.summary
     log.info(
         "summary: shards %d (skipped as done %d, published %d, failed %d) | pairs %s | tokens %s | "
@@ -120,8 +141,16 @@ def finish(report: RunReport, cfg: JobConfig) -> int:
         summary.get("startup_s"),
         summary.get("scoring_utilisation"),
     )
+    log.info(
+        "planning %ss | driver peak RSS %s MiB", summary.get("planning_s"), summary.get("driver_peak_rss_mib")
+    )
     for node, work in (summary.get("nodes") or {}).items():
         log.info("node %s: %d scoring actor(s), %d pairs", node, work["scoring_actors"], work["pairs"])
+
+
+def finish(report: RunReport, cfg: JobConfig) -> int:
+    """Logs the run's summary and failures; returns the exit code."""
+    log_summary(report)
     for relpath, reason in sorted(report.failed.items()):
         log.error("shard %s failed: %s", relpath, reason)
     if report.failed:
@@ -133,8 +162,8 @@ def finish(report: RunReport, cfg: JobConfig) -> int:
     totals = (report.success_manifest or {}).get("totals", {})
     if totals.get("rows_rejected"):
         log.warning(
-            "%d row(s) had a null or empty query/passage and were not scored; they are under %s/_rejected/ "
-            "with a reject_reason",
+            "%d row(s) had a null query id or a null or empty query/passage and were not scored; they "
+            "are under %s/_rejected/ with a reject_reason",
             totals["rows_rejected"],
             cfg.output.uri.rstrip("/"),
         )
@@ -152,3 +181,9 @@ def finish(report: RunReport, cfg: JobConfig) -> int:
         cfg.output.uri.rstrip("/"),
     )
     return EXIT_OK
+
+
+if __name__ == "__main__":  # `python -m jobs.rerank run ...`: the whole CLI, as before jobs/cli.py
+    import runpy
+
+    runpy.run_module("jobs.cli", run_name="__main__")

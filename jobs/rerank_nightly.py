@@ -4,11 +4,12 @@
     python -m jobs.rerank_nightly --date 2026-11-27 --config deploy/nightly.yaml   # ray job submit
 
 `{date}` in the config's strings (INPUT/OUTPUT prefixes, usually) becomes the run date. Before any
-work the run takes a lease on its OUTPUT (`_rerank/lease.json`, heartbeat every ttl/4): a second
-start of the same run while the first is alive exits 3; a lease whose heartbeat is older than its
-ttl (a crashed run) is taken over, so a dead run never blocks the next night. Exit codes as every
-command's (`jobs/exits.py`): 0 all published, 1 some shards failed (rerun to retry), 2 bad
-config/input, 3 already in progress, 4 internal error.
+work the run takes a lease on its OUTPUT (`_rerank/lease.json`, heartbeat every ttl/4), as
+`rerank run` does: a second start of the same run while the first is alive exits 3; a lease whose
+heartbeat is older than its ttl (a crashed run) is taken over, so a dead run never blocks the next
+night; a run that finds its lease taken over (it stalled past the ttl) stops, exit 3. Exit codes
+as every command's (`jobs/entry.py`): 0 all published, 1 some shards failed (rerun to retry), 2 bad
+config/input, 3 already in progress / lease lost, 4 internal error, 130/143 SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ from typing import Any
 
 from jobs.entry import configure_logging, execute
 from jobs.flags import FlagTable, add_field_flags
-from jobs.rerank import finish
+from jobs.rerank import finish, run_exclusively
 from pipeline.config import deep_merge, read_yaml_config
 from pipeline.rerank.config import JobConfig, load_config
-from pipeline.rerank.lease import RunLease
-from pipeline.rerank.runner import run, storage_from_config
 
 log = logging.getLogger("rerank.nightly")
 
-FLAG_FIELDS: FlagTable = {"fresh": ("output", "fresh"), "ray_address": ("ray", "address")}
+FLAG_FIELDS: FlagTable = {
+    "fresh": ("output", "fresh"),
+    "lease_ttl_s": ("output", "lease_ttl_s"),
+    "ray_address": ("ray", "address"),
+}
 
 
 def with_date(value: Any, date: str) -> Any:
@@ -59,12 +62,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="run date YYYY-MM-DD, substituted for {date} in the config (default: today, UTC)",
     )
     p.add_argument("--config", required=True, help="YAML job config with {date} in its URIs")
-    p.add_argument(
-        "--lease-ttl-s",
-        type=float,
-        default=600.0,
-        help="a lease without heartbeat for this long is stale and taken over (default 600)",
-    )
     add_field_flags(p, JobConfig, FLAG_FIELDS)
 
 
@@ -92,15 +89,13 @@ def command(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.fresh:
         overrides["output"] = {"fresh": True}
+    if args.lease_ttl_s is not None:
+        overrides.setdefault("output", {})["lease_ttl_s"] = args.lease_ttl_s
     if args.ray_address:
         overrides["ray"] = {"address": args.ray_address}
     cfg = load_config(None, deep_merge(dated_config(args.config, args.date), overrides))
     log.info("nightly run %s: config %s", args.date, json.dumps(cfg.redacted(), sort_keys=True))
-    storage = storage_from_config(cfg)
-    storage.check_root(cfg.output.uri, "OUTPUT")  # a bad bucket is exit 2, before the lease write
-    with RunLease(storage, cfg.output.uri, ttl_s=args.lease_ttl_s):
-        report = run(cfg)
-    return finish(report, cfg)
+    return finish(run_exclusively(cfg), cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

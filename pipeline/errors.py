@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 
 class RerankError(Exception):
     """Base class for errors the job reports to the user with a clear message."""
@@ -30,3 +32,46 @@ class OutputStateError(RerankError):
 
 class StorageError(RerankError):
     """A storage operation failed for good (missing bucket, no permission, unreachable endpoint)."""
+
+
+class RunStopped(BaseException):
+    """The run was told to stop before it finished: a signal, or its lease was lost.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on its way (the driver
+    loop turns those into failed shards) swallows it: it reaches `jobs/`, which maps it to an exit
+    code. Raised at a safe point of the driver (see `pipeline.rerank.stop`), never mid-write.
+    """
+
+    finish_in_flight = True  # let publishes already under way finish and be marked first
+
+    def __init__(self, reason: str, advice: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.advice = advice
+        self.published_now = 0  # shards this run published before it stopped
+        self.done_before: int | None = None  # shards an earlier run had published
+        self.shards_total: int | None = None
+
+    def count_shards(self, *, total: int, done_before: int) -> None:
+        self.shards_total, self.done_before = total, done_before
+
+    def __str__(self) -> str:
+        if self.shards_total is None or self.done_before is None:
+            return f"{self.reason}; {self.advice}"
+        published = self.done_before + self.published_now
+        return (
+            f"{self.reason}: {published} of {self.shards_total} shards published "
+            f"({self.published_now} by this run), {self.shards_total - published} pending; {self.advice}"
+        )
+
+
+class RunInterrupted(RunStopped):
+    """SIGINT or SIGTERM: the run stopped at a safe point; exit code 128 + the signal number."""
+
+    def __init__(self, signal_number: int, *, forced: bool = False) -> None:
+        name = signal.Signals(signal_number).name
+        reason = f"interrupted by {name}"
+        if forced:
+            reason += " twice: stopped at once, publishes in flight abandoned"
+        super().__init__(reason, "rerun the same command to resume")
+        self.signal_number = signal_number

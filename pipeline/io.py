@@ -9,6 +9,7 @@ sees half a file.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -47,6 +48,47 @@ def join(base: str, relpath: str) -> str:
 
 def protocol_of(uri: str) -> str:
     return uri.split("://", 1)[0] if "://" in uri else "file"
+
+
+_PROTOCOL_ALIASES = {"s3a": "s3", "gcs": "gs", "abfs": "az", "local": "file"}
+
+
+def location(uri: str) -> str:
+    """Where a URI points, for telling whether two overlap: a local path made real (absolute,
+    symlinks resolved), else `protocol://bucket/prefix` with `//` and trailing slashes dropped."""
+    protocol = protocol_of(uri)
+    rest = uri.split("://", 1)[1] if "://" in uri else uri
+    if protocol in ("file", "local"):
+        return os.path.realpath(os.path.expanduser(rest))
+    return f"{_PROTOCOL_ALIASES.get(protocol, protocol)}://" + "/".join(p for p in rest.split("/") if p)
+
+
+def _local_files(root: str) -> Iterator[str]:
+    """Files under a local directory, following symlinked directories (fsspec's `find` does not),
+    in a fixed order, each real directory and file once: a link back up the tree (a loop) or to
+    a directory or file already listed is skipped with a warning, so no row is read twice."""
+    real_root = os.path.realpath(root)
+    seen: set[str] = set()
+    for directory, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen or (directory != root and real_root.startswith(real.rstrip("/") + "/")):
+            log.warning("skipping %s: it links to %s, already listed (or a loop)", directory, real)
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(("_", ".")))
+        for name in sorted(files):
+            path = os.path.join(directory, name)
+            if not name.endswith(".parquet") or name.startswith(("_", ".")):
+                continue
+            target = os.path.realpath(path)
+            if not os.path.exists(target):
+                raise FileNotFoundError(f"{path!r} is a broken symlink (to {target!r}); fix or remove it")
+            if target in seen:
+                log.warning("skipping %s: it links to %s, already listed", path, target)
+                continue
+            seen.add(target)
+            yield path
 
 
 def _version_tag(info: dict[str, Any]) -> str:
@@ -151,7 +193,10 @@ class Storage:
             info = fs.info(root)
             name = root.rsplit("/", 1)[-1]
             return [ShardFile(self._to_uri(fs, root), name, int(info.get("size") or 0), _version_tag(info))]
-        found = fs.find(root, detail=True)
+        if isinstance(fs, LocalFileSystem):  # follows symlinked directories, unlike find
+            found = {path: fs.info(path) for path in _local_files(root.rstrip("/") or "/")}
+        else:
+            found = fs.find(root, detail=True)
         root = root.rstrip("/")
         shards = []
         for path, info in sorted(found.items()):
@@ -233,12 +278,11 @@ class Storage:
         if fs.exists(path):
             fs.rm(path, recursive=True)
 
-    def remove_all_but(self, uri: str, keep: set[str]) -> None:
-        """Removes every file under `uri` except the relative paths in `keep`."""
+    def remove_files(self, uri: str, relpaths: list[str]) -> None:
+        """Removes the files at these paths relative to `uri` (nothing else)."""
         fs, root = self.filesystem(uri)
-        doomed = [join(root, rel) for rel in self.list_files(uri) if rel not in keep]
-        if doomed:
-            fs.rm(doomed)
+        if relpaths:
+            fs.rm([join(root, rel) for rel in relpaths])
 
     def get_directory(self, uri: str, local_dir: str) -> None:
         """Copies every file under `uri` into `local_dir` (which must not exist yet)."""
@@ -253,29 +297,53 @@ class Storage:
             fs.get_file(path, target)
 
     def check_root(self, uri: str, role: str) -> None:
-        """Fails fast with a StorageError if the bucket/container of `uri` cannot be used."""
+        """Fails fast with a StorageError if the bucket/container of `uri` cannot be used, or a local
+        `uri` is a file or cannot be written."""
         fs, path = self.filesystem(uri)
         if isinstance(fs, LocalFileSystem):
+            _check_local_root(uri, path, role)
             return
         bucket = path.split("/", 1)[0]
-        try:
+        try:  # ls, not exists: exists() answers False for an unreachable endpoint or denied access
             fs.invalidate_cache()
-            exists = fs.exists(bucket)
-            if exists:
-                fs.ls(bucket, refresh=True)
-        except Exception as e:
-            raise storage_error(uri, role, e) from e
-        if not exists:
+            fs.ls(bucket, refresh=True)
+        except FileNotFoundError:
             raise StorageError(
                 f"{role} {uri!r}: bucket {bucket!r} does not exist (or is not visible with these "
                 "credentials); create it or fix the URI"
-            )
+            ) from None
+        except Exception as e:
+            raise storage_error(uri, role, e) from e
+
+
+def _check_local_root(uri: str, path: str, role: str) -> None:
+    """A local directory to write into: not a file, and writable (or creatable) by this user."""
+    if os.path.isfile(path):
+        raise StorageError(f"{role} {uri!r} is a file, not a directory; pass a directory (new or empty)")
+    existing = path
+    while not os.path.exists(existing):  # the nearest ancestor that exists is where it gets created
+        existing = os.path.dirname(existing.rstrip("/")) or "/"
+    if not os.path.isdir(existing):
+        raise StorageError(f"{role} {uri!r}: {existing!r} is a file, so the directory cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(f"{role} {uri!r}: {_LOCAL_UNWRITABLE.format(path=existing)}")
+
+
+_LOCAL_UNWRITABLE = (
+    "{path!r} is not writable by this user (or is on a read-only file system); fix its permissions "
+    "or choose another location"
+)
 
 
 def storage_error(uri: str, role: str, e: BaseException) -> StorageError:
     """A StorageError naming the URI and the likely fix for a failed storage call."""
     text = f"{type(e).__name__}: {e}"
-    if isinstance(e, PermissionError) or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
+    local = protocol_of(uri) in ("file", "local")
+    if local and (isinstance(e, PermissionError) or getattr(e, "errno", None) == errno.EROFS):
+        hint = _LOCAL_UNWRITABLE.format(path=getattr(e, "filename", None) or uri)
+    elif local and isinstance(e, (NotADirectoryError, FileExistsError)):
+        hint = "a file is in the way of a directory: pass a directory, or remove the file"
+    elif isinstance(e, PermissionError) or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
         hint = (
             "access denied: check the credentials the job uses (AWS_ACCESS_KEY_ID/"
             "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or --storage-profile, the instance role) and their "

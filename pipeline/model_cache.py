@@ -15,6 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
+from pipeline.errors import ModelLoadError
 from pipeline.io import Storage, protocol_of
 
 log = logging.getLogger(__name__)
@@ -30,16 +31,46 @@ def is_remote(name_or_path: str) -> bool:
     return "://" in name_or_path and protocol_of(name_or_path) not in ("file", "local")
 
 
+def looks_like_path(name_or_path: str) -> bool:
+    """A local path, not a hub id ("name" or "org/name"): starts with / . ~, or has more parts."""
+    return (
+        name_or_path.startswith(("/", ".", "~"))
+        or name_or_path.count("/") > 1
+        or (os.sep != "/" and os.sep in name_or_path)
+    )
+
+
+def check_model_path(name_or_path: str) -> None:
+    """ModelLoadError for a --model meant as a local directory that does not exist (rather than
+    letting it pass for a hub id and fail with the hub's error)."""
+    if is_remote(name_or_path):
+        return
+    path = name_or_path.removeprefix("file://")
+    if (looks_like_path(path) or name_or_path.startswith("file://")) and not os.path.exists(path):
+        raise ModelLoadError(f"no such model directory {path!r}; check --model")
+
+
+def remote_versions(name_or_path: str, storage: Storage) -> dict[str, str]:
+    """The version tag (ETag; else mtime or size) of every object of a model on object storage, by
+    its path relative to the model's root. A model replaced at the same URI has new tags."""
+    fs, root = storage.filesystem(name_or_path)
+    fs.invalidate_cache()
+    root = root.rstrip("/")
+    listing = fs.find(root, detail=True)
+    if not listing:
+        raise FileNotFoundError(f"no model files under {name_or_path!r}")
+    return {
+        p[len(root) :].lstrip("/"): str(i.get("ETag") or i.get("mtime") or i.get("size"))
+        for p, i in sorted(listing.items())
+    }
+
+
 def local_model_path(name_or_path: str, storage: Storage, cache_dir: Path | None = None) -> str:
     """A local directory holding the model: the path itself, or this node's cached copy."""
     if not is_remote(name_or_path):
         return name_or_path.removeprefix("file://")
-    fs, root = storage.filesystem(name_or_path)
-    fs.invalidate_cache()
-    listing = fs.find(root.rstrip("/"), detail=True)
-    if not listing:
-        raise FileNotFoundError(f"no model files under {name_or_path!r}")
-    versions = sorted((p, str(i.get("ETag") or i.get("mtime") or i.get("size"))) for p, i in listing.items())
+    root = storage.filesystem(name_or_path)[1].rstrip("/")
+    versions = [(f"{root}/{rel}", tag) for rel, tag in remote_versions(name_or_path, storage).items()]
     key = hashlib.sha256(repr((name_or_path, versions)).encode()).hexdigest()[:20]
     cache = cache_dir or default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)

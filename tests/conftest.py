@@ -1,17 +1,21 @@
-"""Fixtures shared by every test tier: the committed tiny models and inline shard builders."""
+"""Fixtures shared by every test tier: the committed tiny models, inline shard builders and the
+session's moto S3 server. Plain helpers live in tests/helpers.py."""
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import s3fs
+
+# MODELS is also imported from here by a few unit tests; new code imports it from tests.helpers.
+from tests.helpers import ASSETS, MODELS, pairs_table
+from tests.s3_server import FlakyProxy, MotoServer
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,19 +28,6 @@ os.environ.update(
 )
 # Models fetched from object storage land in a cache private to this test session.
 os.environ["RERANK_CACHE_DIR"] = tempfile.mkdtemp(prefix="rerank-model-cache-")
-
-ASSETS = Path(__file__).parent / "assets"
-
-
-def done_markers(markers_dir: Path) -> list[Path]:
-    """Published done-markers under OUTPUT/_rerank/done: not the `.tmp-*.json` files of a marker
-    being written (an atomic write's temp file also ends in .json)."""
-    if not markers_dir.exists():
-        return []
-    return [p for p in markers_dir.rglob("*.json") if not p.name.startswith(".tmp-")]
-
-
-MODELS = ASSETS / "models"
 
 
 @pytest.fixture(scope="session")
@@ -69,26 +60,6 @@ def goldens() -> dict:
     return json.loads((ASSETS / "goldens" / "encoder.json").read_text())
 
 
-def pairs_table(n_queries: int, candidates: int, seed: int = 0, prefix: str = "q") -> pa.Table:
-    """A long-format pairs table with an extra pass-through column; passages of varied length."""
-    rng = random.Random(seed)
-    syll = ["ka", "lo", "mi", "ter", "sun", "ra", "vel", "on", "is", "zo", "pe", "dre"]
-
-    def words(n: int) -> str:
-        return " ".join("".join(rng.choice(syll) for _ in range(rng.randint(1, 3))) for _ in range(n))
-
-    rows: dict[str, list] = {"query_id": [], "query": [], "doc_id": [], "passage": [], "extra": []}
-    for q in range(n_queries):
-        query = words(rng.randint(2, 8))
-        for c in range(candidates):
-            rows["query_id"].append(f"{prefix}{q}")
-            rows["query"].append(query)
-            rows["doc_id"].append(f"{prefix}{q}-d{c}")
-            rows["passage"].append(words(int(rng.lognormvariate(2.5, 1.0)) + 1))
-            rows["extra"].append(rng.randint(0, 1000))
-    return pa.table(rows)
-
-
 @pytest.fixture
 def write_shards(tmp_path: Path) -> Callable[..., Path]:
     """Writes `n_shards` shards of pairs under `root` (default tmp_path/input; nested dirs)."""
@@ -109,3 +80,28 @@ def write_shards(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return write
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """The session's one S3 endpoint: `moto_server` in its own process on 127.0.0.1."""
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto_server: MotoServer) -> tuple[s3fs.S3FileSystem, str]:
+    """An empty S3 (every bucket of earlier tests dropped): (filesystem, endpoint URL)."""
+    moto_server.reset()
+    fs = s3fs.S3FileSystem(endpoint_url=moto_server.endpoint, key="testing", secret="testing")
+    fs.invalidate_cache()
+    return fs, moto_server.endpoint
+
+
+@pytest.fixture
+def flaky_s3(s3: tuple[s3fs.S3FileSystem, str]) -> Iterator[FlakyProxy]:
+    """A proxy in front of the `s3` endpoint that answers every 3rd request with 503 SlowDown."""
+    proxy = FlakyProxy(s3[1], every=3)
+    yield proxy
+    proxy.stop()

@@ -1,10 +1,33 @@
-"""Helpers shared by test modules (tests import these, never each other)."""
+"""Helpers shared by test modules (tests import these, never each other). Fixtures live in the
+conftest.py files; the processes they run (moto S3, a two-node Ray) in tests/s3_server.py and
+tests/ray_cluster.py, which only conftest.py imports."""
 
 from __future__ import annotations
 
+import json
+import random
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from pipeline.config import ResolvedDevice, ResolvedKind
-from pipeline.rerank.config import ScoringConfig
+from pipeline.io import Storage, join
+from pipeline.rerank import checkpoint
+from pipeline.rerank.config import JobConfig, ScoringConfig, load_config
 from pipeline.rerank.settings import ScoringSettings, resolve_settings
+
+ASSETS = Path(__file__).parent / "assets"
+MODELS = ASSETS / "models"
+STORAGE = Storage()
+
+T = TypeVar("T")
 
 
 def scoring_settings(
@@ -23,3 +46,202 @@ def scoring_settings(
         kind=kind,
         cpus_per_node=2,
     )
+
+
+# --- waiting and ports ---------------------------------------------------------------------------
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout_s: float,
+    interval_s: float = 0.05,
+    what: str = "the condition",
+    *,
+    process: subprocess.Popen | None = None,
+) -> T:
+    """Polls `predicate` until it returns something truthy, and returns that. Raises TimeoutError
+    naming `what` after `timeout_s`, or AssertionError as soon as `process` (when given) has exited
+    with the condition still false: waiting on a dead run would only burn the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"process {process.pid} exited ({process.returncode}) before {what}")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"gave up after {timeout_s:g} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+
+
+def pairs_table(n_queries: int, candidates: int, seed: int = 0, prefix: str = "q") -> pa.Table:
+    """A long-format pairs table with an extra pass-through column; passages of varied length."""
+    rng = random.Random(seed)
+    syll = ["ka", "lo", "mi", "ter", "sun", "ra", "vel", "on", "is", "zo", "pe", "dre"]
+
+    def words(n: int) -> str:
+        return " ".join("".join(rng.choice(syll) for _ in range(rng.randint(1, 3))) for _ in range(n))
+
+    rows: dict[str, list] = {"query_id": [], "query": [], "doc_id": [], "passage": [], "extra": []}
+    for q in range(n_queries):
+        query = words(rng.randint(2, 8))
+        for c in range(candidates):
+            rows["query_id"].append(f"{prefix}{q}")
+            rows["query"].append(query)
+            rows["doc_id"].append(f"{prefix}{q}-d{c}")
+            rows["passage"].append(words(int(rng.lognormvariate(2.5, 1.0)) + 1))
+            rows["extra"].append(rng.randint(0, 1000))
+    return pa.table(rows)
+
+
+def job(input_dir: Path | str, output_dir: Path | str, model_path: str, **sections: dict) -> JobConfig:
+    """A job config for tests: INPUT, OUTPUT and model (max_length 128), plus any other sections."""
+    return load_config(
+        None,
+        {
+            "input": {"uri": str(input_dir)},
+            "output": {"uri": str(output_dir)},
+            "model": {"name_or_path": model_path, "max_length": 128, **sections.pop("model", {})},
+            **sections,
+        },
+    )
+
+
+# --- fine-tuning data: relevance is learnable ------------------------------------------------------
+
+
+def vocabulary() -> list[str]:
+    """Whole-word tokens of tiny-bert's vocabulary (also plain text for tiny-gemma)."""
+    words = (MODELS / "tiny-bert" / "vocab.txt").read_text().split()
+    return sorted({w for w in words if w.isalpha() and w.islower() and 3 <= len(w) <= 8})
+
+
+def synthetic_records(n_queries: int, negatives: int, seed: int, vocab_size: int = 40) -> list[dict]:
+    """FlagEmbedding JSONL records: {"query", "pos": [1], "neg": [negatives]}. Query words come from
+    one part of the vocabulary, filler words from another: the positive holds the query's words
+    among fillers, the negatives only fillers. Held-out queries are new combinations. Words are
+    single tokens of the tiny test models' vocabularies."""
+    rng = random.Random(seed)
+    words = vocabulary()
+    query_words, others = words[:vocab_size], words[vocab_size : 2 * vocab_size]
+    records = []
+    for _ in range(n_queries):
+        query = rng.sample(query_words, 2)
+
+        def filler(k: int, others: list[str] = others) -> list[str]:
+            return rng.sample(others, k)
+
+        pos = query + filler(3)
+        rng.shuffle(pos)
+        negs = [" ".join(filler(5)) for _ in range(negatives)]
+        records.append({"query": " ".join(query), "pos": [" ".join(pos)], "neg": negs})
+    return records
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def records_to_shard(path: Path, records: list[dict], prefix: str = "q") -> Path:
+    """The records as one long-format input shard (query_id, query, doc_id, passage, is_pos)."""
+    rows: dict[str, list] = {"query_id": [], "query": [], "doc_id": [], "passage": [], "is_pos": []}
+    for qi, r in enumerate(records):
+        for di, (passage, is_pos) in enumerate(
+            [(p, True) for p in r["pos"]] + [(n, False) for n in r["neg"]]
+        ):
+            rows["query_id"].append(f"{prefix}{qi}")
+            rows["query"].append(r["query"])
+            rows["doc_id"].append(f"{prefix}{qi}-d{di}")
+            rows["passage"].append(passage)
+            rows["is_pos"].append(is_pos)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(rows), path)
+    return path
+
+
+# --- outputs ---------------------------------------------------------------------------------------
+
+
+def done_markers(markers_dir: Path) -> list[Path]:
+    """Published done-markers under OUTPUT/_rerank/done: not the `.tmp-*.json` files of a marker
+    being written (an atomic write's temp file also ends in .json)."""
+    if not markers_dir.exists():
+        return []
+    return [p for p in markers_dir.rglob("*.json") if not p.name.startswith(".tmp-")]
+
+
+def read_output(output: Path | str, storage: Storage = STORAGE) -> dict[str, pa.Table]:
+    return {s.relpath: storage.read_table(s.uri) for s in storage.list_shards(str(output))}
+
+
+def assert_output_invariants(
+    input_dir: Path | str, output_dir: Path | str, top_k: int | None = None, storage: Storage = STORAGE
+) -> None:
+    """Every input row once per shard (or its top-k), grouped by query, best first, ranked 1..n."""
+    inputs = read_output(input_dir, storage)
+    outputs = read_output(output_dir, storage)
+    assert set(outputs) == set(inputs)
+    for rel, table in inputs.items():
+        out = outputs[rel]
+        assert out.column_names == table.column_names + ["score", "rank"]
+        assert out.schema.field("score").type == pa.float32()
+        assert out.schema.field("rank").type == pa.int32()
+        key = lambda t: sorted(zip(t.column("doc_id").to_pylist(), t.column("extra").to_pylist()))
+        if top_k is None:
+            assert key(out.select(table.column_names)) == key(table)
+        qids = out.column("query_id").to_pylist()
+        first_seen = list(dict.fromkeys(table.column("query_id").to_pylist()))
+        assert list(dict.fromkeys(qids)) == first_seen  # grouped, in order of first appearance
+        scores, ranks = out.column("score").to_numpy(), out.column("rank").to_pylist()
+        for q in first_seen:
+            idx = [i for i, x in enumerate(qids) if x == q]
+            assert idx == list(range(idx[0], idx[-1] + 1))  # contiguous group
+            assert ranks[idx[0] : idx[-1] + 1] == list(range(1, len(idx) + 1))
+            assert np.all(np.diff(scores[idx]) <= 0)
+            if top_k is not None:
+                assert len(idx) == min(top_k, table.column("query_id").to_pylist().count(q))
+
+
+def tables_equal(a: dict[str, pa.Table], b: dict[str, pa.Table]) -> None:
+    assert set(a) == set(b)
+    for rel in a:
+        x, y = a[rel], b[rel]
+        assert x.column_names == y.column_names
+        for name in x.column_names:
+            if name == "score":
+                # identical up to fp32 rounding of different micro-batch compositions
+                np.testing.assert_allclose(x.column(name).to_numpy(), y.column(name).to_numpy(), atol=1e-5)
+            else:
+                assert x.column(name).to_pylist() == y.column(name).to_pylist(), (rel, name)
+
+
+def assert_reconciled(input_dir: Path, output: Path) -> dict:
+    """_SUCCESS matches the files: per shard rows_in = rows_out + rows_rejected + dropped by top-k."""
+    manifest = STORAGE.read_json(join(str(output), checkpoint.SUCCESS))
+    assert manifest["totals"]["reconciled"] is True
+    for entry in manifest["shards"]:
+        rel = entry["path"]
+        rows_in = pq.read_metadata(input_dir / rel).num_rows
+        rows_out = pq.read_metadata(output / rel).num_rows
+        rejected = output / "_rejected" / rel
+        rows_rejected = pq.read_metadata(rejected).num_rows if rejected.exists() else 0
+        assert (entry["rows_in"], entry["rows_out"], entry["rows_rejected"]) == (
+            rows_in,
+            rows_out,
+            rows_rejected,
+        )
+        assert rows_in == rows_out + rows_rejected + entry["rows_dropped_top_k"]
+    t = manifest["totals"]
+    assert t["rows_in"] == t["rows_out"] + t["rows_rejected"] + t["rows_dropped_top_k"]
+    return manifest

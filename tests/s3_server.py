@@ -1,58 +1,68 @@
-"""A real S3 endpoint for tests: moto in server mode, its own process on 127.0.0.1.
+"""A real S3 endpoint for the tests' fixtures (tests/conftest.py): moto in server mode, its own
+process on 127.0.0.1; one per test session. Also a flaky HTTP proxy in front of it that answers
+some requests with 503 SlowDown, to show that transient storage errors are retried.
 
-Also a flaky HTTP proxy in front of it that answers some requests with 503 SlowDown, to show that
-transient storage errors are retried.
+Imported by tests/conftest.py only (and by bench/storage.py); tests use the `moto_server`, `s3`
+and `flaky_s3` fixtures.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
-import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import free_port, wait_until
 
 
 class MotoServer:
-    """`moto_server` on a free loopback port; `auth=True` makes it check access keys."""
+    """`moto_server` on a free loopback port."""
 
-    def __init__(self, auth: bool = False) -> None:
+    def __init__(self) -> None:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ)
-        if auth:
-            env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # every request must carry known keys
         exe = Path(sys.executable).with_name("moto_server")
         self.proc = subprocess.Popen(
             [str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
-            env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1)
-                return
-            except Exception:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.1)
+        wait_until(
+            self._answers, timeout_s=30, interval_s=0.1, what="moto_server to answer", process=self.proc
+        )
+
+    def _answers(self) -> bool:
+        try:
+            urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1)
+        except (OSError, http.client.HTTPException):  # not listening yet, or not answering HTTP yet
+            return False
+        return True
+
+    def _post(self, path: str, body: bytes = b"") -> None:
+        # text/plain: a form-encoded body (urllib's default) would reach moto's handler empty
+        headers = {"Content-Type": "text/plain"}
+        req = urllib.request.Request(self.endpoint + path, data=body, headers=headers, method="POST")
+        urllib.request.urlopen(req, timeout=5)
 
     def reset(self) -> None:
-        req = urllib.request.Request(self.endpoint + "/moto-api/reset", method="POST")
-        urllib.request.urlopen(req, timeout=5)
+        """Drops every bucket and object."""
+        self._post("/moto-api/reset")
+
+    @contextlib.contextmanager
+    def require_auth(self) -> Iterator[None]:
+        """While inside: every request must carry access keys moto knows (none are known, so every
+        request is denied). Outside (the default): any keys are accepted."""
+        self._post("/moto-api/reset-auth", b"0")
+        try:
+            yield
+        finally:
+            self._post("/moto-api/reset-auth", b"inf")
 
     def stop(self) -> None:
         self.proc.terminate()

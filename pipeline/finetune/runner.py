@@ -2,7 +2,8 @@
 
 Every check that can fail does so before any worker starts: the config, the model's kind, every
 data line, OUTPUT (already a model: nothing to do; anything else there: refuse), and the
-checkpoints (left by a run with another config: refuse, or `--fresh`).
+checkpoints (left by a run with another config: refuse, or `--fresh`), the Ray cluster and the
+precision it allows. Only then come the first writes: `--fresh` discarding checkpoints, the run file.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from pipeline.faults import ENV as CRASH_ENV
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.finetune.data import TrainQuery, load_queries
 from pipeline.finetune.publish import REPORT
+from pipeline.finetune.train_loop import train_worker
 from pipeline.io import Storage, join, storage_error
-from pipeline.model_cache import local_model_path
+from pipeline.model_cache import check_model_path, local_model_path
 from pipeline.models.kinds import resolve_kind
+from pipeline.models.limits import check_max_length
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +49,11 @@ def _check_teacher(queries: list[TrainQuery], loss: str) -> None:
 
 
 def _check_checkpoints(storage: Storage, cfg: FinetuneConfig) -> None:
-    """Checkpoints under the checkpoint URI must come from this config; `--fresh` discards them."""
+    """Checkpoints under the checkpoint URI must come from this config (`--fresh`: they will be
+    discarded, so any config may follow). Reads only; `_claim_checkpoints` writes."""
     uri = cfg.run.resolved_checkpoint_uri
     if cfg.run.fresh:
-        storage.remove(uri)
+        return
     found = storage.read_json(join(uri, RUN_FILE))
     mine = cfg.fingerprint()
     if found is not None and found != mine:
@@ -63,8 +67,16 @@ def _check_checkpoints(storage: Storage, cfg: FinetuneConfig) -> None:
             f"checkpoints at {uri!r} belong to a run with another config (changed: {', '.join(changed)}); "
             "rerun with that config to resume it, or pass --fresh to discard them"
         )
-    if found is None:
-        storage.write_json_atomic(join(uri, RUN_FILE), mine)
+
+
+def _claim_checkpoints(storage: Storage, cfg: FinetuneConfig) -> None:
+    """The run's first writes, once every check passed: `--fresh` discards the checkpoints, and
+    the checkpoint URI records this config."""
+    uri = cfg.run.resolved_checkpoint_uri
+    if cfg.run.fresh:
+        storage.remove(uri)
+    if storage.read_json(join(uri, RUN_FILE)) is None:
+        storage.write_json_atomic(join(uri, RUN_FILE), cfg.fingerprint())
 
 
 def _ray_storage(storage: Storage, uri: str) -> dict[str, Any]:
@@ -83,8 +95,6 @@ def _ray_storage(storage: Storage, uri: str) -> dict[str, Any]:
 def _trainer(cfg: FinetuneConfig, storage: Storage, kind: str, train: Any, evals: Any, device: str) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-
-    from pipeline.finetune.train_loop import train_worker
 
     r = cfg.run
     use_gpu = device == "cuda"
@@ -131,7 +141,8 @@ def with_absolute_paths(cfg: FinetuneConfig) -> FinetuneConfig:
 
 
 def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
-    """Fine-tunes and publishes the model; returns its training report (also at OUTPUT/REPORT)."""
+    """Fine-tunes and publishes the model; returns its training report (also at OUTPUT/REPORT).
+    Every check comes before the first write (`_claim_checkpoints`)."""
     cfg = with_absolute_paths(cfg)
     storage = storage_of(cfg)
     out = cfg.run.output_uri
@@ -149,6 +160,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             f"--output {out!r} is not empty ({len(existing)} file(s), e.g. {existing[0]!r}) and holds no "
             f"{REPORT}; choose a new directory or remove it"
         )
+    check_model_path(cfg.model.base)
     try:
         local = local_model_path(cfg.model.base, storage)
     except OSError as e:
@@ -158,6 +170,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         raise ConfigError(
             [f"--model {cfg.model.base!r} is a {kind} reranker; fine-tuning supports encoder and llm"]
         )
+    check_max_length(local, cfg.model.base, cfg.model.max_length, kind)
     train = load_queries(storage, cfg.data.train_uri, cfg.data)
     _check_teacher(train, cfg.train.loss)
     evals = load_queries(storage, cfg.data.eval_uri, cfg.data) if cfg.data.eval_uri else None
@@ -171,6 +184,10 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         raise ConfigError(
             [f"--precision {cfg.train.precision} needs CUDA workers; the Ray cluster has no GPUs"]
         )
+    try:
+        _claim_checkpoints(storage, cfg)
+    except OSError as e:
+        raise storage_error(cfg.run.resolved_checkpoint_uri, "--checkpoint-uri", e) from e
     trainer = _trainer(cfg, storage, kind, ray.put(train), ray.put(evals) if evals else None, device)
     trainer.fit()
     report = storage.read_json(join(out, REPORT))

@@ -23,9 +23,11 @@ from pipeline.errors import ModelLoadError
 from pipeline.finetune.config import ModelSection
 from pipeline.finetune.groups import Group
 from pipeline.models.kinds import load_pair_tokenizer
+from pipeline.models.llm_scorer import YesLogitScorer
 from pipeline.models.padding import right_pad, token_lists
-from pipeline.models.pair_tokenizer import PairTokenizer
-from pipeline.models.prompt_tokenizer import PromptPairTokenizer
+from pipeline.models.pair_tokenizer import PairTokenizer, load_hf_tokenizer
+from pipeline.models.prompt_tokenizer import PromptPairTokenizer, yes_token_id
+from pipeline.models.reranker import EncoderScorer
 
 
 @dataclass
@@ -75,8 +77,6 @@ def load_student(path: str, section: ModelSection, kind: str) -> Student:
     if kind == "encoder":
         from transformers import AutoModelForSequenceClassification
 
-        from pipeline.models.reranker import EncoderScorer
-
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
                 path, dtype=torch.float32, trust_remote_code=section.trust_remote_code
@@ -92,10 +92,6 @@ def load_student(path: str, section: ModelSection, kind: str) -> Student:
 def _load_lora_student(path: str, section: ModelSection) -> Student:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from pipeline.models.llm_scorer import YesLogitScorer
-    from pipeline.models.pair_tokenizer import load_hf_tokenizer
-    from pipeline.models.prompt_tokenizer import yes_token_id
 
     try:
         lm = AutoModelForCausalLM.from_pretrained(

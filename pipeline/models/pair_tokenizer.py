@@ -5,8 +5,10 @@
 3. both joined with the tokenizer's own pair template (`[CLS] q [SEP] p [SEP]` for BERT,
    `<s> q </s></s> p </s>` for XLM-R), cutting only the passage so the pair fits `max_length`.
 
-transformers 5 has no `prepare_for_model`, so the pair template is read once from the tokenizer's
-post-processor and applied to id lists here.
+The pair template is read once from tokenizer.json's post-processor and applied to id lists here
+(transformers 5 has no `prepare_for_model`). The tokenizer is `pipeline.models.text_tokenizer`'s,
+without transformers or torch; `load_hf_tokenizer` stays for the scoring and fine-tuning side, which
+needs transformers' own tokenizer object.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.errors import ModelLoadError
+from pipeline.models.text_tokenizer import TextTokenizer
 
 
 class _NoModelTypeWarning(logging.Filter):
@@ -67,18 +70,17 @@ class PairTemplate:
     def num_special(self) -> int:
         return len(self.prefix) + len(self.middle) + len(self.suffix)
 
+    @property
+    def has_type_ids(self) -> bool:
+        """Whether any position gets a non-zero type id (all zeros equal the model's default)."""
+        types = (*self.prefix_types, *self.middle_types, *self.suffix_types, self.a_type, self.b_type)
+        return any(types)
 
-def read_pair_template(tokenizer: Any) -> PairTemplate:
+
+def read_pair_template(tokenizer: TextTokenizer) -> PairTemplate:
     """Reads the pair template by running the tokenizer's post-processor on a probe pair."""
-    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
-    if backend is None:
-        raise ModelLoadError(
-            f"tokenizer {type(tokenizer).__name__} has no fast (Rust) backend; "
-            "offline-rerank needs a tokenizer.json (fast tokenizer)"
-        )
-    # The pair template as the tokenizer itself applies it; pad positions (if the saved tokenizer
-    # pads) are dropped via the attention mask.
-    pair = backend.encode("a", "b", add_special_tokens=True)
+    # Padding is off, but the attention mask still drops pad positions should a backend add any.
+    pair = tokenizer.backend.encode("a", "b", add_special_tokens=True)
     real = [i for i, m in enumerate(pair.attention_mask) if m]
     ids = [pair.ids[i] for i in real]
     types = [pair.type_ids[i] for i in real]
@@ -86,7 +88,7 @@ def read_pair_template(tokenizer: Any) -> PairTemplate:
     a_pos = [i for i, s in enumerate(seq) if s == 0]
     b_pos = [i for i, s in enumerate(seq) if s == 1]
     if not a_pos or not b_pos or a_pos[-1] >= b_pos[0]:
-        raise ModelLoadError(f"cannot read a pair template from tokenizer {type(tokenizer).__name__}")
+        raise ModelLoadError(f"cannot read a pair template from the tokenizer in {str(tokenizer.source)!r}")
     a0, a1, b0, b1 = a_pos[0], a_pos[-1] + 1, b_pos[0], b_pos[-1] + 1
     return PairTemplate(
         prefix=tuple(ids[:a0]),
@@ -103,13 +105,15 @@ def read_pair_template(tokenizer: Any) -> PairTemplate:
 class PairTokenizer:
     """Turns (query, passage) texts into FlagEmbedding's pair token ids."""
 
-    def __init__(self, tokenizer: Any, max_length: int, query_max_length: int) -> None:
+    def __init__(self, tokenizer: TextTokenizer, max_length: int, query_max_length: int) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.query_max_length = query_max_length
         self.template = read_pair_template(tokenizer)
-        self.uses_token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", [])
-        self.cut_left = getattr(tokenizer, "truncation_side", "right") == "left"
+        # Type ids go to the model when its tokenizer returns them (FlagEmbedding passes all the
+        # tokenizer returns) and they are not all zero (all zeros are what the model assumes anyway).
+        self.uses_token_types = tokenizer.has_token_type_ids and self.template.has_type_ids
+        self.cut_left = tokenizer.truncation_side == "left"
         room = max_length - query_max_length - self.template.num_special
         if room < 1:
             raise ModelLoadError(
@@ -121,24 +125,14 @@ class PairTokenizer:
     def load(
         cls, name_or_path: str, max_length: int, query_max_length: int, trust_remote_code: bool = False
     ) -> PairTokenizer:
-        return cls(load_hf_tokenizer(name_or_path, trust_remote_code), max_length, query_max_length)
-
-    def _ids(self, texts: list[str], max_length: int) -> list[list[int]]:
-        out = self.tokenizer(
-            texts,
-            add_special_tokens=False,
-            truncation=True,
-            max_length=max_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        return out["input_ids"]
+        """`trust_remote_code` is accepted for the callers' sake: tokenizer.json runs no repo code."""
+        return cls(TextTokenizer.load(name_or_path), max_length, query_max_length)
 
     def encode(self, queries: list[str], passages: list[str]) -> dict[str, pa.Array]:
         """Token ids (and token type ids if the model takes them) as Arrow list arrays."""
         t = self.template
-        q_ids = self._ids(queries, self.query_max_length)
-        p_ids = self._ids(passages, self.max_length)
+        q_ids = self.tokenizer.ids(queries, self.query_max_length)
+        p_ids = self.tokenizer.ids(passages, self.max_length)
         ids: list[int] = []
         types: list[int] = []
         offsets = np.zeros(len(q_ids) + 1, dtype=np.int32)

@@ -7,6 +7,9 @@ and the sequence is `[BOS] + A + S + B' + S + P`, where `B'` is B cut (from the 
 truncation side) so that `len([BOS] + A) + len(S + B') <= max_length + len(S) + len(P)`; the
 trailing `S + P` is always kept, and there is no EOS. BOS is added when the tokenizer has one that
 differs from its pad token (`FlagLLMReranker`), or always (`LayerWiseFlagLLMReranker`).
+
+The pieces come from `pipeline.models.text_tokenizer` (no transformers, no torch); `yes_token_id`
+is for the scoring and fine-tuning side and takes transformers' tokenizer object.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.errors import ModelLoadError
-from pipeline.models.pair_tokenizer import load_hf_tokenizer
+from pipeline.models.text_tokenizer import TextTokenizer
 
 QUERY_PREFIX = "A: "
 PASSAGE_PREFIX = "B: "
@@ -38,18 +41,18 @@ class PromptPairTokenizer:
     uses_token_types = False
 
     def __init__(
-        self, tokenizer: Any, max_length: int, query_max_length: int, prompt: str, always_bos: bool
+        self, tokenizer: TextTokenizer, max_length: int, query_max_length: int, prompt: str, always_bos: bool
     ) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.query_max_length = query_max_length
-        self.prompt_ids = self._ids([prompt], None)[0]
-        self.sep_ids = self._ids([SEPARATOR], None)[0]
+        self.prompt_ids = tokenizer.ids([prompt])[0]
+        self.sep_ids = tokenizer.ids([SEPARATOR])[0]
         bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
         if always_bos and bos is None:
             raise ModelLoadError("a layerwise reranker needs a tokenizer with a BOS token; this one has none")
         self.prefix = [bos] if bos is not None and (always_bos or bos != pad) else []
-        self.cut_left = getattr(tokenizer, "truncation_side", "right") == "left"
+        self.cut_left = tokenizer.truncation_side == "left"
         # FlagEmbedding's encode_max_length: the budget of [BOS] + A + S + B'.
         self.budget = max_length + len(self.sep_ids) + len(self.prompt_ids)
 
@@ -63,24 +66,13 @@ class PromptPairTokenizer:
         always_bos: bool,
         trust_remote_code: bool = False,
     ) -> PromptPairTokenizer:
-        tok = load_hf_tokenizer(name_or_path, trust_remote_code)
-        return cls(tok, max_length, query_max_length, prompt, always_bos)
-
-    def _ids(self, texts: list[str], max_length: int | None) -> list[list[int]]:
-        out = self.tokenizer(
-            texts,
-            add_special_tokens=False,
-            truncation=max_length is not None,
-            max_length=max_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        return out["input_ids"]
+        """`trust_remote_code` is accepted for the callers' sake: tokenizer.json runs no repo code."""
+        return cls(TextTokenizer.load(name_or_path), max_length, query_max_length, prompt, always_bos)
 
     def encode(self, queries: list[str], passages: list[str]) -> dict[str, pa.Array]:
         """Token ids as an Arrow list array (decoders take no token type ids)."""
-        q_ids = self._ids([QUERY_PREFIX + q for q in queries], self.query_max_length)
-        p_ids = self._ids([PASSAGE_PREFIX + p for p in passages], self.max_length)
+        q_ids = self.tokenizer.ids([QUERY_PREFIX + q for q in queries], self.query_max_length)
+        p_ids = self.tokenizer.ids([PASSAGE_PREFIX + p for p in passages], self.max_length)
         tail = [*self.sep_ids, *self.prompt_ids]
         ids: list[int] = []
         offsets = np.zeros(len(q_ids) + 1, dtype=np.int32)

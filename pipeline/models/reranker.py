@@ -15,7 +15,11 @@ import torch
 from pipeline.config import ResolvedKind
 from pipeline.errors import ModelLoadError
 from pipeline.models.batching import plan_micro_batches
+from pipeline.models.llm_scorer import YesLogitScorer
+from pipeline.models.minicpm_layerwise import LayerwiseReranker
 from pipeline.models.padding import right_pad
+from pipeline.models.pair_tokenizer import load_hf_tokenizer
+from pipeline.models.prompt_tokenizer import yes_token_id
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +46,10 @@ def load_scorer(
 ) -> tuple[torch.nn.Module, int, int]:
     """(scoring module, pad token id, number of score columns) for a reranker of the given kind."""
     if kind == "llm":
-        from pipeline.models.llm_scorer import YesLogitScorer
-        from pipeline.models.pair_tokenizer import load_hf_tokenizer
-        from pipeline.models.prompt_tokenizer import yes_token_id
-
         tokenizer = load_hf_tokenizer(name_or_path, trust_remote_code)
         scorer = YesLogitScorer.load(name_or_path, yes_token_id(tokenizer), dtype, trust_remote_code)
         return scorer, tokenizer.pad_token_id or 0, 1
     if kind == "layerwise":
-        from pipeline.models.minicpm_layerwise import LayerwiseReranker
-
         layerwise = LayerwiseReranker.load(name_or_path, cutoff_layers, dtype)
         return layerwise, layerwise.cfg.pad_token_id or 0, len(layerwise.cutoff_layers)
     from transformers import AutoModelForSequenceClassification

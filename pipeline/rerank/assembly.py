@@ -45,14 +45,23 @@ class ShardAssembler:
 
     Rows are keyed by (shard, row): a row delivered twice (a retried task) counts once. A
     quarantined row counts as arrived (it is published to _rejected/), a shard-level error row
-    fails its shard.
+    fails its shard. A shard's score array exists only between its first rows' arrival and its
+    `take`: the driver holds the shards in flight, not the corpus.
     """
 
     def __init__(self, expected_rows: dict[int, int], score_columns: list[str] | None = None) -> None:
         self.score_columns = score_columns or ["score"]
         self.expected = dict(expected_rows)
-        self.shards = {s: ShardScores.empty(n, len(self.score_columns)) for s, n in expected_rows.items()}
+        self.shards: dict[int, ShardScores] = {}
         self.failed: dict[int, str] = {}
+
+    def _scores(self, shard: int) -> ShardScores | None:
+        """The shard's collected scores, allocated on its first rows; None once taken or failed."""
+        if shard not in self.expected:
+            return None
+        if shard not in self.shards:
+            self.shards[shard] = ShardScores.empty(self.expected[shard], len(self.score_columns))
+        return self.shards[shard]
 
     def add(self, batch: pa.Table) -> Added:
         shard_col = batch.column("shard").to_numpy()
@@ -63,14 +72,16 @@ class ShardAssembler:
         errors, rejects = batch.column("error"), batch.column("reject")
         if errors.null_count < batch.num_rows:
             for shard, err in zip(shard_col, errors.to_pylist(), strict=True):
-                if err is not None and int(shard) in self.shards:
+                if err is not None and int(shard) in self.expected:
                     self.failed[int(shard)] = err
                     self._drop(int(shard))
-        reasons = rejects.to_pylist() if rejects.null_count < batch.num_rows else None
+        has_rejects = rejects.null_count < batch.num_rows
+        reasons = rejects.to_pylist() if has_rejects else None
+        rejected = rejects.is_valid().to_numpy(zero_copy_only=False) if has_rejects else None
         added = Added(complete=[])
         for shard in np.unique(shard_col):
             s = int(shard)
-            acc = self.shards.get(s)
+            acc = self._scores(s)
             if acc is None:
                 continue
             idx = np.flatnonzero((shard_col == shard) & (row_col >= 0))
@@ -79,14 +90,15 @@ class ShardAssembler:
             acc.seen[rows] = True
             acc.scores[rows] = score_col[idx]
             acc.filled += len(rows)
-            if reasons is not None:
-                for i in idx:
-                    if reasons[i] is not None:
-                        acc.rejected[int(row_col[i])] = reasons[i]
+            newly_rejected = 0
+            if reasons is not None and rejected is not None:
+                for i in idx[rejected[idx]]:
+                    acc.rejected[int(row_col[i])] = reasons[i]
+                    newly_rejected += 1
             tokens, padded = int(tok_col[idx].sum()), int(pad_col[idx].sum())
             acc.tokens += tokens
             acc.padded_tokens += padded
-            added.pairs += len(rows) - sum(1 for r in rows if int(r) in acc.rejected)
+            added.pairs += len(rows) - newly_rejected
             added.tokens += tokens
             added.padded_tokens += padded
             if acc.filled == self.expected[s]:
@@ -104,6 +116,5 @@ class ShardAssembler:
         self.expected.pop(shard, None)
 
     def incomplete(self) -> dict[int, str]:
-        return {
-            s: f"only {self.shards[s].filled} of {self.expected[s]} rows were scored" for s in self.expected
-        }
+        filled = {s: self.shards[s].filled if s in self.shards else 0 for s in self.expected}
+        return {s: f"only {filled[s]} of {self.expected[s]} rows were scored" for s in self.expected}

@@ -18,28 +18,52 @@ from pipeline.rerank.score_stage import ScorePairs
 from pipeline.rerank.settings import ScoringSettings
 from pipeline.rerank.tokenize_stage import TokenizeShard
 
+MAX_SHARDS_PER_GROUP = 256
+
+
+def shard_groups(shards: dict[int, ShardFile], rows: dict[int, int], group_rows: int) -> list[list[int]]:
+    """Consecutive shards grouped so that each group holds at least `group_rows` rows (a shard that
+    big is a group of its own), at most MAX_SHARDS_PER_GROUP shards: one tokenize task per group."""
+    groups: list[list[int]] = [[]]
+    held = 0
+    for i in shards:
+        if groups[-1] and (held >= group_rows or len(groups[-1]) >= MAX_SHARDS_PER_GROUP):
+            groups.append([])
+            held = 0
+        groups[-1].append(i)
+        held += rows[i]
+    return [g for g in groups if g]
+
 
 def build(
     *,
     shards: dict[int, ShardFile],
+    rows: dict[int, int],
     model: ModelConfig,
     columns: InputConfig,
     pool: ScoringConfig,
     settings: ScoringSettings,
     storage: Storage,
 ) -> Dataset:
-    """The streaming dataset of scores (`shard`, `row`, `score`, ...) for the given shards.
-    `model` has its kind resolved; `settings` holds every device-dependent value."""
-    items = [{"shard": i, "uri": shard.uri} for i, shard in shards.items()]
+    """The streaming dataset of scores (`shard`, `row`, `score`, ...) for the given shards (`rows`:
+    each one's row count). `model` has its kind resolved; `settings` holds every device-dependent
+    value."""
+    groups = shard_groups(shards, rows, settings.rows_per_call)
+    items = [{"shards": g, "uris": [shards[i].uri for i in g]} for g in groups]
     ds: Dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.map_batches(
         TokenizeShard,
-        fn_constructor_kwargs={"model": model, "columns": columns, "storage": storage},
+        fn_constructor_kwargs={
+            "model": model,
+            "columns": columns,
+            "storage": storage,
+            "block_rows": settings.rows_per_call,
+        },
         batch_size=1,
         compute=ActorPoolStrategy(size=pool.tokenize_actors),
         num_cpus=pool.cpus_per_tokenizer,
     )
-    return ds.map_batches(
+    ds = ds.map_batches(
         ScorePairs,
         fn_constructor_kwargs={"model": model, "storage": storage, "settings": settings},
         batch_size=settings.rows_per_call,
@@ -48,3 +72,8 @@ def build(
         num_cpus=pool.cpus_per_actor,
         num_gpus=settings.gpus_per_actor,
     )
+    # Blocks go to the least busy scoring actor, not to one on the node that tokenized them:
+    # token ids are cheap to move, and with locality one node's actors take every block while
+    # they have room, leaving the other nodes' GPUs idle.
+    ds.context.execution_options.actor_locality_enabled = False
+    return ds

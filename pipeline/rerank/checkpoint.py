@@ -12,7 +12,9 @@ describes the same input file (size and version tag). Everything else is redone 
 from __future__ import annotations
 
 import logging
+import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pipeline.errors import OutputStateError
@@ -22,10 +24,38 @@ log = logging.getLogger(__name__)
 
 OWN = "_rerank/"  # everything of ours but the data shards and _SUCCESS lives under it
 RUN_MANIFEST = "_rerank/run.json"
-LEASE = "_rerank/lease.json"  # see pipeline/lease.py; survives --fresh
+LEASE = "_rerank/lease.json"  # see pipeline/rerank/lease.py; survives --fresh
 MARKERS = "_rerank/done"
 SUCCESS = "_SUCCESS"
 REJECTED = "_rejected"
+MARKER_READERS = 32  # parallel marker reads when a rerun checks which shards are done
+_TEMP = re.compile(r"\.tmp-[0-9a-f]{32}-")  # the temp file of an atomic local write (pipeline/io.py)
+
+
+def is_temp_file(relpath: str) -> bool:
+    """A temp file one of our local writes left when cut short by a crash."""
+    return _TEMP.match(relpath.rsplit("/", 1)[-1]) is not None
+
+
+def own_files(storage: Storage, output: str, files: list[str]) -> list[str]:
+    """What earlier runs of the job wrote in OUTPUT's listing `files`, and nothing else: the output
+    shards its done-markers and `_SUCCESS` name, `_rerank/` (but the lease), `_rejected/`,
+    `_SUCCESS` and temp files of its writes. A user's notes, analysis or `.git/` are not in it."""
+    marker_dir = MARKERS + "/"
+    shards = {
+        p[len(marker_dir) : -len(".json")] for p in files if p.startswith(marker_dir) and p.endswith(".json")
+    }
+    if SUCCESS in files:
+        shards |= {s["path"] for s in (storage.read_json(join(output, SUCCESS)) or {}).get("shards", [])}
+    return [
+        p
+        for p in files
+        if p in shards
+        or (p.startswith(OWN) and p != LEASE)
+        or p.startswith(REJECTED + "/")
+        or p == SUCCESS
+        or is_temp_file(p)
+    ]
 
 
 def marker_uri(output: str, relpath: str) -> str:
@@ -73,12 +103,15 @@ def claim_output(
     """The run's first writes, after `check_output` passed: honours --fresh, removes temp files a
     crashed local write left, and records the run fingerprint."""
     if fresh and RUN_MANIFEST in files:
-        log.info("--fresh: removing earlier progress and output in %s", output)
-        storage.remove_all_but(output, keep={LEASE})
-    else:
-        for path in files:  # temp files of a local write cut short by a crash; never a published file
-            if path.rsplit("/", 1)[-1].startswith(".tmp-"):
-                storage.remove(join(output, path))
+        doomed = own_files(storage, output, files)
+        log.info(
+            "--fresh: removing %d file(s) of earlier runs in %s (only what the job wrote)",
+            len(doomed),
+            output,
+        )
+        storage.remove_files(output, doomed)
+    else:  # temp files of a local write cut short by a crash; never a published file
+        storage.remove_files(output, [p for p in files if is_temp_file(p)])
     if fresh or RUN_MANIFEST not in files:
         storage.write_json_atomic(
             join(output, RUN_MANIFEST), {"digest": digest, "fingerprint": fp, "created_at": time.time()}
@@ -91,19 +124,27 @@ def prepare_output(storage: Storage, output: str, fp: dict[str, Any], digest: st
 
 
 def load_done(
-    storage: Storage, output: str, shards: list[ShardFile], digest: str
+    storage: Storage, output: str, shards: list[ShardFile], digest: str, files: list[str] | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Markers of shards that are done for this run and whose input is unchanged, by relpath."""
-    listed = set(storage.list_files(join(output, MARKERS)))
+    """Markers of shards that are done for this run, whose input is unchanged and whose output
+    shard still exists, by relpath. `files` is OUTPUT's listing (`check_output`'s), read once;
+    without it, OUTPUT is listed here."""
+    files = storage.list_files(output) if files is None else files
+    present = set(files)
+    marked = [shard for shard in shards if f"{MARKERS}/{shard.relpath}.json" in present]
+    with ThreadPoolExecutor(MARKER_READERS) as pool:  # object storage: latency per read, not bandwidth
+        markers = list(pool.map(lambda shard: storage.read_json(marker_uri(output, shard.relpath)), marked))
     done = {}
-    for shard in shards:
-        if f"{shard.relpath}.json" not in listed:
-            continue
-        marker = storage.read_json(marker_uri(output, shard.relpath))
+    for shard, marker in zip(marked, markers, strict=True):
         if marker is None or marker.get("digest") != digest:
             continue
         if marker["input"] != {"size": shard.size, "version": shard.version}:
             log.warning("input %s changed since it was published; redoing it", shard.uri)
+            continue
+        if shard.relpath not in present:
+            log.warning(
+                "output shard %s is missing (deleted?); redoing it", shard_output_uri(output, shard.relpath)
+            )
             continue
         done[shard.relpath] = marker
     return done

@@ -24,6 +24,8 @@ from pipeline.config import (
     validate_config,
 )
 
+REJECT_REASON = "reject_reason"  # the column quarantined rows carry (pipeline/rerank/quarantine.py)
+
 
 class InputConfig(Section):
     uri: str = Field(description="Parquet shard or directory/prefix of shards (recursive); any fsspec URI.")
@@ -40,6 +42,12 @@ class InputConfig(Section):
 class OutputConfig(Section):
     uri: str = Field(description="Directory/prefix for output shards and bookkeeping; any fsspec URI.")
     fresh: bool = Field(False, description="Discard earlier progress in OUTPUT and start over.")
+    lease_ttl_s: float = Field(
+        600.0,
+        gt=0,
+        description="One run per OUTPUT: a run holds OUTPUT/_rerank/lease.json and renews it every "
+        "ttl/4 seconds; a lease not renewed for this long is stale and taken over by the next start.",
+    )
 
 
 class RankingConfig(Section):
@@ -118,11 +126,18 @@ def _cross_field_problems(cfg: JobConfig) -> list[str]:
     ]
     if len(set(cols)) != len(cols):
         problems.append(f"input column names must differ, got {cols}")
-    scores = ["score", *[c for c in m.score_columns if c != "score"]]
-    for reserved in [*scores, "rank", *[f"{c}_norm" for c in scores]]:
+    for reserved in reserved_columns(m.score_columns):
         if reserved in cols:
             problems.append(f"input column {reserved!r} clashes with an output column; rename it")
     return problems
+
+
+def reserved_columns(score_columns: list[str]) -> list[str]:
+    """Every column the job writes anywhere, so none may come in: `score` and the model's score
+    columns (`score_l<K>` per cutoff layer), their `_norm` variants, `rank`, and the
+    `reject_reason` of OUTPUT/_rejected/."""
+    scores = ["score", *[c for c in score_columns if c != "score"]]
+    return [*scores, "rank", *[f"{c}_norm" for c in scores], REJECT_REASON]
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any]) -> JobConfig:
@@ -130,9 +145,12 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> JobConfig
     return validate_config(JobConfig, deep_merge(read_yaml_config(path), overrides), _cross_field_problems)
 
 
-def fingerprint(cfg: JobConfig, resolved_dtype: str) -> dict[str, Any]:
-    """What makes two runs' outputs comparable; a resume must match it exactly."""
-    fp = {
+def fingerprint(
+    cfg: JobConfig, resolved_dtype: str, model_identity: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """What makes two runs' outputs comparable; a resume must match it exactly. `model_identity`
+    (pipeline.models.identity) tells apart two models at the same path, URI or hub id."""
+    fp: dict[str, Any] = {
         "model": cfg.model.name_or_path,
         "max_length": cfg.model.max_length,
         "query_max_length": cfg.model.resolved_query_max_length,
@@ -151,6 +169,8 @@ def fingerprint(cfg: JobConfig, resolved_dtype: str) -> dict[str, Any]:
         fp["kind"] = m.kind
         fp["prompt"] = m.resolved_prompt
         fp["cutoff_layers"] = m.cutoff_layers
+    if model_identity is not None:
+        fp["model_identity"] = model_identity
     return fp
 
 

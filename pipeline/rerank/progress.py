@@ -63,6 +63,18 @@ class Progress:
         ):
             self.calls[(actor, start)] = end
 
+    def call_clock(self) -> dict[str, float | None]:
+        """Epoch seconds of the first call's start, the last call's start and the last call's end
+        (the actors' clocks): when published shards are compared with scoring, e.g. in tests."""
+        if not self.calls:
+            return {"scoring_started_at": None, "last_call_started_at": None, "scoring_ended_at": None}
+        starts = [start for _, start in self.calls]
+        return {
+            "scoring_started_at": min(starts),
+            "last_call_started_at": max(starts),
+            "scoring_ended_at": max(self.calls.values()),
+        }
+
     def scoring_span(self) -> tuple[float, float, float] | None:
         """(first call start, last call end, summed call time) over all scoring calls so far."""
         if not self.calls:
@@ -113,6 +125,7 @@ class Progress:
             "pairs_per_s": round(self.pairs_scored / wall, 2) if wall > 0 else None,
             "steady_pairs_per_s": steady,
             "scoring_busy_s": round(busy, 2) if busy is not None else None,
+            **self.call_clock(),
             # share of the scoring span the actors spent inside calls (1.0: never waited for input)
             "scoring_utilisation": (
                 round(busy / ((span[1] - span[0]) * actors), 3)

@@ -1,25 +1,34 @@
-"""The driver side of the write stage: one publish task per complete shard, then its done-marker.
+"""The driver side of the write stage: one publish task for the shards that completed together.
 
-`submit` launches `publish_shard` as a Ray task the moment a shard has all of its scores; `reap`
-collects finished tasks and writes each shard's marker right after its output exists (the marker
-is what makes a shard count as done on a rerun). Test-only crash points sit at the two moments a
-killed driver must survive.
+`submit` launches `publish_shards` as a Ray task for every shard one block of scores completed;
+the task publishes each and writes its done-marker (what makes a shard count as done on a rerun)
+right after. `reap` collects finished tasks' marker summaries. The test-only crash point
+`publish_in_flight` is where a killed driver leaves publish tasks running; the task carries
+`between_publish_and_marker` (the crash-point variable is passed on to its worker).
+
+Both ask `should_stop` first (`pipeline.rerank.stop`): once there is a reason to stop, nothing more
+is submitted and the reason is raised: after the publishes in flight finish (SIGINT/SIGTERM: their
+shards are whole and marked), or at once (a lost lease: this run writes nothing more).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
+import numpy as np
 import ray
 
+from pipeline.faults import ENV as CRASH_ENV
 from pipeline.faults import crash_point
 from pipeline.io import ShardFile, Storage
-from pipeline.rerank import checkpoint
 from pipeline.rerank.assembly import ShardScores
 from pipeline.rerank.config import InputConfig, RankingConfig
 from pipeline.rerank.progress import Progress
-from pipeline.rerank.publish import publish_shard
+from pipeline.rerank.publish import publish_shards
+from pipeline.rerank.split_queries import encode_hashes
+from pipeline.rerank.stop import StopCheck, stop_reason
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +36,7 @@ PUBLISH_CPUS = 0.25  # publishing is I/O; it must not starve the scoring pool of
 
 
 class ShardPublisher:
-    """Publishes shards as they complete; collects their markers and the shards that failed."""
+    """Publishes shards as they complete; collects their marker summaries and the shards that failed."""
 
     def __init__(
         self,
@@ -38,10 +47,13 @@ class ShardPublisher:
         ranking: RankingConfig,
         digest: str,
         score_columns: list[str],
-        query_id_hashes: dict[str, str],
+        query_id_hashes: dict[str, np.ndarray],
         progress: Progress,
+        should_stop: StopCheck = stop_reason,
     ) -> None:
         self._storage = storage
+        self._should_stop = should_stop
+        self._stopping = False
         self._output = output
         self._digest = digest
         self._query_id_hashes = query_id_hashes
@@ -54,36 +66,60 @@ class ShardPublisher:
             "digest": digest,
             "score_columns": score_columns,
         }
-        self._task = ray.remote(publish_shard).options(num_cpus=PUBLISH_CPUS, max_retries=3)
-        self._inflight: dict[Any, ShardFile] = {}
+        options: dict[str, Any] = {"num_cpus": PUBLISH_CPUS, "max_retries": 3}
+        if os.environ.get(CRASH_ENV):  # tests only: the crash point inside the task must see it
+            options["runtime_env"] = {"env_vars": {CRASH_ENV: os.environ[CRASH_ENV]}}
+        self._task = ray.remote(publish_shards).options(**options)
+        self._inflight: dict[Any, list[ShardFile]] = {}
         self.markers: list[dict[str, Any]] = []
         self.failed: dict[str, str] = {}
 
-    def submit(self, shard: ShardFile, scored: ShardScores) -> None:
-        ref = self._task.remote(
-            shard=shard, scored=scored, query_id_hashes=self._query_id_hashes[shard.relpath], **self._common
-        )
-        self._inflight[ref] = shard
+    def submit(self, shards: list[tuple[ShardFile, ShardScores]]) -> None:
+        """Publishes these complete shards in one task."""
+        self._stop_if_asked()
+        if not shards:
+            return
+        batch = [
+            (shard, scored, encode_hashes(self._query_id_hashes[shard.relpath])) for shard, scored in shards
+        ]
+        ref = self._task.remote(shards=batch, **self._common)
+        self._inflight[ref] = [shard for shard, _ in shards]
         crash_point("publish_in_flight")
 
     def reap(self, timeout: float | None = 0) -> None:
-        """Writes the marker of every publish task finished within `timeout` (None: wait for all)."""
+        """Collects every publish task finished within `timeout` (None: waits for one at least)."""
+        self._stop_if_asked()
         if not self._inflight:
             return
         ready, _ = ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=timeout)
         for ref in ready:
-            shard = self._inflight.pop(ref)
+            shards = self._inflight.pop(ref)
             try:
-                stats = ray.get(ref)
-            except Exception as e:
-                self.failed[shard.relpath] = f"publish failed: {e}"
+                results = ray.get(ref)
+            except Exception as e:  # the task's worker died for good: every shard of it failed
+                self.failed.update({shard.relpath: f"publish failed: {e}" for shard in shards})
                 continue
-            crash_point("between_publish_and_marker")
-            marker = checkpoint.write_marker(self._storage, self._output, shard, self._digest, stats)
-            self.markers.append(marker)
-            self._progress.published(shard.relpath, marker["rows_out"])
+            for relpath, marker, error in results:
+                if marker is None:
+                    self.failed[relpath] = error or "publish failed"
+                    continue
+                self.markers.append(marker)
+                self._progress.published(relpath, marker["rows_out"])
 
     def drain(self) -> None:
         """Waits for every publish still in flight."""
         while self._inflight:
             self.reap(timeout=None)
+
+    def _stop_if_asked(self) -> None:
+        """Raises the reason to stop, if there is one: after the publishes in flight finish when it
+        allows (a signal), else at once, leaving them to end on their own (a lost lease)."""
+        if self._stopping or (reason := self._should_stop()) is None:
+            return
+        self._stopping = True  # drain() below reaps without asking again
+        if reason.finish_in_flight:
+            self.drain()
+        elif self._inflight:
+            log.warning("%s: leaving %d publish task(s) in flight", reason.reason, len(self._inflight))
+        reason.published_now = len(self.markers)
+        raise reason

@@ -5,12 +5,25 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from pipeline.rerank.config import REJECT_REASON
 
-def reject_reasons(queries: list, passages: list, query_column: str, passage_column: str) -> list[str | None]:
-    """Per row, why it cannot be scored (a null or empty query or passage), or None."""
+
+def reject_reasons(
+    queries: list,
+    passages: list,
+    query_column: str,
+    passage_column: str,
+    query_ids: list | None = None,
+    query_id_column: str = "query_id",
+) -> list[str | None]:
+    """Per row, why it cannot be scored (a null query id, when `query_ids` are given: it would
+    rank with every other null id as one query; a null or empty query or passage), or None."""
     reasons: list[str | None] = []
-    for q, p in zip(queries, passages, strict=True):
-        if q is None or p is None:
+    ids = query_ids if query_ids is not None else [""] * len(queries)
+    for qid, q, p in zip(ids, queries, passages, strict=True):
+        if qid is None:
+            reasons.append(f"null {query_id_column}")
+        elif q is None or p is None:
             reasons.append(f"null {query_column if q is None else passage_column}")
         elif not q.strip() or not p.strip():
             reasons.append(f"empty {query_column if not q.strip() else passage_column}")
@@ -24,7 +37,7 @@ def split_rejected(table: pa.Table, rows: np.ndarray, reasons: list[str]) -> tup
     keep = np.ones(table.num_rows, dtype=bool)
     keep[rows] = False
     rejected = table.take(pa.array(rows, pa.int64())).append_column(
-        "reject_reason", pa.array(reasons, pa.string())
+        REJECT_REASON, pa.array(reasons, pa.string())
     )
     return keep, rejected
 

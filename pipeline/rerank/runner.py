@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import logging
+import resource
+import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -19,10 +21,12 @@ from pipeline.cluster import connect_ray, cpus_per_node, resolve_device
 from pipeline.config import ResolvedKind
 from pipeline.errors import ConfigError, ModelLoadError
 from pipeline.faults import crash_point
-from pipeline.io import ShardFile, Storage, join, storage_error
-from pipeline.model_cache import local_model_path
+from pipeline.io import ShardFile, Storage, join, location, storage_error
+from pipeline.model_cache import check_model_path, local_model_path
+from pipeline.models.identity import UNKNOWN, model_identity
 from pipeline.models.kinds import check_model, load_pair_tokenizer, resolve_kind
-from pipeline.rerank import checkpoint
+from pipeline.models.limits import check_max_length
+from pipeline.rerank import checkpoint, legacy_manifest
 from pipeline.rerank.assembly import ShardAssembler, ShardScores
 from pipeline.rerank.build import build
 from pipeline.rerank.config import JobConfig, fingerprint, fingerprint_digest
@@ -30,7 +34,7 @@ from pipeline.rerank.discovery import PendingShard, check_pending, check_split_q
 from pipeline.rerank.progress import Progress
 from pipeline.rerank.publisher import ShardPublisher
 from pipeline.rerank.settings import ScoringSettings, resolve_settings
-from pipeline.rerank.split_queries import encode_hashes
+from pipeline.rerank.stop import counting_shards, raise_if_stopped, reinstall_signal_handlers
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +69,18 @@ class PreparedRun:
     done: dict[str, dict[str, Any]]  # relpath -> marker of a shard already published
     pending: list[PendingShard]
     split_queries: int
+    upgrade_legacy: bool = False  # OUTPUT's manifest predates model_identity (legacy_manifest.py)
 
 
 def check_paths(cfg: JobConfig) -> None:
-    a, b = cfg.input.uri.rstrip("/") + "/", cfg.output.uri.rstrip("/") + "/"
-    if a.startswith(b) or b.startswith(a):
+    """INPUT and OUTPUT must not contain each other, compared as the locations they resolve to
+    (local: real paths, symlinks and relative paths resolved; object stores: bucket + prefix)."""
+    a, b = location(cfg.input.uri), location(cfg.output.uri)
+    if a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/"):
         raise ConfigError(
             [
-                f"INPUT {cfg.input.uri!r} and OUTPUT {cfg.output.uri!r} overlap; "
-                "write the output outside the input tree"
+                f"INPUT {cfg.input.uri!r} and OUTPUT {cfg.output.uri!r} overlap (they resolve to {a!r} "
+                f"and {b!r}); write the output outside the input tree"
             ]
         )
 
@@ -86,6 +93,7 @@ def load_model_locally(cfg: JobConfig, storage: Storage) -> tuple[JobConfig, Res
     """Checks --model (fetching it into this node's cache if remote) before any shard work; returns
     the config with the model's kind resolved (auto -> encoder, llm or layerwise), and the kind."""
     m = cfg.model
+    check_model_path(m.name_or_path)
     try:
         path = local_model_path(m.name_or_path, storage)
     except Exception as e:
@@ -100,6 +108,7 @@ def load_model_locally(cfg: JobConfig, storage: Storage) -> tuple[JobConfig, Res
         raise ModelLoadError(
             f"--cutoff-layers is for layerwise rerankers; --model {m.name_or_path!r} is an {kind} reranker"
         )
+    check_max_length(path, m.name_or_path, m.max_length, kind)
     check_model(path, resolved)
     load_pair_tokenizer(path, resolved)
     log.info("model %s: %s reranker", m.name_or_path, kind)
@@ -116,6 +125,7 @@ def prepare(cfg: JobConfig) -> PreparedRun:
     storage.check_root(output, "OUTPUT")
     cfg, kind = load_model_locally(cfg, storage)
     connect_ray(cfg.ray)
+    reinstall_signal_handlers()  # ray.init installs its own SIGTERM handler
     device = resolve_device(cfg.model.device)
     settings = resolve_settings(
         cfg.scoring,
@@ -124,16 +134,34 @@ def prepare(cfg: JobConfig) -> PreparedRun:
         kind=kind,
         cpus_per_node=cpus_per_node(),
     )
-    fp = fingerprint(cfg, settings.dtype)
+    try:
+        identity = model_identity(cfg.model.name_or_path, storage)
+    except OSError as e:
+        raise storage_error(cfg.model.name_or_path, "--model", e) from e
+    log.info("model identity: %s", identity)
+    if identity.get("revision") == UNKNOWN:
+        log.warning(
+            "cannot tell which revision of hub model %r this run loads (no snapshot in the local hub "
+            "cache): a different model under the same id would not be noticed on resume",
+            cfg.model.name_or_path,
+        )
+    fp = fingerprint(cfg, settings.dtype, identity)
     digest = fingerprint_digest(fp)
     fresh = cfg.output.fresh
     try:
-        files = checkpoint.check_output(storage, output, fp, digest, fresh)
-        done = {} if fresh else checkpoint.load_done(storage, output, shards, digest)
+        legacy = None if fresh else legacy_manifest.legacy_fingerprint(storage, output, fp)
+        accepted = legacy or fp  # an earlier version's manifest of this config, or ours
+        files = checkpoint.check_output(storage, output, accepted, fingerprint_digest(accepted), fresh)
+        done = {} if fresh else checkpoint.load_done(storage, output, shards, digest, files)
+        if legacy is not None:
+            old = checkpoint.load_done(storage, output, shards, fingerprint_digest(legacy), files)
+            done = {**legacy_manifest.upgraded_markers(old, digest), **done}
+            legacy_manifest.warn_unverified(output, cfg.model.name_or_path, len(done))
     except OSError as e:
         raise storage_error(output, "OUTPUT", e) from e
-    pending = check_pending(storage, [s for s in shards if s.relpath not in done], cfg.input)
-    split = check_split_queries(pending, done, cfg.input)
+    todo = [s for s in shards if s.relpath not in done]
+    pending = check_pending(storage, todo, cfg.input, cfg.model.score_columns)
+    split = check_split_queries(storage, pending, done, cfg.input)
     return PreparedRun(
         cfg=cfg,
         storage=storage,
@@ -145,6 +173,7 @@ def prepare(cfg: JobConfig) -> PreparedRun:
         done=done,
         pending=pending,
         split_queries=split,
+        upgrade_legacy=legacy is not None,
     )
 
 
@@ -155,6 +184,8 @@ def claim(run: PreparedRun) -> None:
         checkpoint.claim_output(
             run.storage, output, run.fingerprint, run.digest, run.cfg.output.fresh, run.output_files
         )
+        if run.upgrade_legacy:
+            legacy_manifest.upgrade(run.storage, output, run.done, run.fingerprint, run.digest)
     except OSError as e:
         raise storage_error(output, "OUTPUT", e) from e
     s = run.settings
@@ -176,7 +207,7 @@ def score_and_publish(run: PreparedRun, report: RunReport) -> list[dict[str, Any
     by_id: dict[int, ShardFile] = {}
     for i, p in enumerate(run.pending):
         if p.num_rows < 0:
-            report.failed[p.shard.relpath] = "unreadable Parquet footer"
+            report.failed[p.shard.relpath] = f"cannot read the shard: {p.error or 'unknown error'}"
         elif p.num_rows > 0:
             by_id[i] = p.shard
     rows = {i: run.pending[i].num_rows for i in by_id}
@@ -188,12 +219,11 @@ def score_and_publish(run: PreparedRun, report: RunReport) -> list[dict[str, Any
         ranking=cfg.ranking,
         digest=run.digest,
         score_columns=cfg.model.score_columns,
-        query_id_hashes={p.shard.relpath: encode_hashes(set(p.query_ids)) for p in run.pending},
+        query_id_hashes={p.shard.relpath: p.query_hashes for p in run.pending},
         progress=progress,
     )
-    for p in run.pending:
-        if p.num_rows == 0:  # nothing to score: published as an empty shard
-            publisher.submit(p.shard, ShardScores.empty(0, len(cfg.model.score_columns)))
+    empty = [p.shard for p in run.pending if p.num_rows == 0]  # nothing to score: published empty
+    publisher.submit([(shard, ShardScores.empty(0, len(cfg.model.score_columns))) for shard in empty])
     assembler = ShardAssembler(rows, cfg.model.score_columns)
     if by_id:
         stream_scores(run, by_id, assembler, publisher, progress, report)
@@ -218,6 +248,7 @@ def stream_scores(
     cfg = run.cfg
     ds = build(
         shards=by_id,
+        rows={i: run.pending[i].num_rows for i in by_id},
         model=cfg.model,
         columns=cfg.input,
         pool=cfg.scoring,
@@ -225,14 +256,16 @@ def stream_scores(
         storage=run.storage,
     )
     try:
-        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        # prefetch_batches=0: a block is handed over as soon as it exists; with prefetching the
+        # iterator holds each block until the next one arrives, so few large calls would publish
+        # nothing until the end
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
             batch = cast(pa.Table, block)
             added = assembler.add(batch)
             progress.scored(added.pairs, added.tokens, added.padded_tokens)
             progress.placed(batch)
             progress.timed(batch)
-            for s in added.complete:
-                publisher.submit(by_id[s], assembler.take(s))
+            publisher.submit([(by_id[s], assembler.take(s)) for s in added.complete])
             publisher.reap(timeout=0)
     except Exception as e:  # the pipeline itself died: every unfinished shard fails with it
         log.error("scoring pipeline failed: %s", e)
@@ -240,9 +273,14 @@ def stream_scores(
             report.failed[by_id[s].relpath] = f"scoring pipeline failed: {e} ({reason})"
 
 
-def finalize(run: PreparedRun, markers: list[dict[str, Any]], report: RunReport) -> None:
-    """Phase 4: `_SUCCESS`, when every shard is done."""
+def finalize(run: PreparedRun, markers: list[dict[str, Any]], report: RunReport, planning_s: float) -> None:
+    """Phase 4: the run's last figures, and `_SUCCESS` when every shard is done."""
     report.summary["split_queries"] = run.split_queries
+    report.summary["planning_s"] = round(planning_s, 2)
+    # ru_maxrss is KiB on Linux: the driver's own peak, whatever the corpus size
+    report.summary["driver_peak_rss_mib"] = round(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+    )
     if not report.ok:
         return
     crash_point("before_success")
@@ -253,12 +291,19 @@ def finalize(run: PreparedRun, markers: list[dict[str, Any]], report: RunReport)
 
 def run(cfg: JobConfig) -> RunReport:
     """Runs the job to completion (or to the shards that failed). Raises RerankError on bad usage."""
+    started = time.monotonic()
+    raise_if_stopped()  # SIGINT/SIGTERM before any work
     prepared = prepare(cfg)
+    planning_s = time.monotonic() - started
+    log.info("planning took %.2fs", planning_s)
     crash_point("before_write")  # every check passed; nothing written yet
-    claim(prepared)
-    report = RunReport(shards_total=len(prepared.shards), shards_skipped=len(prepared.done))
-    markers = list(prepared.done.values())
-    if prepared.pending:
-        markers += score_and_publish(prepared, report)
-    finalize(prepared, markers, report)
+    with counting_shards(total=len(prepared.shards), done_before=len(prepared.done)):
+        raise_if_stopped()  # a signal during prepare: nothing written yet
+        claim(prepared)
+        report = RunReport(shards_total=len(prepared.shards), shards_skipped=len(prepared.done))
+        markers = list(prepared.done.values())
+        if prepared.pending:
+            markers += score_and_publish(prepared, report)  # stops at a safe point (stop.py)
+        raise_if_stopped()  # no _SUCCESS once told to stop (a lost lease forbids any write)
+    finalize(prepared, markers, report, planning_s)
     return report

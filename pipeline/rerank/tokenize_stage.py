@@ -35,14 +35,45 @@ def tokenized_schema(uses_token_types: bool) -> pa.Schema:
     return pa.schema(fields)
 
 
-class TokenizeShard:
-    """Reads and tokenizes whole shards; yields one length-sorted table per row group."""
+def rechunk(tables: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """The same rows, in order, as tables of exactly `rows` rows (the last one may be shorter).
 
-    def __init__(self, model: ModelConfig, columns: InputConfig, storage: Storage) -> None:
+    Output blocks that match the scoring stage's rows per call make each scoring task one call,
+    released as soon as it ends: a shard publishes when its last call is done, not when a
+    bundle of several calls is.
+    """
+    pending: list[pa.Table] = []
+    held = 0
+    for table in tables:
+        pending.append(table)
+        held += table.num_rows
+        while held >= rows:
+            joined = pa.concat_tables(pending)
+            yield joined.slice(0, rows)
+            rest = joined.slice(rows)
+            pending, held = [rest], rest.num_rows
+    if held:
+        yield pa.concat_tables(pending)
+
+
+def sort_longest_first(table: pa.Table) -> pa.Table:
+    lengths = np.diff(table.column("input_ids").combine_chunks().offsets.to_numpy())
+    return table.take(pa.array(longest_first(lengths), pa.int64()))
+
+
+class TokenizeShard:
+    """Reads and tokenizes shards: a call gets a group of shards (one big shard, or several small
+    ones, so small shards cost one task, not one each) and yields tables of `block_rows` rows,
+    each ordered longest first. `tokenize` reads one shard a row group at a time."""
+
+    def __init__(
+        self, model: ModelConfig, columns: InputConfig, storage: Storage, block_rows: int = 1024
+    ) -> None:
         self._tokenizer = load_pair_tokenizer(local_model_path(model.name_or_path, storage), model)
         self._columns = columns
         self._storage = storage
         self._schema = tokenized_schema(self._tokenizer.uses_token_types)
+        self._block_rows = block_rows
 
     def _error_row(self, shard: int, message: str) -> pa.Table:
         empty: dict[str, Any] = {
@@ -59,16 +90,23 @@ class TokenizeShard:
     def tokenize(self, shard: int, uri: str) -> Iterator[pa.Table]:
         c = self._columns
         first_row = 0
-        for group in self._storage.iter_row_groups(uri, [c.query_column, c.passage_column]):
+        for group in self._storage.iter_row_groups(
+            uri, [c.query_id_column, c.query_column, c.passage_column]
+        ):
             queries = group.column(c.query_column).to_pylist()
             passages = group.column(c.passage_column).to_pylist()
-            reasons = reject_reasons(queries, passages, c.query_column, c.passage_column)
+            reasons = reject_reasons(
+                queries,
+                passages,
+                c.query_column,
+                c.passage_column,
+                query_ids=group.column(c.query_id_column).to_pylist(),
+                query_id_column=c.query_id_column,
+            )
             if any(reasons):  # quarantined rows are carried along empty, so the shard still adds up
                 queries = [q if r is None else "" for q, r in zip(queries, reasons, strict=True)]
                 passages = [p if r is None else "" for p, r in zip(passages, reasons, strict=True)]
             enc = self._tokenizer.encode(queries, passages)
-            lengths = np.diff(enc["input_ids"].offsets.to_numpy())
-            order = pa.array(longest_first(lengths), pa.int64())
             n = group.num_rows
             columns: dict[str, Any] = {
                 "shard": pa.array(np.full(n, shard, np.int32)),
@@ -77,13 +115,22 @@ class TokenizeShard:
                 "error": pa.nulls(n, pa.string()),
                 "reject": pa.array(reasons, pa.string()),
             }
-            yield pa.Table.from_pydict(columns, schema=self._schema).take(order)
+            yield pa.Table.from_pydict(columns, schema=self._schema)
             first_row += n
 
+    def tokenize_or_fail(self, shard: int, uri: str) -> Iterator[pa.Table]:
+        """`tokenize`, or one error row if the shard cannot be read or decoded (it fails alone).
+        A failure mid-shard keeps the rows already yielded: the driver fails the whole shard."""
+        try:
+            yield from self.tokenize(shard, uri)
+        except Exception as e:  # any read/decode failure fails this shard only
+            log.error("shard %s failed in tokenization: %s", uri, e)
+            yield self._error_row(shard, f"{type(e).__name__}: {e}")
+
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[pa.Table]:
-        for shard, uri in zip(batch["shard"], batch["uri"], strict=True):
-            try:
-                yield from self.tokenize(int(shard), str(uri))
-            except Exception as e:  # any read/decode failure fails this shard only
-                log.error("shard %s failed in tokenization: %s", uri, e)
-                yield self._error_row(int(shard), f"{type(e).__name__}: {e}")
+        for shards, uris in zip(batch["shards"], batch["uris"], strict=True):
+            tables = (
+                t for s, u in zip(shards, uris, strict=True) for t in self.tokenize_or_fail(int(s), str(u))
+            )
+            for block in rechunk(tables, self._block_rows):
+                yield sort_longest_first(block)

@@ -9,7 +9,7 @@ from pipeline.io import Storage
 from pipeline.models.pair_tokenizer import PairTokenizer
 from pipeline.models.reranker import Reranker
 from pipeline.rerank.score_stage import ScorePairs
-from tests.helpers import scoring_settings
+from tests.helpers import MODELS, scoring_settings
 
 STORAGE = Storage()
 
@@ -18,8 +18,6 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.mark.parametrize("dtype,atol", [("float32", 1e-4), ("float16", 2e-2), ("bfloat16", 1e-1)])
 def test_cuda_scores_track_goldens(goldens, dtype, atol):
-    from tests.conftest import MODELS
-
     for case in goldens["cases"]:
         path = str(MODELS / case["model"])
         tok = PairTokenizer.load(path, case["max_length"], case["query_max_length"])
@@ -34,7 +32,6 @@ def test_cuda_decoder_scores_track_goldens(decoder_goldens, dtype, atol):
     """LLM and layerwise kinds on CUDA (loose in half precision: the tiny models amplify rounding)."""
     from pipeline.config import DEFAULT_PROMPT
     from pipeline.models.prompt_tokenizer import PromptPairTokenizer
-    from tests.conftest import MODELS
 
     pairs = decoder_goldens["pairs"]
     for case in decoder_goldens["cases"]:

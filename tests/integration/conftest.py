@@ -1,16 +1,43 @@
-"""One local Ray for the whole integration session (2 cores: starting Ray per test is too slow)."""
+"""One local Ray for the whole integration session (2 cores: starting Ray per test is too slow),
+the processes a test starts (drivers, a two-node cluster), and the PIDs of a job's Ray actors.
+
+Every module here sets `pytestmark = pytest.mark.integration`; collection fails for one that does
+not, so `-m "not integration"` can never run an integration test by accident.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.ray_cluster import TwoNodeCluster
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    unmarked = sorted(
+        {
+            item.nodeid
+            for item in items
+            if item.path.is_relative_to(HERE) and item.get_closest_marker("integration") is None
+        }
+    )
+    if unmarked:
+        raise pytest.UsageError(f"integration tests without the integration marker: {unmarked}")
 
 
 @pytest.fixture(scope="session")
-def ray_address() -> str:
+def ray_address() -> Iterator[str]:
     """Address of the session's local Ray; subprocess drivers join it via RAY_ADDRESS."""
     import ray
     from ray.data import DataContext
@@ -27,7 +54,49 @@ def ray_address() -> str:
     ray.shutdown()
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if "integration" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen]]:
+    """`spawn(cmd, **popen_kwargs)`: Popen in a session of its own. At teardown, a process still
+    running (the test failed or timed out before it ended) is killed with its process group."""
+    started: list[subprocess.Popen] = []
+
+    def start(cmd: list[str], **kwargs: Any) -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:  # not reaped yet, so its pid (= its group id) is still its own
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture
+def job_actor_pids(ray_address: str) -> Callable[[int, str], list[int]]:
+    """`job_actor_pids(driver_pid, title)`: PIDs of the live actors of the Ray job whose driver
+    process is `driver_pid`, as the session cluster's GCS records them, whose process title holds
+    `title` (Ray titles an actor process `ray::<actor repr>`, e.g. `MapWorker(MapBatches(X))`)."""
+    from ray._private import state  # the GCS job and actor tables (the session's Ray is connected)
+
+    def title_of(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # ended meanwhile
+            return ""
+
+    def pids(driver_pid: int, title: str) -> list[int]:
+        jobs = {j["JobID"] for j in state.jobs() if j["DriverPid"] == driver_pid and not j["IsDead"]}
+        alive = [a["Pid"] for a in state.actors().values() if a["JobID"] in jobs and a["State"] == "ALIVE"]
+        return [pid for pid in alive if title in title_of(pid)]
+
+    return pids
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[TwoNodeCluster]:
+    """A two-node cluster of its own (`ray start` twice), not the session's Ray."""
+    c = TwoNodeCluster()
+    yield c
+    c.stop()

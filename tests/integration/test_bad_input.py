@@ -7,33 +7,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from jobs.cli import main
 from pipeline.io import Storage, join
 from pipeline.rerank import checkpoint
+from tests.helpers import assert_reconciled
+
+pytestmark = pytest.mark.integration
 
 STORAGE = Storage()
-
-
-def assert_reconciled(input_dir: Path, output: Path) -> dict:
-    """_SUCCESS matches the files: per shard rows_in = rows_out + rows_rejected + dropped by top-k."""
-    manifest = STORAGE.read_json(join(str(output), checkpoint.SUCCESS))
-    assert manifest["totals"]["reconciled"] is True
-    for entry in manifest["shards"]:
-        rel = entry["path"]
-        rows_in = pq.read_metadata(input_dir / rel).num_rows
-        rows_out = pq.read_metadata(output / rel).num_rows
-        rejected = output / "_rejected" / rel
-        rows_rejected = pq.read_metadata(rejected).num_rows if rejected.exists() else 0
-        assert (entry["rows_in"], entry["rows_out"], entry["rows_rejected"]) == (
-            rows_in,
-            rows_out,
-            rows_rejected,
-        )
-        assert rows_in == rows_out + rows_rejected + entry["rows_dropped_top_k"]
-    t = manifest["totals"]
-    assert t["rows_in"] == t["rows_out"] + t["rows_rejected"] + t["rows_dropped_top_k"]
-    return manifest
 
 
 def test_messy_input_is_scored_quarantined_and_counted(ray_address, tmp_path, tiny_xlmr, caplog):
@@ -67,7 +50,7 @@ def test_messy_input_is_scored_quarantined_and_counted(ray_address, tmp_path, ti
     totals = manifest["totals"]
     assert (totals["rows_in"], totals["rows_out"], totals["rows_rejected"]) == (9, 6, 3)
     assert totals["duplicate_pairs"] == 1
-    assert "3 row(s) had a null or empty query/passage" in caplog.text
+    assert "3 row(s) had a null query id or a null or empty query/passage" in caplog.text
     scored = pq.read_table(out / "messy.parquet")
     assert not np.isnan(scored.column("score").to_numpy()).any()
     assert sorted(scored.column("doc_id").to_pylist()) == ["d1", "d1", "d2", "d3", "d4", "d7"]

@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from jobs.cli import main
 from pipeline.io import Storage
 from pipeline.rerank.runner import run
-from tests.integration.test_job import job
+from tests.helpers import job
+
+pytestmark = pytest.mark.integration
 
 STORAGE = Storage()
 

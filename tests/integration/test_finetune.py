@@ -19,7 +19,9 @@ from pipeline.finetune.runner import finetune
 from pipeline.io import Storage
 from pipeline.models.kinds import load_pair_tokenizer
 from pipeline.models.reranker import Reranker
-from tests.finetune_data import records_to_shard, synthetic_records, write_jsonl
+from tests.helpers import records_to_shard, synthetic_records, write_jsonl
+
+pytestmark = pytest.mark.integration
 
 STORAGE = Storage()
 FAST = {"max_length": 48}
@@ -86,6 +88,7 @@ def test_finetune_learns_the_task_and_the_model_runs_in_rerank_run(trained, tmp_
     assert sum(top["is_pos"].to_pylist()) >= 0.9 * len(held_out)
 
 
+@pytest.mark.timeout(600)  # a scoring run and a 6-epoch training; 124 s measured on 2 busy cores
 def test_distillation_from_rerank_run_scores(trained, tmp_path, tiny_bert):
     teacher_dir, _, held_out = trained
     train_records = synthetic_records(200, 7, seed=3)
@@ -111,6 +114,7 @@ def test_distillation_from_rerank_run_scores(trained, tmp_path, tiny_bert):
     assert top1["after"] >= 0.7 and top1["after"] > top1["before"], top1
 
 
+@pytest.mark.timeout(600)  # three trainings; 126 s measured on 2 busy cores
 def test_killed_run_resumes_from_its_checkpoint(trained, synthetic, tmp_path, tiny_bert):
     """The same run as `trained`, killed after step 25 (checkpoints every 20): the rerun resumes at
     step 20 and its loss curve is the uninterrupted run's."""
@@ -137,33 +141,25 @@ def test_killed_run_resumes_from_its_checkpoint(trained, synthetic, tmp_path, ti
     assert finetune(cfg)["steps"] == reference["steps"]  # a rerun after success trains nothing
 
 
-def test_data_checkpoints_and_model_on_object_storage(ray_address, tmp_path, tiny_bert):
-    """s3:// for the data, the checkpoints and the published model (a moto S3 server)."""
-    import s3fs
-
-    from tests.s3_server import MotoServer
-
-    server = MotoServer()
-    try:
-        fs = s3fs.S3FileSystem(endpoint_url=server.endpoint, key="testing", secret="testing")
-        fs.mkdir("data")
-        fs.mkdir("models")
-        fs.pipe(
-            "data/train.jsonl",
-            write_jsonl(tmp_path / "t.jsonl", synthetic_records(32, 7, seed=5)).read_bytes(),
-        )
-        overrides = {
-            "data": {"train_uri": "s3://data/train.jsonl"},
-            "model": {"base": tiny_bert, **FAST},
-            "train": {"queries_per_step": 8},
-            "run": {"output_uri": "s3://models/ft", "checkpoint_every_steps": 2, "workers": 1},
-            "storage": {"endpoint_url": server.endpoint},
-        }
-        report = finetune(load_finetune_config(None, overrides))
-        fs.invalidate_cache()
-        published = {p.rsplit("/", 1)[-1] for p in fs.find("models/ft")}
-        assert {"config.json", "model.safetensors", "tokenizer.json", "finetune_report.json"} <= published
-        assert any("/checkpoint_" in p for p in fs.find("models/ft.checkpoints"))
-        assert finetune(load_finetune_config(None, overrides)) == report  # published: nothing to do
-    finally:
-        server.stop()
+def test_data_checkpoints_and_model_on_object_storage(ray_address, s3, tmp_path, tiny_bert):
+    """s3:// for the data, the checkpoints and the published model (the session's moto server)."""
+    fs, endpoint = s3
+    fs.mkdir("data")
+    fs.mkdir("models")
+    fs.pipe(
+        "data/train.jsonl",
+        write_jsonl(tmp_path / "t.jsonl", synthetic_records(32, 7, seed=5)).read_bytes(),
+    )
+    overrides = {
+        "data": {"train_uri": "s3://data/train.jsonl"},
+        "model": {"base": tiny_bert, **FAST},
+        "train": {"queries_per_step": 8},
+        "run": {"output_uri": "s3://models/ft", "checkpoint_every_steps": 2, "workers": 1},
+        "storage": {"endpoint_url": endpoint},
+    }
+    report = finetune(load_finetune_config(None, overrides))
+    fs.invalidate_cache()
+    published = {p.rsplit("/", 1)[-1] for p in fs.find("models/ft")}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "finetune_report.json"} <= published
+    assert any("/checkpoint_" in p for p in fs.find("models/ft.checkpoints"))
+    assert finetune(load_finetune_config(None, overrides)) == report  # published: nothing to do

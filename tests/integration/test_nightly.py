@@ -7,9 +7,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from jobs.cli import main
 from pipeline.io import Storage, join
 from pipeline.rerank import checkpoint
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.integration
 
 STORAGE = Storage()
 DATE = "2026-11-27"
@@ -25,24 +30,26 @@ def nightly_config(tmp_path, tiny_bert, extra: str = "") -> str:
     return str(path)
 
 
+@pytest.mark.timeout(600)  # its waits alone allow 420 s; 98 s measured on 2 busy cores
 def test_overlapping_start_refuses_then_first_completes(
-    ray_address, write_shards, tmp_path, tiny_bert, caplog
+    ray_address, write_shards, tmp_path, tiny_bert, caplog, spawn
 ):
     write_shards(n_shards=8, n_queries=6, candidates=8, root=tmp_path / "in" / DATE)
     config = nightly_config(tmp_path, tiny_bert, "scoring: {rows_per_call: 4}\n")
-    lease = tmp_path / "out" / DATE / "_rerank" / "lease.json"
+    out = tmp_path / "out" / DATE
+    lease = out / checkpoint.LEASE
     env = {**os.environ, "RAY_ADDRESS": ray_address}
-    first = subprocess.Popen(
+    first = spawn(
         [sys.executable, "-m", "jobs.rerank_nightly", "--date", DATE, "--config", config],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
-    while not lease.exists():
-        assert first.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(1.5)  # past the first run's settle check: it holds the lease now
+    # The run's first write (its run manifest) comes after the lease's settle check: from then on
+    # the first run holds the lease.
+    run_manifest = out / checkpoint.RUN_MANIFEST
+    wait_until(run_manifest.exists, 120, what="the first run to hold the lease", process=first)
+    assert lease.exists()
     assert main(["nightly", "--date", DATE, "--config", config]) == 3
     assert "already in progress" in caplog.text
     assert first.wait(timeout=300) == 0
@@ -72,8 +79,6 @@ def test_stale_lease_is_taken_over_and_dated_output_written(
 
 
 def test_bad_date_and_unquoted_yaml_are_usage_errors(tmp_path, tiny_bert, caplog):
-    import pytest
-
     with pytest.raises(SystemExit) as err:
         main(["nightly", "--date", "27/11/2026", "--config", "x.yaml"])
     assert err.value.code == 2

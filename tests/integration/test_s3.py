@@ -1,4 +1,5 @@
-"""s3:// in and out (and the model on s3://) against a real S3 endpoint: moto in server mode."""
+"""s3:// in and out (and the model on s3://) against a real S3 endpoint: the session's moto server
+(the `s3` fixture, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,26 +15,19 @@ import s3fs
 from jobs.cli import main
 from pipeline.io import Storage
 from pipeline.model_cache import default_cache_dir
-from tests.integration.test_job import assert_output_invariants, tables_equal
-from tests.s3_server import FlakyProxy, MotoServer
+from tests.helpers import assert_output_invariants, free_port, tables_equal, wait_until
 
-
-@pytest.fixture(scope="session")
-def moto():
-    server = MotoServer()
-    yield server
-    server.stop()
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def s3(moto):
-    """A clean S3 with buckets `in`, `out`, `models`; returns (filesystem, endpoint)."""
-    moto.reset()
-    fs = s3fs.S3FileSystem(endpoint_url=moto.endpoint, key="testing", secret="testing")
+def rerank_s3(s3):
+    """The `s3` fixture's clean S3 with buckets rerank-in, rerank-out, rerank-models."""
+    fs, endpoint = s3
     for bucket in ("rerank-in", "rerank-out", "rerank-models"):
         fs.mkdir(bucket)
     fs.invalidate_cache()
-    return fs, moto.endpoint
+    return fs, endpoint
 
 
 def upload(fs: s3fs.S3FileSystem, local: Path, remote: str) -> None:
@@ -47,8 +40,8 @@ def storage_for(endpoint: str) -> Storage:
     return Storage.from_settings(endpoint_url=endpoint)
 
 
-def test_s3_to_s3_with_model_on_s3(ray_address, s3, write_shards, tiny_bert, caplog):
-    fs, endpoint = s3
+def test_s3_to_s3_with_model_on_s3(ray_address, rerank_s3, write_shards, tiny_bert, caplog):
+    fs, endpoint = rerank_s3
     upload(fs, write_shards(n_shards=3), "rerank-in/day1")
     upload(fs, Path(tiny_bert), "rerank-models/tiny-bert")
     args = [
@@ -79,8 +72,10 @@ def test_s3_to_s3_with_model_on_s3(ray_address, s3, write_shards, tiny_bert, cap
         assert b"SUPERSECRET" not in fs.cat_file(path)
 
 
-def test_aws_endpoint_url_env_reaches_the_workers(ray_address, s3, write_shards, tiny_bert, monkeypatch):
-    fs, endpoint = s3
+def test_aws_endpoint_url_env_reaches_the_workers(
+    ray_address, rerank_s3, write_shards, tiny_bert, monkeypatch
+):
+    fs, endpoint = rerank_s3
     upload(fs, write_shards(n_shards=2), "rerank-in/d")
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # only the driver has it
     assert (
@@ -90,8 +85,9 @@ def test_aws_endpoint_url_env_reaches_the_workers(ray_address, s3, write_shards,
     assert_output_invariants("s3://rerank-in/d", "s3://rerank-out/d", storage=storage_for(endpoint))
 
 
-def test_s3_kill_and_resume_equals_uninterrupted(ray_address, s3, write_shards, tiny_bert):
-    fs, endpoint = s3
+@pytest.mark.timeout(600)  # three runs of 8 shards; 105 s measured on 2 busy cores
+def test_s3_kill_and_resume_equals_uninterrupted(ray_address, rerank_s3, write_shards, tiny_bert, spawn):
+    fs, endpoint = rerank_s3
     upload(fs, write_shards(n_shards=8, n_queries=6, candidates=8), "rerank-in/k")
     flags = [
         "--model",
@@ -106,16 +102,14 @@ def test_s3_kill_and_resume_equals_uninterrupted(ray_address, s3, write_shards, 
     assert main(["run", "s3://rerank-in/k", "s3://rerank-out/reference", *flags]) == 0
 
     env = {**os.environ, "RAY_ADDRESS": ray_address}
-    cmd = [sys.executable, "-m", "jobs.rerank", "run", "s3://rerank-in/k", "s3://rerank-out/k", *flags]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while True:
+    cmd = [sys.executable, "-m", "jobs.cli", "run", "s3://rerank-in/k", "s3://rerank-out/k", *flags]
+    proc = spawn(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def published_a_marker() -> bool:
         fs.invalidate_cache()
-        if fs.exists("rerank-out/k/_rerank/done") and fs.find("rerank-out/k/_rerank/done"):
-            break
-        assert proc.poll() is None, "the run ended before publishing anything"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+        return fs.exists("rerank-out/k/_rerank/done") and bool(fs.find("rerank-out/k/_rerank/done"))
+
+    wait_until(published_a_marker, 180, what="the first done marker", process=proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     fs.invalidate_cache()
@@ -132,26 +126,22 @@ def test_s3_kill_and_resume_equals_uninterrupted(ray_address, s3, write_shards, 
     assert_output_invariants("s3://rerank-in/k", "s3://rerank-out/k", storage=storage)
 
 
-def test_transient_errors_are_retried(ray_address, s3, write_shards, tiny_bert):
-    fs, endpoint = s3
+def test_transient_errors_are_retried(ray_address, rerank_s3, flaky_s3, write_shards, tiny_bert):
+    fs, endpoint = rerank_s3
     upload(fs, write_shards(n_shards=3), "rerank-in/flaky")
-    proxy = FlakyProxy(endpoint, every=3)  # one request in three answers 503 SlowDown
-    try:
-        args = [
-            "run",
-            "s3://rerank-in/flaky",
-            "s3://rerank-out/flaky",
-            "--model",
-            tiny_bert,
-            "--max-length",
-            "128",
-            "--storage-endpoint-url",
-            proxy.endpoint,
-        ]
-        assert main(args) == 0
-    finally:
-        proxy.stop()
-    assert proxy.counter["failed"] > 5
+    args = [
+        "run",
+        "s3://rerank-in/flaky",
+        "s3://rerank-out/flaky",
+        "--model",
+        tiny_bert,
+        "--max-length",
+        "128",
+        "--storage-endpoint-url",
+        flaky_s3.endpoint,  # one request in three answers 503 SlowDown
+    ]
+    assert main(args) == 0
+    assert flaky_s3.counter["failed"] > 5
     assert_output_invariants("s3://rerank-in/flaky", "s3://rerank-out/flaky", storage=storage_for(endpoint))
 
 
@@ -163,9 +153,9 @@ def fast_fail_config(tmp_path):
 
 
 def test_missing_bucket_exits_2_and_writes_nothing(
-    ray_address, s3, write_shards, tiny_bert, caplog, fast_fail_config
+    ray_address, rerank_s3, write_shards, tiny_bert, caplog, fast_fail_config
 ):
-    fs, endpoint = s3
+    fs, endpoint = rerank_s3
     upload(fs, write_shards(n_shards=1), "rerank-in/m")
     base = ["--model", tiny_bert, "--storage-endpoint-url", endpoint, "--config", fast_fail_config]
     assert main(["run", "s3://no-such-bucket/x", "s3://rerank-out/m", *base]) == 2
@@ -177,8 +167,6 @@ def test_missing_bucket_exits_2_and_writes_nothing(
 
 
 def test_wrong_endpoint_exits_2(ray_address, tiny_bert, caplog, fast_fail_config):
-    from tests.s3_server import free_port
-
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     args = [
         "run",
@@ -195,26 +183,29 @@ def test_wrong_endpoint_exits_2(ray_address, tiny_bert, caplog, fast_fail_config
     assert "cannot reach the storage endpoint" in caplog.text and closed in caplog.text
 
 
-def test_bad_credentials_exit_2_and_write_nothing(ray_address, tiny_bert, caplog, fast_fail_config):
-    secured = MotoServer(auth=True)  # checks access keys; none are valid
-    try:
-        args = [
-            "run",
-            "s3://rerank-in/x",
-            "s3://rerank-out/x",
-            "--model",
-            tiny_bert,
-            "--storage-endpoint-url",
-            secured.endpoint,
-            "--config",
-            fast_fail_config,
-            "--storage-option",
-            "key=AKIAWRONG",
-            "--storage-option",
-            "secret=wrong-secret-value",
-        ]
+def test_bad_credentials_exit_2_and_write_nothing(
+    ray_address, moto_server, rerank_s3, write_shards, tiny_bert, caplog, fast_fail_config
+):
+    fs, endpoint = rerank_s3
+    upload(fs, write_shards(n_shards=1), "rerank-in/x")  # readable with good keys
+    args = [
+        "run",
+        "s3://rerank-in/x",
+        "s3://rerank-out/x",
+        "--model",
+        tiny_bert,
+        "--storage-endpoint-url",
+        endpoint,
+        "--config",
+        fast_fail_config,
+        "--storage-option",
+        "key=AKIAWRONG",
+        "--storage-option",
+        "secret=wrong-secret-value",
+    ]
+    with moto_server.require_auth():  # checks access keys; none are valid
         assert main(args) == 2
-    finally:
-        secured.stop()
     assert "access denied" in caplog.text
     assert "wrong-secret-value" not in caplog.text
+    fs.invalidate_cache()
+    assert fs.find("rerank-out") == []

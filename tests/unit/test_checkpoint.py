@@ -42,6 +42,8 @@ def test_done_requires_same_digest_and_unchanged_input(tmp_path: Path):
     out = str(tmp_path)
     shard = ShardFile("in/x/a.parquet", "x/a.parquet", 10, "mtime=1")
     checkpoint.write_marker(STORAGE, out, shard, "d1", {"rows_in": 3, "rows_out": 3})
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "a.parquet").write_bytes(b"published")  # a done shard's output exists
     assert set(checkpoint.load_done(STORAGE, out, [shard], "d1")) == {"x/a.parquet"}
     assert checkpoint.load_done(STORAGE, out, [shard], "other") == {}
     changed = ShardFile(shard.uri, shard.relpath, 11, "mtime=2")

@@ -1,7 +1,8 @@
+import typing
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from jobs.cli import build_parser
 from jobs.rerank import overrides_from_args
@@ -66,23 +67,64 @@ def test_missing_and_bad_yaml(tmp_path: Path):
         load_config(tmp_path / "bad.yaml", BASE)
 
 
+def models_in(annotation: object) -> list[type[BaseModel]]:
+    """The config models an annotation holds: itself, or inside `X | None`, `list[X]`, `dict[str, X]`,
+    `Annotated[X, ...]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in models_in(arg)]
+
+
+def undescribed_fields(root: type[BaseModel]) -> tuple[list[str], set[str]]:
+    """Walks every field of `root` and of every section nested in it, at any depth: (dotted paths of
+    fields without a description, dotted paths of the sections walked)."""
+    missing: list[str] = []
+    sections: set[str] = set()
+
+    def walk(model: type[BaseModel], path: str) -> None:
+        for name, field in model.model_fields.items():
+            if not (field.description or "").strip():
+                missing.append(f"{path}.{name}")
+            for nested in models_in(field.annotation):
+                sections.add(f"{path}.{name}")
+                walk(nested, f"{path}.{name}")
+
+    walk(root, root.__name__)
+    return missing, sections
+
+
 @pytest.mark.parametrize("root", [JobConfig, FinetuneConfig])
 def test_every_field_of_every_section_has_a_description(root):
-    seen = []
+    missing, sections = undescribed_fields(root)
+    assert missing == []
+    # every top-level section was walked into, the inherited `storage` one included
+    top_level = {name for name, f in root.model_fields.items() if models_in(f.annotation)}
+    assert {"storage", "model"} <= top_level
+    assert {f"{root.__name__}.{name}" for name in top_level} <= sections
 
-    def walk(model):
-        for name, field in model.model_fields.items():
-            assert field.description, f"{model.__name__}.{name} has no description"
-            seen.append(f"{model.__name__}.{name}")
-            ann = field.annotation
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                walk(ann)
 
-    walk(root)
-    sections = {name for name, f in root.model_fields.items() if isinstance(f.annotation, type)}
-    assert all(
-        any(s.startswith(f"{root.model_fields[n].annotation.__name__}.") for s in seen) for n in sections
-    )
+def test_the_description_walk_reaches_sections_nested_in_optional_list_and_dict_fields():
+    class Leaf(BaseModel):
+        described: int = Field(1, description="yes")
+        bare: int = 1
+
+    class Branch(BaseModel):
+        maybe: Leaf | None = Field(None, description="optional section")
+        many: list[Leaf] = Field(default_factory=list, description="list of sections")
+        named: dict[str, Leaf] = Field(default_factory=dict, description="mapping of sections")
+
+    class Root(BaseModel):
+        branch: Branch = Field(description="a section")
+        blank: str = Field("", description="  ")
+
+    missing, sections = undescribed_fields(Root)
+    assert sorted(missing) == [
+        "Root.blank",
+        "Root.branch.many.bare",
+        "Root.branch.maybe.bare",
+        "Root.branch.named.bare",
+    ]
+    assert sections == {"Root.branch", "Root.branch.maybe", "Root.branch.many", "Root.branch.named"}
 
 
 def test_fingerprint_changes_with_scoring_settings():

@@ -5,6 +5,7 @@ Goldens: tests/assets/make_goldens.py in the side venv (transformers 4.57.6), wh
 token ids stored there are the ones FlagEmbedding fed its model.
 """
 
+import json
 import shutil
 
 import numpy as np
@@ -17,6 +18,7 @@ from pipeline.errors import ModelLoadError
 from pipeline.models.minicpm_layerwise import LayerwiseReranker
 from pipeline.models.prompt_tokenizer import PromptPairTokenizer
 from pipeline.models.reranker import Reranker
+from pipeline.models.text_tokenizer import TextTokenizer
 from pipeline.rerank.ranking import sigmoid
 from tests.conftest import MODELS
 
@@ -141,15 +143,20 @@ def test_layerwise_missing_tensor_is_named(tmp_path, tiny_layerwise):
         LayerwiseReranker.load(str(target), [4], torch.float32)
 
 
-def test_llm_layout_without_bos_when_bos_is_the_pad_token(tiny_gemma, decoder_goldens):
+def test_llm_layout_without_bos_when_bos_is_the_pad_token(tiny_gemma, decoder_goldens, tmp_path):
     """FlagLLMReranker prepends BOS only if the tokenizer has one distinct from its pad token."""
     from transformers import AutoTokenizer
 
     c = next(x for x in decoder_goldens["cases"] if x["kind"] == "llm")
     tok = AutoTokenizer.from_pretrained(tiny_gemma)
-    assert _tokenizer(c, tok).prefix == [tok.bos_token_id]
-    tok.pad_token = tok.bos_token
-    ids = _tokenizer(c, tok).encode(["q"], ["p"])["input_ids"].to_pylist()[0]
+    assert _tokenizer(c, TextTokenizer.load(tiny_gemma)).prefix == [tok.bos_token_id]
+    bos_pads = tmp_path / "bos-pads"  # the tiny gemma saved with `tok.pad_token = tok.bos_token`
+    shutil.copytree(tiny_gemma, bos_pads)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        saved = json.loads((bos_pads / name).read_text())
+        (bos_pads / name).write_text(json.dumps(saved | {"pad_token": tok.bos_token}))
+    assert AutoTokenizer.from_pretrained(bos_pads).pad_token_id == tok.bos_token_id
+    ids = _tokenizer(c, TextTokenizer.load(str(bos_pads))).encode(["q"], ["p"])["input_ids"].to_pylist()[0]
 
     def pieces(text):
         return tok(text, add_special_tokens=False)["input_ids"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -46,7 +47,21 @@ def test_schedule_covers_every_query_once_per_epoch_across_workers():
     assert s.total_steps == 5
     seen = [i for step in range(5) for w in range(2) for mb in s.micro_batches(step, w) for i, _ in mb]
     assert sorted(seen) == list(range(40))
-    assert s.micro_batches(2, 1) == s.micro_batches(2, 1)  # a function of (seed, step, worker) only
+
+
+def test_schedule_is_a_function_of_seed_step_and_worker_only():
+    """A run resumed at step 2 (a new Schedule, no earlier steps computed) trains exactly what the
+    uninterrupted run trains at step 2; another seed trains other queries."""
+    args = dict(num_queries=40, workers=2, queries_per_micro_batch=4, grad_accum_steps=2, epochs=2, seed=3)
+    uninterrupted = Schedule(**args)
+    steps = {(step, w): uninterrupted.micro_batches(step, w) for step in range(5) for w in range(2)}
+    resumed = Schedule(**args)
+    assert resumed.micro_batches(2, 1) == steps[(2, 1)]
+    assert resumed.micro_batches(4, 0) == steps[(4, 0)]  # second epoch: (index, epoch=1) pairs
+    assert {e for mb in steps[(4, 0)] for _, e in mb} == {1}
+    assert steps[(2, 1)] != steps[(2, 0)]  # workers train different queries at the same step
+    reseeded = dataclasses.replace(uninterrupted, seed=4)
+    assert reseeded.micro_batches(2, 1) != steps[(2, 1)]
 
 
 def test_schedule_rounds_partial_epochs_up():

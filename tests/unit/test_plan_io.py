@@ -47,7 +47,7 @@ def test_contract_lists_every_problem_with_the_flag(tmp_path):
         tmp_path / "two.parquet",
     )
     with pytest.raises(InputContractError) as err:
-        check_pending(STORAGE, STORAGE.list_shards(str(tmp_path)), InputConfig(uri=str(tmp_path)))
+        check_pending(STORAGE, STORAGE.list_shards(str(tmp_path)), InputConfig(uri=str(tmp_path)), ["score"])
     text = str(err.value)
     assert (
         "one.parquet' has no column 'passage' (found: qid, query, docid, body); set --passage-column" in text
@@ -58,7 +58,9 @@ def test_contract_lists_every_problem_with_the_flag(tmp_path):
 
 def test_unreadable_footer_is_pending_not_fatal(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"garbage")
-    (pending,) = check_pending(STORAGE, STORAGE.list_shards(str(tmp_path)), InputConfig(uri=str(tmp_path)))
+    (pending,) = check_pending(
+        STORAGE, STORAGE.list_shards(str(tmp_path)), InputConfig(uri=str(tmp_path)), ["score"]
+    )
     assert pending.num_rows == -1
 
 

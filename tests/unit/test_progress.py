@@ -18,7 +18,7 @@ def test_steady_rate_comes_from_the_scoring_calls_not_from_arrival_times():
     # blocks reach the driver late and together; the calls themselves ran from t0+5 to t0+8
     p.timed(_calls(7, (t0 + 6, t0 + 8)))
     p.timed(_calls(7, (t0 + 5, t0 + 6), (t0 + 6, t0 + 8)))  # a call delivered twice counts once
-    time.sleep(0.01)
+    time.sleep(0.01)  # the point: driver time passes, unrelated to the actors' call clocks
     p.published("a.parquet", 300)
     s = p.summary()
     assert s["pairs_scored"] == 300 and s["tokens"] == 3000 and s["padded_tokens"] == 3300

@@ -28,9 +28,10 @@ def shard(write_shards):
 
 def test_tokenize_then_score_every_row(shard, tiny_bert):
     model = ModelConfig(name_or_path=tiny_bert, max_length=64)
-    tokenize = TokenizeShard(model, InputConfig(uri="unused"), STORAGE)
-    blocks = list(tokenize({"shard": np.array([7]), "uri": np.array([shard.uri])}))
-    assert len(blocks) == 3  # one per row group (12 rows, groups of 5)
+    tokenize = TokenizeShard(model, InputConfig(uri="unused"), STORAGE, block_rows=5)
+    assert [t.num_rows for t in tokenize.tokenize(7, shard.uri)] == [5, 5, 2]  # one per row group
+    blocks = list(tokenize({"shards": [[7]], "uris": [[shard.uri]]}))
+    assert [b.num_rows for b in blocks] == [5, 5, 2]  # blocks of block_rows rows
     for b in blocks:
         lengths = [len(x) for x in b.column("input_ids").to_pylist()]
         assert lengths == sorted(lengths, reverse=True)  # longest first
@@ -49,7 +50,7 @@ def test_unreadable_shard_yields_an_error_row(tmp_path, tiny_bert):
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"not parquet at all")
     tokenize = TokenizeShard(ModelConfig(name_or_path=tiny_bert), InputConfig(uri="unused"), STORAGE)
-    (block,) = tokenize({"shard": np.array([1]), "uri": np.array([str(bad)])})
+    (block,) = tokenize({"shards": [[1]], "uris": [[str(bad)]]})
     assert block.column("row").to_pylist() == [-1]
     assert "Parquet" in block.column("error")[0].as_py() or "parquet" in block.column("error")[0].as_py()
     scored = ScorePairs(
@@ -73,7 +74,7 @@ def test_null_and_empty_rows_are_quarantined_not_scored(tmp_path, tiny_bert):
     (shard,) = STORAGE.list_shards(str(tmp_path / "in"))
     model = ModelConfig(name_or_path=tiny_bert)
     (block,) = TokenizeShard(model, InputConfig(uri="unused"), STORAGE)(
-        {"shard": np.array([0]), "uri": np.array([shard.uri])}
+        {"shards": [[0]], "uris": [[shard.uri]]}
     )
     scored = ScorePairs(model, STORAGE, scoring_settings(512, device="cpu", dtype="float32"))(block)
     assembler = ShardAssembler({0: 5})
@@ -144,3 +145,33 @@ def test_assembler_counts_each_row_once_and_isolates_failures():
     assert added.complete == [2] and added.pairs == 0  # a quarantined row arrives, unscored
     assert a.take(2).rejected == {0: "empty passage"}
     assert a.incomplete() == {}
+
+
+def test_small_shards_share_a_tokenize_call_and_blocks_of_block_rows(write_shards, tiny_bert):
+    root = write_shards(n_shards=3, n_queries=2, candidates=3, row_group_size=4)  # 6 rows each
+    shards = STORAGE.list_shards(str(root))
+    tokenize = TokenizeShard(
+        ModelConfig(name_or_path=tiny_bert, max_length=64), InputConfig(uri="u"), STORAGE, 4
+    )
+    blocks = list(tokenize({"shards": [[0, 1, 2]], "uris": [[s.uri for s in shards]]}))
+    assert [b.num_rows for b in blocks] == [4, 4, 4, 4, 2]
+    rows = pa.concat_tables(blocks).select(["shard", "row"]).to_pylist()
+    assert sorted((r["shard"], r["row"]) for r in rows) == [(s, r) for s in range(3) for r in range(6)]
+
+
+def test_null_query_ids_are_quarantined_not_ranked_as_one_query(tmp_path, tiny_bert):
+    path = tmp_path / "s.parquet"
+    table = pa.table(
+        {
+            "query_id": ["a", None, None],
+            "query": ["x y", "first query", "another query"],
+            "doc_id": ["1", "2", "3"],
+            "passage": ["p p", "q q", "r r"],
+        }
+    )
+    pq.write_table(table, path)
+    tokenize = TokenizeShard(
+        ModelConfig(name_or_path=tiny_bert, max_length=64), InputConfig(uri="u"), STORAGE
+    )
+    (block,) = tokenize.tokenize(0, str(path))
+    assert block.column("reject").to_pylist() == [None, "null query_id", "null query_id"]

@@ -1,0 +1,270 @@
+"""Long-running operation and data safety: the model's identity in the fingerprint, one run per
+OUTPUT (`rerank run` holds the lease), a run that loses its lease stops, SIGTERM stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from jobs.cli import main
+from pipeline.io import Storage, join
+from pipeline.rerank import checkpoint
+from pipeline.rerank.config import fingerprint_digest
+from pipeline.rerank.lease import LeaseFile, RunLease
+from tests.helpers import (
+    assert_output_invariants,
+    assert_reconciled,
+    done_markers,
+    read_output,
+    tables_equal,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+STORAGE = Storage()
+FLAGS = ["--max-length", "128", "--rows-per-call", "4"]  # many small calls: a run long enough to catch
+
+
+def start_run(ray_address: str, input_dir: Path, out: Path, *flags: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
+    with open(log, "w") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", "run", str(input_dir), str(out), *flags],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
+def first_marker(proc: subprocess.Popen, out: Path) -> None:
+    wait_until(lambda: done_markers(out / "_rerank" / "done"), 180, 0.02, "a first done-marker", process=proc)
+
+
+def temp_files(out: Path) -> list[Path]:
+    return [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+
+
+# --- 4. the model's identity -------------------------------------------------------------------
+
+
+def replace_weights(model_dir: Path) -> None:
+    """Saves a different tiny model (same shape, other weights) into the same directory."""
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05)
+    model.save_pretrained(model_dir)
+
+
+def test_a_model_replaced_at_the_same_path_is_refused_on_resume(
+    ray_address, write_shards, tmp_path, tiny_bert, caplog
+):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert, model)
+    input_dir, out = write_shards(n_shards=2), tmp_path / "out"
+    args = ["run", str(input_dir), str(out), "--model", str(model), "--max-length", "128"]
+    assert main(args) == 0
+    before = STORAGE.read_json(str(out / "_SUCCESS"))["fingerprint"]["model_identity"]
+
+    replace_weights(model)
+    caplog.clear()
+    assert main(args) == 2
+    assert "model_identity" in caplog.text and "--fresh" in caplog.text
+    assert (out / "_SUCCESS").exists()  # the finished output is left as it was
+
+    assert main([*args, "--fresh"]) == 0
+    after = STORAGE.read_json(str(out / "_SUCCESS"))["fingerprint"]["model_identity"]
+    assert after["weights"] != before["weights"]
+
+
+def downgrade_to_legacy(out: Path) -> str:
+    """OUTPUT as a version before model_identity left it: manifest, markers, _SUCCESS without it."""
+    manifest = STORAGE.read_json(join(str(out), checkpoint.RUN_MANIFEST))
+    legacy = {k: v for k, v in manifest["fingerprint"].items() if k != "model_identity"}
+    digest = fingerprint_digest(legacy)
+    STORAGE.write_json_atomic(
+        join(str(out), checkpoint.RUN_MANIFEST), {**manifest, "fingerprint": legacy, "digest": digest}
+    )
+    for path in done_markers(out / "_rerank" / "done"):
+        STORAGE.write_json_atomic(str(path), {**STORAGE.read_json(str(path)), "digest": digest})
+    success = STORAGE.read_json(str(out / "_SUCCESS"))
+    STORAGE.write_json_atomic(str(out / "_SUCCESS"), {**success, "fingerprint": legacy, "digest": digest})
+    return digest
+
+
+def test_an_output_without_model_identity_resumes_with_a_warning_and_is_upgraded(
+    ray_address, write_shards, tmp_path, tiny_bert, caplog
+):
+    input_dir, out = write_shards(n_shards=2), tmp_path / "out"
+    args = ["run", str(input_dir), str(out), "--model", tiny_bert, "--max-length", "128"]
+    assert main(args) == 0
+    legacy_digest = downgrade_to_legacy(out)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
+
+    caplog.clear()
+    assert main(args) == 0
+    assert "cannot be verified" in caplog.text
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}  # nothing rescored
+    manifest = STORAGE.read_json(join(str(out), checkpoint.RUN_MANIFEST))
+    assert "model_identity" in manifest["fingerprint"] and manifest["upgraded_from"] == legacy_digest
+    assert "model_identity" in STORAGE.read_json(str(out / "_SUCCESS"))["fingerprint"]
+
+
+# --- 9. one run per OUTPUT -----------------------------------------------------------------------
+
+
+def test_a_second_run_on_the_same_output_exits_3_naming_the_holder(
+    ray_address, write_shards, tmp_path, tiny_bert, caplog
+):
+    input_dir = write_shards(n_shards=8, n_queries=6, candidates=8)
+    out = tmp_path / "out"
+    # an earlier run's progress with another config: the first run's --fresh discards it, not its lease
+    STORAGE.write_json_atomic(
+        join(str(out), checkpoint.RUN_MANIFEST),
+        {"digest": "earlier", "fingerprint": {"max_length": 64}, "created_at": 0},
+    )
+    flags = ["--model", tiny_bert, *FLAGS]
+    first = start_run(ray_address, input_dir, out, *flags, "--fresh", log=tmp_path / "first.log")
+    lease = out / "_rerank" / "lease.json"
+    holder = wait_until(
+        lambda: STORAGE.read_json(str(lease)), 120, what="the first run's lease", process=first
+    )
+    first_marker(first, out)  # past its claim (and --fresh)
+    assert STORAGE.read_json(str(lease))["owner"] == holder["owner"]  # --fresh kept the lease
+    assert STORAGE.read_json(join(str(out), checkpoint.RUN_MANIFEST))["digest"] != "earlier"
+
+    assert main(["run", str(input_dir), str(out), *flags]) == 3
+    assert "already in progress" in caplog.text and holder["owner"] in caplog.text
+    assert first.wait(timeout=300) == 0
+    assert (out / "_SUCCESS").exists() and not lease.exists()  # released at the end
+
+
+def test_a_stale_lease_on_the_output_is_taken_over(ray_address, write_shards, tmp_path, tiny_bert, caplog):
+    input_dir, out = write_shards(n_shards=1), tmp_path / "out"
+    now = time.time()
+    STORAGE.write_json_atomic(
+        join(str(out), checkpoint.LEASE),
+        {"owner": "crashed-host:42:dead", "started_at": now - 9000, "heartbeat_at": now - 4000, "ttl_s": 600},
+    )
+    assert main(["run", str(input_dir), str(out), "--model", tiny_bert, "--max-length", "128"]) == 0
+    assert "taking over the stale lease of crashed-host:42:dead" in caplog.text
+    assert not (out / "_rerank" / "lease.json").exists()
+
+
+def test_a_run_killed_on_this_machine_does_not_block_the_rerun(
+    ray_address, write_shards, tmp_path, tiny_bert, caplog
+):
+    """SIGKILL leaves the lease behind with a fresh heartbeat; its process is gone, so the rerun
+    takes it over at once instead of waiting out the TTL."""
+    input_dir, out = write_shards(n_shards=4, n_queries=6, candidates=8), tmp_path / "out"
+    flags = ["--model", tiny_bert, *FLAGS]
+    proc = start_run(ray_address, input_dir, out, *flags, log=tmp_path / "run.log")
+    first_marker(proc, out)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "_rerank" / "lease.json").exists()
+    assert main(["run", str(input_dir), str(out), *flags]) == 0
+    assert "its process is gone" in caplog.text
+    assert_output_invariants(input_dir, out)
+
+
+# --- 5. a run that loses its lease stops ---------------------------------------------------------
+
+
+def test_a_run_that_stalls_past_its_lease_and_is_taken_over_stops(
+    ray_address, write_shards, tmp_path, tiny_bert
+):
+    input_dir, out = write_shards(n_shards=8, n_queries=6, candidates=8), tmp_path / "out"
+    log = tmp_path / "run.log"
+    proc = start_run(ray_address, input_dir, out, "--model", tiny_bert, *FLAGS, "--lease-ttl-s", "4", log=log)
+    first_marker(proc, out)
+    proc.send_signal(signal.SIGSTOP)  # the stall
+    try:
+        time.sleep(5)  # past the 4 s TTL: another run may take the lease over now, and does
+        now = time.time()
+        taker = {"owner": "other-host:7:feed", "started_at": now, "heartbeat_at": now, "ttl_s": 600}
+        STORAGE.write_json_atomic(join(str(out), checkpoint.LEASE), taker)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    assert proc.wait(timeout=300) == 3
+    text = log.read_text()
+    assert "lost to other-host:7:feed" in text and "this run stopped" in text
+    assert STORAGE.read_json(join(str(out), checkpoint.LEASE)) == taker  # neither renewed nor removed
+    assert not (out / "_SUCCESS").exists()
+
+    STORAGE.remove(join(str(out), checkpoint.LEASE))  # the other run ended
+    assert main(["run", str(input_dir), str(out), "--model", tiny_bert, *FLAGS]) == 0
+    assert_output_invariants(input_dir, out)
+    assert_reconciled(input_dir, out)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_lease_on_s3_is_written_conditionally(s3):
+    fs, endpoint = s3
+    fs.mkdir("rerank-out")
+    storage = Storage.from_settings(endpoint_url=endpoint)
+    out = "s3://rerank-out/day"
+    clock = Clock()
+    holder = RunLease(storage, out, ttl_s=600, settle_s=0, clock=clock)
+    holder.acquire()
+    try:
+        lease = LeaseFile(storage, join(out, checkpoint.LEASE))
+        assert lease.is_conditional
+        record, version = lease.read()
+        assert record["owner"] == holder.owner and version
+        # two takers that read the same version: the first write wins, the second fails
+        assert lease.write({**record, "owner": "taker-1"}, version)
+        assert not lease.write({**record, "owner": "taker-2"}, version)
+        assert not lease.write({**record, "owner": "taker-2"}, None)  # nor is it absent
+        holder.beat()
+        lost = holder.lost()
+        assert lost is not None and lost.holder == "taker-1"
+    finally:
+        holder.release()
+    assert lease.read()[0]["owner"] == "taker-1"  # not the holder's to remove any more
+
+
+# --- 10. SIGINT / SIGTERM ------------------------------------------------------------------------
+
+
+def test_sigterm_stops_cleanly_and_the_rerun_equals_an_uninterrupted_run(
+    ray_address, write_shards, tmp_path, tiny_bert
+):
+    input_dir = write_shards(n_shards=8, n_queries=6, candidates=8)
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    flags = ["--model", tiny_bert, *FLAGS]
+    assert main(["run", str(input_dir), str(reference), *flags]) == 0
+
+    log = tmp_path / "run.log"
+    proc = start_run(ray_address, input_dir, out, *flags, log=log)
+    first_marker(proc, out)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 143
+    lines = [line for line in log.read_text().splitlines() if " rerank: " in line]
+    assert "interrupted by SIGTERM" in lines[-1] and "rerun the same command to resume" in lines[-1]
+    assert not temp_files(out)
+    assert not (out / "_rerank" / "lease.json").exists()  # released
+    assert not (out / "_SUCCESS").exists()
+
+    assert main(["run", str(input_dir), str(out), *flags]) == 0
+    tables_equal(read_output(reference), read_output(out))
+    assert_output_invariants(input_dir, out)
+    assert_reconciled(input_dir, out)
+    assert not temp_files(out)
