@@ -46,3 +46,7 @@ bench:  ## figures on this machine: the job vs the limit and the peers; LLM head
 .PHONY: bench-throughput
 bench-throughput:  ## the job end to end vs the bare-forward limit, naive batching and the peers (.venv-flag)
 	$(BIN)/python bench/throughput.py
+
+.PHONY: bench-scale
+bench-scale:  ## 1,000,000 short pairs as 10, 1,000 and 10,000 shards: overhead per shard, planning, driver RSS
+	$(BIN)/python bench/scale.py

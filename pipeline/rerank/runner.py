@@ -18,19 +18,19 @@ from typing import Any, cast
 import pyarrow as pa
 
 from pipeline.cluster import connect_ray, cpus_per_node, resolve_device
-from pipeline.config import ResolvedKind
-from pipeline.errors import ConfigError, ModelLoadError
 from pipeline.faults import crash_point
-from pipeline.io import ShardFile, Storage, join, location, storage_error
-from pipeline.model_cache import check_model_path, local_model_path
-from pipeline.models.identity import UNKNOWN, model_identity
-from pipeline.models.kinds import check_model, load_pair_tokenizer, resolve_kind
-from pipeline.models.limits import check_max_length
+from pipeline.io import ShardFile, Storage, join, storage_error
 from pipeline.rerank import checkpoint, legacy_manifest
 from pipeline.rerank.assembly import ShardAssembler, ShardScores
 from pipeline.rerank.build import build
 from pipeline.rerank.config import JobConfig, fingerprint, fingerprint_digest
 from pipeline.rerank.discovery import PendingShard, check_pending, check_split_queries, find_shards
+from pipeline.rerank.preflight import (
+    check_paths,
+    checked_model_identity,
+    load_model_locally,
+    storage_from_config,
+)
 from pipeline.rerank.progress import Progress
 from pipeline.rerank.publisher import ShardPublisher
 from pipeline.rerank.settings import ScoringSettings, resolve_settings
@@ -72,47 +72,23 @@ class PreparedRun:
     upgrade_legacy: bool = False  # OUTPUT's manifest predates model_identity (legacy_manifest.py)
 
 
-def check_paths(cfg: JobConfig) -> None:
-    """INPUT and OUTPUT must not contain each other, compared as the locations they resolve to
-    (local: real paths, symlinks and relative paths resolved; object stores: bucket + prefix)."""
-    a, b = location(cfg.input.uri), location(cfg.output.uri)
-    if a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/"):
-        raise ConfigError(
-            [
-                f"INPUT {cfg.input.uri!r} and OUTPUT {cfg.output.uri!r} overlap (they resolve to {a!r} "
-                f"and {b!r}); write the output outside the input tree"
-            ]
-        )
-
-
-def storage_from_config(cfg: JobConfig) -> Storage:
-    return Storage.from_section(cfg.storage)
-
-
-def load_model_locally(cfg: JobConfig, storage: Storage) -> tuple[JobConfig, ResolvedKind]:
-    """Checks --model (fetching it into this node's cache if remote) before any shard work; returns
-    the config with the model's kind resolved (auto -> encoder, llm or layerwise), and the kind."""
-    m = cfg.model
-    check_model_path(m.name_or_path)
+def resume_state(
+    storage: Storage, output: str, shards: list[ShardFile], fp: dict[str, Any], fresh: bool
+) -> tuple[list[str], dict[str, dict[str, Any]], bool]:
+    """OUTPUT's listing (read once), the markers of shards already done for this fingerprint, and
+    whether they come from an earlier version's manifest of the same config (to upgrade)."""
+    digest = fingerprint_digest(fp)
     try:
-        path = local_model_path(m.name_or_path, storage)
-    except Exception as e:
-        raise storage_error(m.name_or_path, "--model", e) from e
-    kind = resolve_kind(path, m.kind)
-    resolved = m.model_copy(update={"kind": kind})
-    if kind == "encoder" and m.prompt is not None:
-        raise ModelLoadError(
-            f"--prompt is for llm/layerwise rerankers; --model {m.name_or_path!r} is an encoder"
-        )
-    if kind != "layerwise" and m.cutoff_layers is not None:
-        raise ModelLoadError(
-            f"--cutoff-layers is for layerwise rerankers; --model {m.name_or_path!r} is an {kind} reranker"
-        )
-    check_max_length(path, m.name_or_path, m.max_length, kind)
-    check_model(path, resolved)
-    load_pair_tokenizer(path, resolved)
-    log.info("model %s: %s reranker", m.name_or_path, kind)
-    return cfg.model_copy(update={"model": resolved}), kind
+        legacy = None if fresh else legacy_manifest.legacy_fingerprint(storage, output, fp)
+        accepted = legacy or fp  # an earlier version's manifest of this config, or ours
+        files = checkpoint.check_output(storage, output, accepted, fingerprint_digest(accepted), fresh)
+        done = {} if fresh else checkpoint.load_done(storage, output, shards, digest, files)
+        if legacy is not None:
+            old = checkpoint.load_done(storage, output, shards, fingerprint_digest(legacy), files)
+            done = {**legacy_manifest.upgraded_markers(old, digest), **done}
+    except OSError as e:
+        raise storage_error(output, "OUTPUT", e) from e
+    return files, done, legacy is not None
 
 
 def prepare(cfg: JobConfig) -> PreparedRun:
@@ -134,31 +110,11 @@ def prepare(cfg: JobConfig) -> PreparedRun:
         kind=kind,
         cpus_per_node=cpus_per_node(),
     )
-    try:
-        identity = model_identity(cfg.model.name_or_path, storage)
-    except OSError as e:
-        raise storage_error(cfg.model.name_or_path, "--model", e) from e
-    log.info("model identity: %s", identity)
-    if identity.get("revision") == UNKNOWN:
-        log.warning(
-            "cannot tell which revision of hub model %r this run loads (no snapshot in the local hub "
-            "cache): a different model under the same id would not be noticed on resume",
-            cfg.model.name_or_path,
-        )
-    fp = fingerprint(cfg, settings.dtype, identity)
+    fp = fingerprint(cfg, settings.dtype, checked_model_identity(cfg, storage))
     digest = fingerprint_digest(fp)
-    fresh = cfg.output.fresh
-    try:
-        legacy = None if fresh else legacy_manifest.legacy_fingerprint(storage, output, fp)
-        accepted = legacy or fp  # an earlier version's manifest of this config, or ours
-        files = checkpoint.check_output(storage, output, accepted, fingerprint_digest(accepted), fresh)
-        done = {} if fresh else checkpoint.load_done(storage, output, shards, digest, files)
-        if legacy is not None:
-            old = checkpoint.load_done(storage, output, shards, fingerprint_digest(legacy), files)
-            done = {**legacy_manifest.upgraded_markers(old, digest), **done}
-            legacy_manifest.warn_unverified(output, cfg.model.name_or_path, len(done))
-    except OSError as e:
-        raise storage_error(output, "OUTPUT", e) from e
+    files, done, legacy = resume_state(storage, output, shards, fp, cfg.output.fresh)
+    if legacy:
+        legacy_manifest.warn_unverified(output, cfg.model.name_or_path, len(done))
     todo = [s for s in shards if s.relpath not in done]
     pending = check_pending(storage, todo, cfg.input, cfg.model.score_columns)
     split = check_split_queries(storage, pending, done, cfg.input)
@@ -173,7 +129,7 @@ def prepare(cfg: JobConfig) -> PreparedRun:
         done=done,
         pending=pending,
         split_queries=split,
-        upgrade_legacy=legacy is not None,
+        upgrade_legacy=legacy,
     )
 
 
