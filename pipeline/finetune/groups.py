@@ -39,7 +39,7 @@ def sample_group(q: TrainQuery, size: int, rng: random.Random) -> Group:
     return Group(q.query, passages, teacher, q.prompt)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Schedule:
     """How many optimizer steps a run has and which queries each worker trains at each of them."""
 

@@ -118,14 +118,17 @@ def _load_lora_student(path: str, section: ModelSection) -> Student:
 class GroupEncoder:
     """Groups → padded model inputs, through the scoring job's pair tokenizer (prompt per group)."""
 
-    def __init__(self, path: str, model: ModelConfig, pad_token_id: int) -> None:
+    def __init__(self, path: str, model: ModelConfig, pad_token_id: int | None = None) -> None:
+        """`pad_token_id`: the model's (its config's); without one, the tokenizer's, else 0."""
         self.base = load_pair_tokenizer(path, model)
         self.model = model
-        self.pad_token_id = pad_token_id
+        fallback = self.base.tokenizer.pad_token_id
+        self.pad_token_id = int(pad_token_id if pad_token_id is not None else (fallback or 0))
         self._by_prompt: dict[str, PairTokenizer | PromptPairTokenizer] = {}
 
     @property
-    def hf_tokenizer(self) -> Any:
+    def tokenizer(self) -> Any:
+        """The pair tokenizer's text tokenizer (what `Student.save_pretrained` saves with the model)."""
         return self.base.tokenizer
 
     def _tokenizer(self, prompt: str | None) -> PairTokenizer | PromptPairTokenizer:

@@ -37,7 +37,7 @@ COMMIT_TIMEOUT_S = 600.0
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Worker:
     """What the loop works with on one worker."""
 
@@ -89,12 +89,17 @@ def build_worker(config: dict[str, Any], num_queries: int) -> Worker:
     path = local_model_path(cfg.model.base, config["storage"])
     student = load_student(path, cfg.model, config["kind"])
     scoring = scoring_model_config(cfg.model, config["kind"])
-    pad = getattr(student.model.config, "pad_token_id", None)
-    encoder = GroupEncoder(path, scoring, 0)
-    encoder.pad_token_id = int(pad if pad is not None else (encoder.hf_tokenizer.pad_token_id or 0))
+    encoder = GroupEncoder(path, scoring, getattr(student.model.config, "pad_token_id", None))
     model = ray.train.torch.prepare_model(student.scorer)
     t = cfg.train
-    schedule = Schedule(num_queries, world, t.queries_per_step, t.grad_accum_steps, t.epochs, t.seed)
+    schedule = Schedule(
+        num_queries=num_queries,
+        workers=world,
+        queries_per_micro_batch=t.queries_per_step,
+        grad_accum_steps=t.grad_accum_steps,
+        epochs=t.epochs,
+        seed=t.seed,
+    )
     params = [p for p in student.scorer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -103,7 +108,18 @@ def build_worker(config: dict[str, Any], num_queries: int) -> Worker:
     precision = resolve_precision(t.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "float16")
     return Worker(
-        cfg, rank, world, device, student, model, encoder, schedule, optimizer, scheduler, scaler, precision
+        cfg=cfg,
+        rank=rank,
+        world=world,
+        device=device,
+        student=student,
+        model=model,
+        encoder=encoder,
+        schedule=schedule,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        precision=precision,
     )
 
 
@@ -241,7 +257,7 @@ def finish(
         log.info("eval after training: %s (before: %s)", after, state.eval_before)
         report_doc["eval"] = {"before": state.eval_before, "after": after}
     with tempfile.TemporaryDirectory() as directory:
-        w.student.save_pretrained(directory, w.encoder.hf_tokenizer)
+        w.student.save_pretrained(directory, w.encoder.tokenizer)
         storage: Storage = config["storage"]
         publish_model(storage, directory, w.cfg.run.output_uri, report_doc)
     log.info("published the fine-tuned model at %s", w.cfg.run.output_uri)

@@ -44,7 +44,7 @@ def test_lora_step_changes_yes_logits_and_merged_model_loads_as_llm_reranker(tin
     assert not torch.allclose(before, after, atol=1e-3)
     assert after[0] - after[1:].max() > before[0] - before[1:].max()  # the positive moved up
 
-    student.save_pretrained(str(tmp_path / "merged"), encoder.hf_tokenizer)
+    student.save_pretrained(str(tmp_path / "merged"), encoder.tokenizer)
     merged = str(tmp_path / "merged")
     reranker = Reranker.load(merged, "cpu", "float32", 4096, kind="llm")
     tokenizer = load_pair_tokenizer(
