@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -310,9 +312,14 @@ def test_position_limit_counts_xlmr_padding_offset(tiny_xlmr, tiny_bert):
     assert position_limit(json.loads((Path(tiny_bert) / "config.json").read_text())) == 512
 
 
-def test_ray_address_nobody_answers_exits_2_naming_it(write_shards, tmp_path, tiny_bert, caplog):
+def test_ray_address_nobody_answers_exits_2_naming_it(write_shards, tmp_path, tiny_bert):
+    # its own process: this one may already be connected to the integration tests' Ray
     inp = write_shards(n_shards=1)
     address = f"127.0.0.1:{free_port()}"
     args = ["run", str(inp), str(tmp_path / "out"), "--model", tiny_bert, "--ray-address", address]
-    assert main(args) == 2
-    assert f"no Ray cluster answers at {address!r}" in caplog.text and "--ray-address" in caplog.text
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"no Ray cluster answers at {address!r}" in done.stderr and "--ray-address" in done.stderr
