@@ -8,6 +8,8 @@ re-sorted per query within each shard.
 
 from __future__ import annotations
 
+import warnings
+
 import ray
 from ray.data import ActorPoolStrategy, Dataset
 
@@ -75,5 +77,7 @@ def build(
     # Blocks go to the least busy scoring actor, not to one on the node that tokenized them:
     # token ids are cheap to move, and with locality one node's actors take every block while
     # they have room, leaving the other nodes' GPUs idle.
-    ds.context.execution_options.actor_locality_enabled = False
+    with warnings.catch_warnings():  # deprecated for Ray's own placement, still honoured in 2.60
+        warnings.simplefilter("ignore")
+        ds.context.execution_options.actor_locality_enabled = False
     return ds
