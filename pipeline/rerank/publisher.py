@@ -51,11 +51,8 @@ class ShardPublisher:
         progress: Progress,
         should_stop: StopCheck = stop_reason,
     ) -> None:
-        self._storage = storage
         self._should_stop = should_stop
         self._stopping = False
-        self._output = output
-        self._digest = digest
         self._query_id_hashes = query_id_hashes
         self._progress = progress
         self._common = {
