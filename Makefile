@@ -1,36 +1,44 @@
-# offline-rerank tasks. `make setup` once, then `make test`.
+# offline-rerank tasks. On a fresh clone `make demo` or `make test` sets up the venv first (once:
+# again only when pyproject.toml changes); `make setup` (re)installs it on its own.
 PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
+# written once the venv holds everything; older than pyproject.toml means: install again
+INSTALLED := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: setup test test-unit test-integration test-gpu lint demo goldens bench
 
-setup:  ## venv with the CPU torch wheel, the package and its test tools
+setup:  ## venv with the CPU torch wheel, the package and its test tools (reinstalls)
+	@rm -f $(INSTALLED)
+	@$(MAKE) --no-print-directory $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[test,demo]"
+	touch $@
 
-test:  ## the whole CPU suite (unit, parity, integration on one local Ray)
-	$(BIN)/python -m pytest tests -q
+test: $(INSTALLED)  ## the whole CPU suite (unit, parity, integration on one local Ray)
+	$(BIN)/python -m pytest tests -q --durations=30
 
-test-unit:
+test-unit: $(INSTALLED)
 	$(BIN)/python -m pytest tests/unit -q
 
-test-integration:
+test-integration: $(INSTALLED)
 	$(BIN)/python -m pytest tests/integration -q
 
-test-gpu:  ## needs CUDA; skipped elsewhere
+test-gpu: $(INSTALLED)  ## needs CUDA; skipped elsewhere
 	$(BIN)/python -m pytest tests/gpu -q
 
-lint:
+lint: $(INSTALLED)
 	$(BIN)/ruff check pipeline jobs tests bench
 	$(BIN)/ruff format --check pipeline jobs tests bench
 	$(BIN)/mypy
 	$(BIN)/python -c "import importlib, pkgutil, pipeline, jobs; [importlib.import_module(m.name) for p in (pipeline, jobs) for m in pkgutil.walk_packages(p.__path__, p.__name__ + '.')]"
 
-demo:  ## the job end to end on a generated corpus (demo model: MiniLM-L6 with a random head)
+demo: $(INSTALLED)  ## the job end to end on a generated corpus (demo model: MiniLM-L6 with a random head)
 	$(BIN)/rerank demo --workdir demo-out
 
 goldens:  ## regenerate FlagEmbedding goldens in a side venv (transformers 4.57.6); not part of CI
@@ -38,15 +46,22 @@ goldens:  ## regenerate FlagEmbedding goldens in a side venv (transformers 4.57.
 	.venv-flag/bin/python tests/assets/make_tiny_models.py
 	.venv-flag/bin/python tests/assets/make_goldens.py
 
-bench:  ## figures on this machine: the job vs the limit and the peers; LLM head; local vs s3 storage
+bench: $(INSTALLED)  ## figures on this machine: the job vs the limit and the peers; LLM head; local vs s3 storage
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/llm_head.py
 	$(BIN)/python bench/storage.py
 
 .PHONY: bench-throughput
-bench-throughput:  ## the job end to end vs the bare-forward limit, naive batching and the peers (.venv-flag)
+bench-throughput: $(INSTALLED)  ## the job end to end vs the bare-forward limit, naive batching and the peers (.venv-flag)
 	$(BIN)/python bench/throughput.py
 
 .PHONY: bench-scale
-bench-scale:  ## 1,000,000 short pairs as 10, 1,000 and 10,000 shards: overhead per shard, planning, driver RSS
+bench-scale: $(INSTALLED)  ## 1,000,000 short pairs as 10, 1,000 and 10,000 shards: overhead per shard, planning, driver RSS
 	$(BIN)/python bench/scale.py
+
+.PHONY: gpu-check bench-gpu-smoke
+gpu-check:  ## on a CUDA machine (no network, no Ray): wheels, tests/gpu, bench/gpu.py -> $(GPU_OUT)
+	bench/gpu_check.sh $(or $(GPU_OUT),gpu-out)
+
+bench-gpu-smoke: $(INSTALLED)  ## bench/gpu.py's whole code path on CPU with the tiny test models
+	$(BIN)/python bench/gpu.py --smoke --out $${TMPDIR:-/tmp}/gpu-smoke.json

@@ -34,3 +34,16 @@ def useful_flops(model_dir: str | Path, model: torch.nn.Module, lengths: np.ndar
     cfg = AutoConfig.from_pretrained(model_dir)
     attention = 4 * cfg.num_hidden_layers * cfg.hidden_size * float((lengths.astype(np.float64) ** 2).sum())
     return 2.0 * non_embedding_params(model) * float(lengths.sum()) + attention
+
+
+def linear_params(model: torch.nn.Module) -> int:
+    """Weights of the model's linear layers: the matrix products each token runs through (no
+    embedding tables; heads that run once per pair are counted too, a fraction of a percent)."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def useful_flops_of_shape(params: int, layers: int, attention_width: int, lengths: np.ndarray) -> float:
+    """The module docstring's useful FLOPs from the shape: 2 x params x real tokens, plus QK^T and
+    AV (4 x layers x heads*head_dim x length^2 per pair); for any kind, no config.json needed."""
+    attention = 4 * layers * attention_width * float((lengths.astype(np.float64) ** 2).sum())
+    return 2.0 * params * float(lengths.sum()) + attention

@@ -6,6 +6,7 @@ one exception-to-exit-code table in `jobs/entry.py`.
     rerank nightly --date D --config C            a dated, scheduled run (one copy at a time)
     rerank finetune --train T --model M --output O  fine-tune on Ray Train
     rerank demo                                   the job end to end on generated data
+    rerank status OUTPUT [--input INPUT] [--json]   where the run of OUTPUT stands
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from jobs import demo, finetune, rerank, rerank_nightly
-from jobs.entry import Command, configure_logging, execute
+from jobs import demo, finetune, rerank, rerank_nightly, status
+from jobs.entry import Command, add_console_flags, configure_logging, execute
 
 # name -> (adds its sub-parser, runs it)
 COMMANDS: dict[str, tuple[Callable[[Any], None], Command]] = {
@@ -24,6 +25,7 @@ COMMANDS: dict[str, tuple[Callable[[Any], None], Command]] = {
     "nightly": (rerank_nightly.add_parser, rerank_nightly.command),
     "finetune": (finetune.add_parser, finetune.command),
     "demo": (demo.add_parser, demo.command),
+    "status": (status.add_parser, status.command),
 }
 
 
@@ -34,12 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add_parser, _ in COMMANDS.values():
         add_parser(sub)
+    for command in sub.choices.values():
+        add_console_flags(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_logging()
     args = build_parser().parse_args(argv)
+    configure_logging(verbose=getattr(args, "verbose", False))
     return execute(COMMANDS[args.command][1], args)
 
 

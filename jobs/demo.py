@@ -145,6 +145,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--queries", type=int, default=60, help="number of queries")
     p.add_argument("--candidates", type=int, default=20, help="candidates per query")
     p.add_argument("--shards", type=int, default=4, help="input shards")
+    p.add_argument(
+        "--dashboard", action="store_true", help="start the local Ray's dashboard on 127.0.0.1, print its URL"
+    )
+    p.add_argument(
+        "--progress-interval-s",
+        type=float,
+        default=30.0,
+        help="in a log (not a terminal): a progress line at most every this many seconds",
+    )
 
 
 def command(args: argparse.Namespace) -> int:
@@ -163,7 +172,8 @@ def command(args: argparse.Namespace) -> int:
             "input": {"uri": str(work / "input")},
             "output": {"uri": str(work / "output"), "fresh": True},
             "model": {"name_or_path": str(model), "max_length": 512},
-            "ray": {"num_cpus": os.cpu_count()},
+            "ray": {"num_cpus": os.cpu_count(), "dashboard": args.dashboard},
+            "progress": {"interval_s": args.progress_interval_s},
         },
     )
     report = run(cfg)

@@ -1,5 +1,6 @@
-"""What every entry point shares: logging setup, and one table of exit codes (which exception
-means which code), applied by `execute`.
+"""What every entry point shares: `--verbose` and the logging setup (a quiet console by default:
+our lines and every error, not the libraries' chatter), and one table of exit codes (which
+exception means which code), applied by `execute`.
 
     0  done: every shard published (`_SUCCESS` written) / the model published
     1  some shards failed, the rest are published (rerun to retry) / training failed (rerun resumes)
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Callable
 
+from pipeline.cluster import LOG_FORMAT, VERBOSE_ENV, configure_library_logging
 from pipeline.errors import ConfigError, RerankError, RunInterrupted, RunStopped
 from pipeline.rerank.lease import LeaseHeldError, LeaseLostError
 
@@ -37,8 +40,24 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
 Command = Callable[[argparse.Namespace], int]
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def add_console_flags(parser: argparse.ArgumentParser) -> None:
+    """`--verbose`, on every command."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=False,
+        help="show everything: our debug lines, and the libraries' (Ray, transformers, ...) info, "
+        "warnings, load reports and progress bars, which are off by default (errors always show)",
+    )
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Our log lines at INFO (DEBUG with --verbose); the libraries' errors only (INFO and up with
+    --verbose), here and, through the job's runtime_env, in every Ray worker (pipeline/cluster.py)."""
+    os.environ[VERBOSE_ENV] = "1" if verbose else "0"
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format=LOG_FORMAT)
+    configure_library_logging(verbose)
 
 
 def exit_code_for(error: BaseException) -> int:

@@ -17,7 +17,7 @@ import logging
 import sys
 from typing import Any
 
-from jobs.entry import EXIT_FAILED, EXIT_OK, configure_logging, execute
+from jobs.entry import EXIT_FAILED, EXIT_OK, add_console_flags, configure_logging, execute
 from jobs.flags import FlagTable, add_config_file, add_field_flags, add_storage_option, flag_overrides
 from pipeline.errors import RerankError
 from pipeline.finetune.config import FinetuneConfig, load_finetune_config
@@ -63,6 +63,7 @@ FLAG_FIELDS: FlagTable = {
     "max_failures": ("run", "max_failures"),
     "fresh": ("run", "fresh"),
     "ray_address": ("run", "ray_address"),
+    "dashboard": ("run", "dashboard"),
     "storage_endpoint_url": ("storage", "endpoint_url"),
     "storage_region": ("storage", "region"),
     "storage_profile": ("storage", "profile"),
@@ -99,19 +100,33 @@ def command(args: argparse.Namespace) -> int:
         log.error("rerun the same command to resume from the last checkpoint")
         return EXIT_FAILED
     log.info(
-        "model at %s | steps %s | final loss %s | %s examples/s | eval %s",
+        "model at %s | steps %s | final loss %s | %s examples/s",
         cfg.run.output_uri,
         report.get("steps"),
         report.get("final_loss"),
         report.get("examples_per_s"),
-        json.dumps(report.get("eval")),
     )
+    log_eval(report.get("eval"))
     return EXIT_OK
+
+
+def log_eval(evaluation: dict[str, Any] | None) -> None:
+    """`--eval`: MRR@10 and nDCG@10 of the held-out queries before and after training."""
+    if not evaluation:
+        return
+    before, after = evaluation.get("before") or {}, evaluation.get("after") or {}
+    for metric in ("mrr@10", "ndcg@10"):
+        log.info(
+            "held-out %s (%s queries): %s before -> %s after training",
+            metric.upper().replace("NDCG", "nDCG"),
+            after.get("queries"),
+            before.get(metric, "?"),
+            after.get(metric, "?"),
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m jobs.finetune ...` (for `ray job submit`): the same flags as `rerank finetune`."""
-    configure_logging()
     parser = argparse.ArgumentParser(
         prog="finetune",
         description=__doc__,
@@ -119,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         argument_default=argparse.SUPPRESS,
     )
     add_arguments(parser)
-    return execute(command, parser.parse_args(argv))
+    add_console_flags(parser)
+    args = parser.parse_args(argv)
+    configure_logging(verbose=args.verbose)
+    return execute(command, args)
 
 
 if __name__ == "__main__":

@@ -40,15 +40,28 @@ FLAG_FIELDS: FlagTable = {
     "torch_threads": ("scoring", "torch_threads"),
     "device": ("model", "device"),
     "dtype": ("model", "dtype"),
+    "attention": ("model", "attention"),
+    "compile": ("model", "compile"),
     "query_id_column": ("input", "query_id_column"),
     "query_column": ("input", "query_column"),
     "doc_id_column": ("input", "doc_id_column"),
     "passage_column": ("input", "passage_column"),
     "allow_split_queries": ("input", "allow_split_queries"),
+    "layout": ("input", "layout"),
+    "candidates_column": ("input", "candidates_column"),
+    "previous_prefix": ("input", "previous_prefix"),
+    "prefilter_column": ("input", "prefilter_column"),
+    "prefilter_top_k": ("input", "prefilter_top_k"),
+    "long_passages": ("input", "long_passages"),
+    "chunk_overlap": ("input", "chunk_overlap"),
+    "max_chunks": ("input", "max_chunks"),
+    "chunk_aggregate": ("input", "chunk_aggregate"),
     "fresh": ("output", "fresh"),
     "lease_ttl_s": ("output", "lease_ttl_s"),
     "trust_remote_code": ("model", "trust_remote_code"),
     "ray_address": ("ray", "address"),
+    "dashboard": ("ray", "dashboard"),
+    "progress_interval_s": ("progress", "interval_s"),
     "storage_endpoint_url": ("storage", "endpoint_url"),
     "storage_region": ("storage", "region"),
     "storage_profile": ("storage", "profile"),
@@ -120,7 +133,7 @@ def run_exclusively(cfg: JobConfig) -> RunReport:
         RunLease(storage, cfg.output.uri, ttl_s=cfg.output.lease_ttl_s) as lease,
         stop_when(lease.lost),
     ):
-        return run(cfg)
+        return run(cfg, lease.claim)
 
 
 def log_summary(report: RunReport) -> None:
@@ -167,6 +180,20 @@ def finish(report: RunReport, cfg: JobConfig) -> int:
             "are under %s/_rejected/ with a reject_reason",
             totals["rows_rejected"],
             cfg.output.uri.rstrip("/"),
+        )
+    if totals.get("windows_not_scored"):
+        log.warning(
+            "%d window(s) of long passages lay past --max-chunks and were not scored (%d were); "
+            "raise --max-chunks to score them",
+            totals["windows_not_scored"],
+            totals.get("windows_scored", 0),
+        )
+    elif "windows_scored" in totals:
+        log.info("long passages: %d window(s) scored, every window of each passage", totals["windows_scored"])
+    if totals.get("rows_not_scored"):
+        log.info(
+            "%d candidate(s) lay outside --prefilter-top-k: published after the scored ones, unscored",
+            totals["rows_not_scored"],
         )
     if totals.get("duplicate_pairs"):
         log.warning(

@@ -21,7 +21,7 @@ import logging
 import sys
 from typing import Any
 
-from jobs.entry import configure_logging, execute
+from jobs.entry import add_console_flags, configure_logging, execute
 from jobs.flags import FlagTable, add_field_flags
 from jobs.rerank import finish, run_exclusively
 from pipeline.config import deep_merge, read_yaml_config
@@ -33,6 +33,7 @@ FLAG_FIELDS: FlagTable = {
     "fresh": ("output", "fresh"),
     "lease_ttl_s": ("output", "lease_ttl_s"),
     "ray_address": ("ray", "address"),
+    "progress_interval_s": ("progress", "interval_s"),
 }
 
 
@@ -93,6 +94,8 @@ def command(args: argparse.Namespace) -> int:
         overrides.setdefault("output", {})["lease_ttl_s"] = args.lease_ttl_s
     if args.ray_address:
         overrides["ray"] = {"address": args.ray_address}
+    if args.progress_interval_s is not None:
+        overrides["progress"] = {"interval_s": args.progress_interval_s}
     cfg = load_config(None, deep_merge(dated_config(args.config, args.date), overrides))
     log.info("nightly run %s: config %s", args.date, json.dumps(cfg.redacted(), sort_keys=True))
     return finish(run_exclusively(cfg), cfg)
@@ -100,12 +103,14 @@ def command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m jobs.rerank_nightly ...` (for `ray job submit`): the flags of `rerank nightly`."""
-    configure_logging()
     parser = argparse.ArgumentParser(
         prog="rerank_nightly", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_arguments(parser)
-    return execute(command, parser.parse_args(argv))
+    add_console_flags(parser)
+    args = parser.parse_args(argv)
+    configure_logging(verbose=args.verbose)
+    return execute(command, args)
 
 
 if __name__ == "__main__":

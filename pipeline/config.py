@@ -18,6 +18,9 @@ Device = Literal["auto", "cpu", "cuda"]
 ResolvedDevice = Literal["cpu", "cuda"]
 Kind = Literal["auto", "encoder", "llm", "layerwise"]
 ResolvedKind = Literal["encoder", "llm", "layerwise"]
+Attention = Literal["auto", "padded", "unpadded"]
+ResolvedAttention = Literal["padded", "unpadded"]
+Compile = Literal["auto", "on", "off"]
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 # FlagEmbedding's prompt for LLM and layerwise rerankers (BaseLLMReranker / LayerWiseLLMReranker).
@@ -88,6 +91,17 @@ class ModelConfig(Section):
     trust_remote_code: bool = Field(
         False, description="Allow model code from the model repo. Off by default."
     )
+    # Neither changes scores beyond 1e-5 (fp32, tests/unit/test_kernel_parity.py): not fingerprinted.
+    attention: Attention = Field(
+        "auto",
+        description="padded (right-padded micro-batches, SDPA attention) or unpadded (a micro-batch's "
+        "pairs packed end to end, attention per pair: no padding); auto = padded. Same scores.",
+    )
+    compile: Compile = Field(
+        "auto",
+        description="torch.compile the scoring module (dynamic shapes: no recompile per micro-batch); "
+        "auto = off until bench/gpu.py measures it to win on a GPU. Same scores.",
+    )
 
     @property
     def resolved_query_max_length(self) -> int:
@@ -114,6 +128,11 @@ class RayConfig(Section):
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a locally started Ray; default all.")
     object_store_memory_bytes: int | None = Field(
         None, ge=75 * 1024 * 1024, description="Object store size of a locally started Ray."
+    )
+    dashboard: bool = Field(
+        False,
+        description="Start the local Ray's dashboard on 127.0.0.1 and print its URL (a live view of "
+        "tasks, actors and nodes; usage stats stay off). Joining a cluster, print the cluster's.",
     )
 
 

@@ -227,7 +227,9 @@ class Storage:
             for i in range(pf.num_row_groups):
                 yield pf.read_row_group(i, columns=columns)
 
-    def _put_atomic(self, uri: str, data: bytes) -> None:
+    def _put_atomic(self, uri: str, data: bytes, exclusive: bool = False) -> bool:
+        """Writes `data` at `uri` whole or not at all. `exclusive` (local paths only): only if
+        nothing is there yet; False if something was."""
         fs, path = self.filesystem(uri)
         if isinstance(fs, LocalFileSystem):
             directory = os.path.dirname(path)
@@ -237,11 +239,26 @@ class Storage:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
-        else:
-            # One PUT (a multipart upload for big objects, completed only at the end): an object
-            # store shows the new object only once it is whole.
-            fs.pipe_file(path, data)
+            if not exclusive:
+                os.replace(tmp, path)
+                return True
+            try:
+                os.link(tmp, path)  # fails if `path` exists: a create-if-absent no rename gives
+            except FileExistsError:
+                return False
+            finally:
+                os.remove(tmp)
+            return True
+        if exclusive:
+            raise ValueError(f"exclusive writes are for local paths; {uri} is not one")
+        # One PUT (a multipart upload for big objects, completed only at the end): an object
+        # store shows the new object only once it is whole.
+        fs.pipe_file(path, data)
+        return True
+
+    def create_json_local(self, uri: str, obj: Any) -> bool:
+        """Creates the JSON document at local `uri` atomically if there is none; False if there was."""
+        return self._put_atomic(uri, json.dumps(obj, indent=1, sort_keys=True).encode(), exclusive=True)
 
     def write_parquet_atomic(self, uri: str, table: pa.Table) -> int:
         """Publishes `table` at `uri` in one atomic step. Returns bytes written."""
@@ -253,6 +270,10 @@ class Storage:
 
     def write_json_atomic(self, uri: str, obj: Any) -> None:
         self._put_atomic(uri, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+    def write_text_atomic(self, uri: str, text: str) -> None:
+        """Publishes a UTF-8 text file (the run report's HTML) in one atomic step."""
+        self._put_atomic(uri, text.encode())
 
     def read_json(self, uri: str) -> Any | None:
         """The JSON document at `uri`, or None if there is none."""

@@ -3,7 +3,6 @@ session's moto S3 server. Plain helpers live in tests/helpers.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -14,7 +13,8 @@ import pytest
 import s3fs
 
 # MODELS is also imported from here by a few unit tests; new code imports it from tests.helpers.
-from tests.helpers import ASSETS, MODELS, pairs_table
+from tests.helpers import MODELS, pairs_table
+from tests.model_fixtures import decoder_goldens, goldens, tiny_bert, tiny_gemma, tiny_layerwise, tiny_xlmr
 from tests.s3_server import FlakyProxy, MotoServer
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -29,35 +29,7 @@ os.environ.update(
 # Models fetched from object storage land in a cache private to this test session.
 os.environ["RERANK_CACHE_DIR"] = tempfile.mkdtemp(prefix="rerank-model-cache-")
 
-
-@pytest.fixture(scope="session")
-def tiny_bert() -> str:
-    return str(MODELS / "tiny-bert")
-
-
-@pytest.fixture(scope="session")
-def tiny_xlmr() -> str:
-    return str(MODELS / "tiny-xlmr")
-
-
-@pytest.fixture(scope="session")
-def tiny_gemma() -> str:
-    return str(MODELS / "tiny-gemma")
-
-
-@pytest.fixture(scope="session")
-def tiny_layerwise() -> str:
-    return str(MODELS / "tiny-minicpm-layerwise")
-
-
-@pytest.fixture(scope="session")
-def decoder_goldens() -> dict:
-    return json.loads((ASSETS / "goldens" / "decoder.json").read_text())
-
-
-@pytest.fixture(scope="session")
-def goldens() -> dict:
-    return json.loads((ASSETS / "goldens" / "encoder.json").read_text())
+__all__ = ["MODELS", "decoder_goldens", "goldens", "tiny_bert", "tiny_gemma", "tiny_layerwise", "tiny_xlmr"]
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import ResolvedDevice, ResolvedKind
@@ -168,6 +169,35 @@ def records_to_shard(path: Path, records: list[dict], prefix: str = "q") -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(rows), path)
     return path
+
+
+def nest_pairs(
+    table: pa.Table, query_columns: tuple[str, ...] = ("query_id", "query"), candidates: str = "candidates"
+) -> pa.Table:
+    """A long-format pairs table as the nested layout: one row per query id (in order of first
+    appearance), its `query_columns` once, every other column a field of its candidates' structs."""
+    fields = [c for c in table.column_names if c not in query_columns]
+    rows = table.to_pylist()
+    queries: dict[object, dict] = {}
+    for row in rows:
+        q = queries.setdefault(row[query_columns[0]], {c: row[c] for c in query_columns} | {candidates: []})
+        q[candidates].append({f: row[f] for f in fields})
+    struct = pa.struct([table.schema.field(f) for f in fields])
+    out = {c: pa.array([q[c] for q in queries.values()], table.schema.field(c).type) for c in query_columns}
+    out[candidates] = pa.array([q[candidates] for q in queries.values()], pa.list_(struct))
+    return pa.table(out)
+
+
+def unnest_output(table: pa.Table, candidates: str = "candidates") -> pa.Table:
+    """A nested output as long rows (query-level columns, then the structs' fields), in list order."""
+    query_columns = [c for c in table.column_names if c != candidates]
+    lists = table.column(candidates).combine_chunks()
+    values = lists.flatten()
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    flat = table.select(query_columns).take(pa.array(np.repeat(np.arange(table.num_rows), lengths)))
+    for i in range(values.type.num_fields):
+        flat = flat.append_column(values.type.field(i).name, pc.struct_field(values, [i]))
+    return flat
 
 
 # --- outputs ---------------------------------------------------------------------------------------

@@ -18,6 +18,13 @@ from pipeline.config import (
     validate_config,
 )
 
+# FlagEmbedding's reranker fine-tuning recipe (examples/finetune/reranker/README.md and its
+# encoder_only/base.sh): cross-encoders at learning rate 6e-5 for 2 epochs, the LLM reranker
+# bge-reranker-v2-gemma (LoRA) at 2e-4 for 1 epoch; warm-up ratio 0.1, weight decay 0.01,
+# per_device_train_batch_size 2 groups of train_group_size 8 for both.
+RECIPE_LEARNING_RATE = {"encoder": 6e-5, "llm": 2e-4}
+RECIPE_EPOCHS = {"encoder": 2.0, "llm": 1.0}
+
 DataFormat = Literal["auto", "jsonl", "scored"]
 Loss = Literal["ce", "distill", "mixed"]
 Precision = Literal["auto", "float32", "float16", "bfloat16"]
@@ -91,14 +98,31 @@ class TrainSection(Section):
         8, ge=2, description="Passages per query group: 1 positive + the rest negatives."
     )
     queries_per_step: int = Field(
-        4, ge=1, description="Query groups per worker per micro-batch (pairs = this * train_group_size)."
+        2,
+        ge=1,
+        description="Query groups per worker per micro-batch (pairs = this * train_group_size); 2 is "
+        "FlagEmbedding's per_device_train_batch_size.",
     )
     grad_accum_steps: int = Field(1, ge=1, description="Micro-batches summed into one optimizer step.")
-    epochs: float = Field(1.0, gt=0, description="Passes over the training queries (fractions allowed).")
-    learning_rate: float = Field(2e-5, gt=0, description="Peak AdamW learning rate.")
+    epochs: float | None = Field(
+        None,
+        gt=0,
+        description="Passes over the training queries (fractions allowed); default FlagEmbedding's "
+        "reranker recipe (examples/finetune/reranker): 2 for encoder, 1 for llm (LoRA).",
+    )
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        description="Peak AdamW learning rate; default FlagEmbedding's reranker recipe "
+        "(examples/finetune/reranker): 6e-5 for encoder cross-encoders, 2e-4 for llm (LoRA).",
+    )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(
-        0.1, ge=0, lt=1, description="Share of steps with linear warmup; then linear decay to 0."
+        0.1,
+        ge=0,
+        lt=1,
+        description="Share of steps with linear warmup, then linear decay to 0 (FlagEmbedding's "
+        "recipe: 0.1).",
     )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient norm clip.")
     precision: Precision = Field(
@@ -106,6 +130,20 @@ class TrainSection(Section):
     )
     seed: int = Field(42, description="Seeds sampling, shuffling, dropout and LoRA init.")
     log_every_steps: int = Field(10, ge=1, description="Log step, loss and examples/s every N steps.")
+
+    @property
+    def peak_learning_rate(self) -> float:
+        """The learning rate, once `with_kind_defaults` has resolved it."""
+        if self.learning_rate is None:
+            raise ValueError("train.learning_rate is resolved by with_kind_defaults before training")
+        return self.learning_rate
+
+    @property
+    def num_epochs(self) -> float:
+        """The epochs, once `with_kind_defaults` has resolved them."""
+        if self.epochs is None:
+            raise ValueError("train.epochs is resolved by with_kind_defaults before training")
+        return self.epochs
 
 
 class RunSection(Section):
@@ -126,6 +164,11 @@ class RunSection(Section):
     )
     ray_address: str | None = Field(
         None, description="Ray cluster to join; default $RAY_ADDRESS, else a local one."
+    )
+    dashboard: bool = Field(
+        False,
+        description="Start the local Ray's dashboard on 127.0.0.1 and print its URL (a live view of "
+        "the workers; usage stats stay off). Joining a cluster, print the cluster's.",
     )
 
     @property
@@ -162,6 +205,18 @@ def _cross_field_problems(cfg: FinetuneConfig) -> list[str]:
     if t.loss == "ce" and t.distill_weight != 0.5:
         problems.append("train.distill_weight applies to --loss mixed; drop it or set --loss mixed")
     return problems
+
+
+def with_kind_defaults(cfg: FinetuneConfig, kind: str) -> FinetuneConfig:
+    """The config with the learning rate and epochs not given set to the recipe's for `kind`."""
+    t = cfg.train
+    train = t.model_copy(
+        update={
+            "learning_rate": t.learning_rate if t.learning_rate is not None else RECIPE_LEARNING_RATE[kind],
+            "epochs": t.epochs if t.epochs is not None else RECIPE_EPOCHS[kind],
+        }
+    )
+    return cfg.model_copy(update={"train": train})
 
 
 def load_finetune_config(path: str | Path | None, overrides: dict[str, Any]) -> FinetuneConfig:

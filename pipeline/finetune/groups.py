@@ -10,6 +10,7 @@ import math
 import random
 from dataclasses import dataclass
 
+from pipeline.finetune.config import TrainSection
 from pipeline.finetune.data import TrainQuery
 
 
@@ -81,3 +82,15 @@ class Schedule:
 
     def group(self, queries: list[TrainQuery], index: int, epoch: int, size: int) -> Group:
         return sample_group(queries[index], size, random.Random(f"{self.seed}-group-{epoch}-{index}"))
+
+
+def schedule_for(train: TrainSection, num_queries: int, workers: int) -> Schedule:
+    """The schedule of a run (the driver's and every worker's: the same numbers)."""
+    return Schedule(
+        num_queries=num_queries,
+        workers=workers,
+        queries_per_micro_batch=train.queries_per_step,
+        grad_accum_steps=train.grad_accum_steps,
+        epochs=train.num_epochs,
+        seed=train.seed,
+    )

@@ -12,12 +12,14 @@ import logging
 import os
 from typing import Any
 
-from pipeline.cluster import connect_ray, resolve_device
+from pipeline.cluster import connect_ray, is_verbose, resolve_device
 from pipeline.config import RayConfig
 from pipeline.errors import ConfigError, OutputStateError
 from pipeline.faults import ENV as CRASH_ENV
-from pipeline.finetune.config import FinetuneConfig
+from pipeline.finetune.config import FinetuneConfig, with_kind_defaults
 from pipeline.finetune.data import TrainQuery, load_queries
+from pipeline.finetune.diagnostics import schedule_warning
+from pipeline.finetune.groups import schedule_for
 from pipeline.finetune.publish import REPORT
 from pipeline.finetune.train_loop import train_worker
 from pipeline.io import Storage, join, storage_error
@@ -93,7 +95,7 @@ def _ray_storage(storage: Storage, uri: str) -> dict[str, Any]:
 
 
 def _trainer(cfg: FinetuneConfig, storage: Storage, kind: str, train: Any, evals: Any, device: str) -> Any:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     r = cfg.run
@@ -102,6 +104,8 @@ def _trainer(cfg: FinetuneConfig, storage: Storage, kind: str, train: Any, evals
         **_ray_storage(storage, r.resolved_checkpoint_uri),
         "checkpoint_config": CheckpointConfig(num_to_keep=r.checkpoints_to_keep),
         "failure_config": FailureConfig(max_failures=r.max_failures),
+        # Ray Train's own console lines (its file logs keep everything): errors only unless --verbose
+        "logging_config": LoggingConfig(log_level="INFO" if is_verbose() else "ERROR"),
     }
     if os.environ.get(CRASH_ENV):  # the test-only crash hook travels to the workers (Ray Train V2 option)
         run_options["worker_runtime_env"] = {"env_vars": {CRASH_ENV: os.environ[CRASH_ENV]}}
@@ -170,13 +174,27 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         raise ConfigError(
             [f"--model {cfg.model.base!r} is a {kind} reranker; fine-tuning supports encoder and llm"]
         )
+    cfg = with_kind_defaults(cfg, kind)
+    t = cfg.train
+    log.info(
+        "training: learning rate %g, %g epoch(s), warm-up ratio %g, %d queries per step per worker "
+        "(defaults: FlagEmbedding's recipe for %s rerankers)",
+        t.peak_learning_rate,
+        t.num_epochs,
+        t.warmup_ratio,
+        t.queries_per_step,
+        kind,
+    )
     check_max_length(local, cfg.model.base, cfg.model.max_length, kind)
     train = load_queries(storage, cfg.data.train_uri, cfg.data)
     _check_teacher(train, cfg.train.loss)
     evals = load_queries(storage, cfg.data.eval_uri, cfg.data) if cfg.data.eval_uri else None
     log.info("training queries: %d; eval queries: %d; kind: %s", len(train), len(evals or []), kind)
+    early_warning = schedule_warning(schedule_for(cfg.train, len(train), cfg.run.workers), cfg.train)
+    if early_warning:
+        log.warning("%s", early_warning)
     _check_checkpoints(storage, cfg)
-    connect_ray(RayConfig(address=cfg.run.ray_address))
+    connect_ray(RayConfig(address=cfg.run.ray_address, dashboard=cfg.run.dashboard))
     import ray
 
     device = resolve_device(cfg.run.device)
@@ -193,4 +211,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     report = storage.read_json(join(out, REPORT))
     if report is None:
         raise OutputStateError(f"training finished but {join(out, REPORT)!r} was not published")
+    for warning in report.get("warnings") or []:
+        if warning != early_warning:
+            log.warning("%s", warning)
     return dict(report)

@@ -19,11 +19,13 @@ from typing import Any
 
 import torch
 
+from pipeline.cluster import LOG_FORMAT, configure_library_logging, is_verbose
 from pipeline.faults import crash_point
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.finetune.data import TrainQuery
+from pipeline.finetune.diagnostics import run_warnings
 from pipeline.finetune.evaluate import evaluate
-from pipeline.finetune.groups import Schedule
+from pipeline.finetune.groups import Schedule, schedule_for
 from pipeline.finetune.loss import group_loss
 from pipeline.finetune.publish import publish_model
 from pipeline.finetune.state import TrainState, load_state, save_state
@@ -92,16 +94,9 @@ def build_worker(config: dict[str, Any], num_queries: int) -> Worker:
     encoder = GroupEncoder(path, scoring, getattr(student.model.config, "pad_token_id", None))
     model = ray.train.torch.prepare_model(student.scorer)
     t = cfg.train
-    schedule = Schedule(
-        num_queries=num_queries,
-        workers=world,
-        queries_per_micro_batch=t.queries_per_step,
-        grad_accum_steps=t.grad_accum_steps,
-        epochs=t.epochs,
-        seed=t.seed,
-    )
+    schedule = schedule_for(t, num_queries, world)
     params = [p for p in student.scorer.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=t.peak_learning_rate, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_linear(schedule.total_steps, t.warmup_ratio)
     )
@@ -251,6 +246,9 @@ def finish(
         "precision": w.precision,
         "kind": config["kind"],
         "base_model": w.cfg.model.base,
+        "learning_rate": w.cfg.train.peak_learning_rate,
+        "epochs": w.cfg.train.num_epochs,
+        "warnings": run_warnings(w.schedule, w.cfg.train, state.losses),
     }
     if eval_queries:
         after = evaluate(w.student.scorer, w.encoder, eval_queries, w.device, w.autocast())
@@ -264,8 +262,9 @@ def finish(
 
 
 def _configure_logging() -> None:
+    """Our step lines reach the driver (Ray streams the workers' stderr); the libraries stay quiet."""
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pipeline").setLevel(logging.INFO)
+        logging.basicConfig(format=LOG_FORMAT)
+    configure_library_logging(is_verbose())
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

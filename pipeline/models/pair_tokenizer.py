@@ -5,6 +5,10 @@
 3. both joined with the tokenizer's own pair template (`[CLS] q [SEP] p [SEP]` for BERT,
    `<s> q </s></s> p </s>` for XLM-R), cutting only the passage so the pair fits `max_length`.
 
+With `--long-passages chunk`, `encode_windows` tokenizes each passage once, whole, and pairs each
+of its windows (`pipeline.models.windows`) with the query in the same template: window width =
+`max_length - len(query ids) - specials`, so a passage that fits is the very pair `encode` gives.
+
 The pair template is read once from tokenizer.json's post-processor and applied to id lists here
 (transformers 5 has no `prepare_for_model`). The tokenizer is `pipeline.models.text_tokenizer`'s,
 without transformers or torch; `load_hf_tokenizer` stays for the scoring and fine-tuning side, which
@@ -22,6 +26,13 @@ import pyarrow as pa
 
 from pipeline.errors import ModelLoadError
 from pipeline.models.text_tokenizer import TextTokenizer
+from pipeline.models.windows import (
+    WindowOptions,
+    WindowRows,
+    check_window_room,
+    passage_tokens,
+    window_starts,
+)
 
 
 class _NoModelTypeWarning(logging.Filter):
@@ -128,30 +139,57 @@ class PairTokenizer:
         """`trust_remote_code` is accepted for the callers' sake: tokenizer.json runs no repo code."""
         return cls(TextTokenizer.load(name_or_path), max_length, query_max_length)
 
+    @property
+    def min_window(self) -> int:
+        """Passage tokens beside the longest query: the narrowest window of chunk mode."""
+        return self.max_length - self.query_max_length - self.template.num_special
+
+    def _join(self, q: list[int], p: list[int], ids: list[int], types: list[int]) -> None:
+        """Appends the pair (q, p) in the model's template (and its type ids if the model takes them)."""
+        t = self.template
+        ids += [*t.prefix, *q, *t.middle, *p, *t.suffix]
+        if self.uses_token_types:
+            types += [
+                *t.prefix_types,
+                *([t.a_type] * len(q)),
+                *t.middle_types,
+                *([t.b_type] * len(p)),
+                *t.suffix_types,
+            ]
+
     def encode(self, queries: list[str], passages: list[str]) -> dict[str, pa.Array]:
         """Token ids (and token type ids if the model takes them) as Arrow list arrays."""
-        t = self.template
         q_ids = self.tokenizer.ids(queries, self.query_max_length)
         p_ids = self.tokenizer.ids(passages, self.max_length)
         ids: list[int] = []
         types: list[int] = []
         offsets = np.zeros(len(q_ids) + 1, dtype=np.int32)
         for i, (q, p) in enumerate(zip(q_ids, p_ids, strict=True)):
-            keep = self.max_length - len(q) - t.num_special
+            keep = self.max_length - len(q) - self.template.num_special
             if len(p) > keep:
                 p = p[len(p) - keep :] if self.cut_left else p[:keep]
-            ids += [*t.prefix, *q, *t.middle, *p, *t.suffix]
-            if self.uses_token_types:
-                types += [
-                    *t.prefix_types,
-                    *([t.a_type] * len(q)),
-                    *t.middle_types,
-                    *([t.b_type] * len(p)),
-                    *t.suffix_types,
-                ]
+            self._join(q, p, ids, types)
             offsets[i + 1] = len(ids)
         offsets_arr = pa.array(offsets, pa.int32())
         result = {"input_ids": pa.ListArray.from_arrays(offsets_arr, pa.array(ids, pa.int32()))}
         if self.uses_token_types:
             result["token_type_ids"] = pa.ListArray.from_arrays(offsets_arr, pa.array(types, pa.int8()))
         return result
+
+    def encode_windows(
+        self, queries: list[str], passages: list[str], options: WindowOptions
+    ) -> tuple[np.ndarray, dict[str, pa.Array]]:
+        """One pair per window of each passage: (the input pair of each window, its token columns
+        and window columns, `pipeline.models.windows`)."""
+        check_window_room(self.min_window, options.overlap, f"--max-length {self.max_length}")
+        q_ids = self.tokenizer.ids(queries, self.query_max_length)
+        rows = WindowRows(self.uses_token_types)
+        types: list[int] = rows.types if rows.types is not None else []
+        for i, (q, p) in enumerate(zip(q_ids, passage_tokens(self.tokenizer.backend, passages), strict=True)):
+            width = self.max_length - len(q) - self.template.num_special
+            starts, not_scored = window_starts(len(p.ids), width, options.overlap, options.max_chunks)
+            for s in starts:
+                self._join(q, p.ids[s : s + width], rows.ids, types)
+                rows.end_window()
+            rows.add_pair(i, starts, p.chars, not_scored)
+        return rows.arrays()

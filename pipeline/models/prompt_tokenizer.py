@@ -8,6 +8,11 @@ truncation side) so that `len([BOS] + A) + len(S + B') <= max_length + len(S) + 
 trailing `S + P` is always kept, and there is no EOS. BOS is added when the tokenizer has one that
 differs from its pad token (`FlagLLMReranker`), or always (`LayerWiseFlagLLMReranker`).
 
+With `--long-passages chunk`, `encode_windows` tokenizes "B: " + passage once, whole; its tokens
+within "B: " lead every window, and a window holds what fits beside [BOS] + A under the same rule
+(`min(max_length, budget - len([BOS] + A + S))` tokens with the lead), so a passage that fits is the
+very sequence `encode` gives.
+
 The pieces come from `pipeline.models.text_tokenizer` (no transformers, no torch); `yes_token_id`
 is for the scoring and fine-tuning side and takes transformers' tokenizer object.
 """
@@ -21,6 +26,13 @@ import pyarrow as pa
 
 from pipeline.errors import ModelLoadError
 from pipeline.models.text_tokenizer import TextTokenizer
+from pipeline.models.windows import (
+    WindowOptions,
+    WindowRows,
+    check_window_room,
+    passage_tokens,
+    window_starts,
+)
 
 QUERY_PREFIX = "A: "
 PASSAGE_PREFIX = "B: "
@@ -68,6 +80,39 @@ class PromptPairTokenizer:
     ) -> PromptPairTokenizer:
         """`trust_remote_code` is accepted for the callers' sake: tokenizer.json runs no repo code."""
         return cls(TextTokenizer.load(name_or_path), max_length, query_max_length, prompt, always_bos)
+
+    def _room(self, first: int) -> int:
+        """Tokens of B' (its "B: " lead included) that fit after `first` tokens of [BOS] + A."""
+        return min(self.max_length, self.budget - first - len(self.sep_ids))
+
+    @property
+    def min_window(self) -> int:
+        """Passage tokens beside the longest query: the narrowest window of chunk mode."""
+        lead = len(passage_tokens(self.tokenizer.backend, [""], PASSAGE_PREFIX)[0].lead)
+        return self._room(len(self.prefix) + self.query_max_length) - lead
+
+    def encode_windows(
+        self, queries: list[str], passages: list[str], options: WindowOptions
+    ) -> tuple[np.ndarray, dict[str, pa.Array]]:
+        """One sequence per window of each passage: (the input pair of each window, its token
+        columns and window columns, `pipeline.models.windows`)."""
+        check_window_room(self.min_window, options.overlap, "the prompt layout")
+        q_ids = self.tokenizer.ids([QUERY_PREFIX + q for q in queries], self.query_max_length)
+        tail = [*self.sep_ids, *self.prompt_ids]
+        rows = WindowRows(with_types=False)
+        pieces = passage_tokens(self.tokenizer.backend, passages, PASSAGE_PREFIX)
+        for i, (q, p) in enumerate(zip(q_ids, pieces, strict=True)):
+            first = [*self.prefix, *q]
+            width = max(1, self._room(len(first)) - len(p.lead))
+            # min(): a passage whose lead takes more tokens than "B: " alone (a merge across the
+            # boundary) still steps forward
+            overlap = min(options.overlap, width - 1)
+            starts, not_scored = window_starts(len(p.ids), width, overlap, options.max_chunks)
+            for s in starts:
+                rows.ids += [*first, *self.sep_ids, *p.lead, *p.ids[s : s + width], *tail]
+                rows.end_window()
+            rows.add_pair(i, starts, p.chars, not_scored)
+        return rows.arrays()
 
     def encode(self, queries: list[str], passages: list[str]) -> dict[str, pa.Array]:
         """Token ids as an Arrow list array (decoders take no token type ids)."""

@@ -1,4 +1,8 @@
-"""Driver side of the stream: scores arrive in any order and grouping; shards complete one by one."""
+"""Driver side of the stream: scores arrive in any order and grouping; shards complete one by one.
+
+In `--long-passages chunk` mode the scored rows are windows (`pipeline.models.windows`): a shard's
+windows are aggregated per row (`pipeline.rerank.chunk_scores`) and a row counts as arrived once
+all of its windows have."""
 
 from __future__ import annotations
 
@@ -6,6 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+
+from pipeline.models.windows import WINDOW, WINDOW_CHAR, WINDOWS, WINDOWS_NOT_SCORED
+from pipeline.rerank.chunk_scores import Aggregate, ChunkScores
+from pipeline.rerank.config import BEST_CHUNK_CHAR, CHUNKS
 
 
 @dataclass
@@ -18,10 +26,30 @@ class ShardScores:
     tokens: int = 0
     padded_tokens: int = 0
     rejected: dict[int, str] = field(default_factory=dict)  # row -> reason
+    # chunk mode: per row, the windows scored and the character where the best one starts
+    chunks: np.ndarray | None = None
+    best_chunk_char: np.ndarray | None = None
+    windows_scored: int = 0  # windows of the rows not rejected
+    windows_not_scored: int = 0  # windows past --max-chunks
 
     @classmethod
-    def empty(cls, rows: int, columns: int = 1) -> ShardScores:
-        return cls(np.full((rows, columns), np.nan, np.float32), np.zeros(rows, bool))
+    def empty(cls, rows: int, columns: int = 1, windowed: bool = False) -> ShardScores:
+        scores = cls(np.full((rows, columns), np.nan, np.float32), np.zeros(rows, bool))
+        if windowed:
+            scores.chunks = np.zeros(rows, np.int16)
+            scores.best_chunk_char = np.zeros(rows, np.int32)
+        return scores
+
+    def chunk_columns(self, keep: np.ndarray) -> dict[str, pa.Array]:
+        """Chunk mode's output columns for the rows `keep` selects: `chunks` (int16, windows
+        scored) and `best_chunk_char` (int32, where the best window starts in the passage)."""
+        n = len(keep)
+        chunks = self.chunks if self.chunks is not None else np.zeros(n, np.int16)
+        chars = self.best_chunk_char if self.best_chunk_char is not None else np.zeros(n, np.int32)
+        return {
+            CHUNKS: pa.array(chunks[keep], pa.int16()),
+            BEST_CHUNK_CHAR: pa.array(chars[keep], pa.int32()),
+        }
 
     @property
     def rejected_rows(self) -> np.ndarray:
@@ -49,10 +77,18 @@ class ShardAssembler:
     `take`: the driver holds the shards in flight, not the corpus.
     """
 
-    def __init__(self, expected_rows: dict[int, int], score_columns: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        expected_rows: dict[int, int],
+        score_columns: list[str] | None = None,
+        aggregate: Aggregate | None = None,
+    ) -> None:
+        """`aggregate`: chunk mode, how a row's window scores make its score; None: a row is a pair."""
         self.score_columns = score_columns or ["score"]
         self.expected = dict(expected_rows)
+        self.aggregate = aggregate
         self.shards: dict[int, ShardScores] = {}
+        self.windows: dict[int, ChunkScores] = {}  # chunk mode: shards in flight
         self.failed: dict[int, str] = {}
 
     def _scores(self, shard: int) -> ShardScores | None:
@@ -60,15 +96,25 @@ class ShardAssembler:
         if shard not in self.expected:
             return None
         if shard not in self.shards:
-            self.shards[shard] = ShardScores.empty(self.expected[shard], len(self.score_columns))
+            rows, columns = self.expected[shard], len(self.score_columns)
+            self.shards[shard] = ShardScores.empty(rows, columns, self.aggregate is not None)
+            if self.aggregate is not None:
+                self.windows[shard] = ChunkScores(rows, columns, self.aggregate)
         return self.shards[shard]
 
     def add(self, batch: pa.Table) -> Added:
         shard_col = batch.column("shard").to_numpy()
         row_col = batch.column("row").to_numpy()
-        score_col = np.column_stack([batch.column(c).to_numpy() for c in self.score_columns])
-        tok_col = batch.column("tokens").to_numpy().astype(np.int64)
-        pad_col = batch.column("padded_tokens").to_numpy().astype(np.int64)
+        cols = {
+            "row": row_col,
+            "scores": np.column_stack([batch.column(c).to_numpy() for c in self.score_columns]),
+            "tokens": batch.column("tokens").to_numpy().astype(np.int64),
+            "padded": batch.column("padded_tokens").to_numpy().astype(np.int64),
+        }
+        if self.aggregate is not None:
+            cols |= {
+                c: batch.column(c).to_numpy() for c in (WINDOW, WINDOWS, WINDOW_CHAR, WINDOWS_NOT_SCORED)
+            }
         errors, rejects = batch.column("error"), batch.column("reject")
         if errors.null_count < batch.num_rows:
             for shard, err in zip(shard_col, errors.to_pylist(), strict=True):
@@ -86,16 +132,24 @@ class ShardAssembler:
                 continue
             idx = np.flatnonzero((shard_col == shard) & (row_col >= 0))
             idx = idx[~acc.seen[row_col[idx]]]
-            rows = row_col[idx]
-            acc.seen[rows] = True
-            acc.scores[rows] = score_col[idx]
-            acc.filled += len(rows)
+            if self.aggregate is None:
+                rows = row_col[idx]
+                acc.seen[rows] = True
+                acc.scores[rows] = cols["scores"][idx]
+                acc.filled += len(rows)
+            else:
+                idx, rows = self._add_windows(s, acc, idx, cols)
             newly_rejected = 0
             if reasons is not None and rejected is not None:
-                for i in idx[rejected[idx]]:
+                for i in idx[rejected[idx]]:  # a rejected row is one pair (one window): complete
                     acc.rejected[int(row_col[i])] = reasons[i]
                     newly_rejected += 1
-            tokens, padded = int(tok_col[idx].sum()), int(pad_col[idx].sum())
+                    if acc.chunks is not None:
+                        acc.chunks[row_col[i]] = 0  # no window of it was scored
+            if self.aggregate is not None:
+                acc.windows_scored += len(idx) - newly_rejected
+                acc.windows_not_scored += int(self.windows[s].not_scored[rows].sum())
+            tokens, padded = int(cols["tokens"][idx].sum()), int(cols["padded"][idx].sum())
             acc.tokens += tokens
             acc.padded_tokens += padded
             added.pairs += len(rows) - newly_rejected
@@ -105,6 +159,32 @@ class ShardAssembler:
                 added.complete.append(s)
         return added
 
+    def _add_windows(
+        self, shard: int, acc: ShardScores, idx: np.ndarray, cols: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk mode: adds the windows at positions `idx` not seen before; the rows whose last
+        window came get their aggregated score and count as arrived. Returns (the positions of
+        the fresh windows, the rows completed)."""
+        chunk = self.windows[shard]
+        rows, window, windows = cols["row"][idx], cols[WINDOW][idx], cols[WINDOWS][idx]
+        fresh = chunk.fresh(rows, window, windows)
+        idx = idx[fresh]
+        done = chunk.add(
+            rows[fresh],
+            window[fresh],
+            windows[fresh],
+            cols[WINDOW_CHAR][idx],
+            cols[WINDOWS_NOT_SCORED][idx],
+            cols["scores"][idx],
+        )
+        assert acc.chunks is not None and acc.best_chunk_char is not None
+        acc.scores[done] = chunk.result(done)
+        acc.chunks[done] = chunk.expected[done]
+        acc.best_chunk_char[done] = chunk.best_char[done]
+        acc.seen[done] = True
+        acc.filled += len(done)
+        return idx, done
+
     def take(self, shard: int) -> ShardScores:
         """Removes a complete shard and returns what was collected for it."""
         result = self.shards[shard]
@@ -113,6 +193,7 @@ class ShardAssembler:
 
     def _drop(self, shard: int) -> None:
         self.shards.pop(shard, None)
+        self.windows.pop(shard, None)
         self.expected.pop(shard, None)
 
     def incomplete(self) -> dict[int, str]:

@@ -20,6 +20,9 @@ from pipeline.rerank.score_stage import ScorePairs
 from pipeline.rerank.settings import ScoringSettings
 from pipeline.rerank.tokenize_stage import TokenizeShard
 
+# Not more than about one scoring call's rows per group: Ray Data merges what one task yields into
+# one block (up to its target block size), and a scoring task takes a whole block, so a bigger
+# group would publish its shards only after all of its calls (tests/integration/test_progressive.py).
 MAX_SHARDS_PER_GROUP = 256
 
 

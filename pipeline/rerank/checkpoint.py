@@ -84,11 +84,9 @@ def check_output(storage: Storage, output: str, fp: dict[str, Any], digest: str,
         return files
     manifest = storage.read_json(join(output, RUN_MANIFEST)) or {}
     if not fresh and manifest.get("digest") != digest:
-        diff = {
-            k: (manifest.get("fingerprint", {}).get(k), v)
-            for k, v in fp.items()
-            if manifest.get("fingerprint", {}).get(k) != v
-        }
+        old_fp = manifest.get("fingerprint", {})
+        keys = [*fp, *(k for k in old_fp if k not in fp)]  # an option only one run set shows too
+        diff = {k: (old_fp.get(k), fp.get(k)) for k in keys if old_fp.get(k) != fp.get(k)}
         changes = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diff.items())
         raise OutputStateError(
             f"OUTPUT {output!r} holds progress of a run with a different configuration "
@@ -177,7 +175,14 @@ def write_success(
     `reconciled` states that every input row is in an output shard, in a quarantine shard, or was
     dropped by top-k: rows_in = rows_out + rows_rejected + rows_dropped_top_k, per shard and in all.
     """
-    counts = ("rows_in", "rows_out", "rows_rejected", "rows_dropped_top_k", "duplicate_pairs")
+    counts = (
+        "rows_in",
+        "rows_out",
+        "rows_rejected",
+        "rows_dropped_top_k",
+        "duplicate_pairs",
+        "rows_not_scored",
+    )
     shards = [
         {"path": m["shard"], **{k: m.get(k, 0) for k in counts}}
         for m in sorted(markers, key=lambda m: m["shard"])
@@ -188,6 +193,11 @@ def write_success(
     )
     tokens = sum(m.get("tokens", 0) for m in markers)
     padded = sum(m.get("padded_tokens", 0) for m in markers)
+    windows = {  # --long-passages chunk: windows scored, and those past --max-chunks that were not
+        k: sum(m.get(k, 0) for m in markers)
+        for k in ("windows_scored", "windows_not_scored")
+        if any(k in m for m in markers)
+    }
     manifest = {
         "shards": shards,
         "totals": {
@@ -197,6 +207,7 @@ def write_success(
             "tokens": tokens,
             "padded_tokens": padded,
             "padding_efficiency": round(tokens / padded, 4) if padded else None,
+            **windows,
         },
         "fingerprint": fp,
         "digest": digest,

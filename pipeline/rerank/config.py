@@ -25,6 +25,7 @@ from pipeline.config import (
 )
 
 REJECT_REASON = "reject_reason"  # the column quarantined rows carry (pipeline/rerank/quarantine.py)
+CHUNKS, BEST_CHUNK_CHAR = "chunks", "best_chunk_char"  # what --long-passages chunk adds per row
 
 
 class InputConfig(Section):
@@ -36,6 +37,47 @@ class InputConfig(Section):
     allow_split_queries: bool = Field(
         False,
         description="Allow a query id in several shards (each shard ranks its part); else exit 2.",
+    )
+    long_passages: Literal["truncate", "chunk"] = Field(
+        "truncate",
+        description="A passage longer than fits beside its query: truncate (cut to --max-length, as "
+        "FlagEmbedding does) or chunk (scored as overlapping windows, their scores aggregated by "
+        "--chunk-aggregate; adds columns chunks and best_chunk_char).",
+    )
+    chunk_overlap: int = Field(
+        32, ge=0, description="chunk: passage tokens each window shares with the one before it."
+    )
+    max_chunks: int = Field(
+        16,
+        ge=1,
+        le=32767,
+        description="chunk: windows scored per passage at most; windows past them are counted "
+        "(windows_not_scored in markers and _SUCCESS), not scored.",
+    )
+    chunk_aggregate: Literal["max", "first", "mean"] = Field(
+        "max", description="chunk: a passage's score from its windows' scores: max (MaxP), first or mean."
+    )
+    layout: Literal["long", "nested"] = Field(
+        "long",
+        description="long: one row per (query, candidate) pair; nested: one row per query, its "
+        "candidates a list of structs (--candidates-column) holding the doc id and passage fields.",
+    )
+    candidates_column: str = Field(
+        "candidates", description="nested layout: the list<struct> column holding a query's candidates."
+    )
+    previous_prefix: str | None = Field(
+        None,
+        min_length=1,
+        description="Accept input holding an earlier run's output columns (score, rank, score_norm, "
+        "score_l<K>, chunks, ...) and keep them renamed to PREFIX<name>, e.g. stage1_ for a cascade.",
+    )
+    prefilter_column: str | None = Field(
+        None,
+        description="Cascade: score only each query's --prefilter-top-k candidates with the highest "
+        "value in this numeric column (ties in input order, nulls last); the rest follow unscored.",
+    )
+    prefilter_top_k: int | None = Field(
+        None, ge=1, description="Cascade: how many candidates per query --prefilter-column selects."
     )
 
 
@@ -84,6 +126,15 @@ class ScoringConfig(Section):
     cpus_per_tokenizer: float = Field(0.5, gt=0, description="Ray CPUs reserved by each tokenizing actor.")
 
 
+class ProgressConfig(Section):
+    interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="Progress in a log (not a terminal, which shows a live bar instead): one line "
+        "(shards, pairs, pairs/s, ETA) at most every this many seconds, and the final summary.",
+    )
+
+
 class JobConfig(JobSection):
     input: InputConfig = Field(description="The input shards and which columns hold what.")
     output: OutputConfig = Field(description="Where output shards and bookkeeping go.")
@@ -91,6 +142,9 @@ class JobConfig(JobSection):
     ranking: RankingConfig = Field(default_factory=RankingConfig, description="Output ordering options.")
     scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="Scoring pool options.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection options.")
+    progress: ProgressConfig = Field(
+        default_factory=ProgressConfig, description="How the run shows its progress."
+    )
 
 
 def _cross_field_problems(cfg: JobConfig) -> list[str]:
@@ -124,20 +178,50 @@ def _cross_field_problems(cfg: JobConfig) -> list[str]:
         cfg.input.doc_id_column,
         cfg.input.passage_column,
     ]
+    if cfg.input.layout == "nested":
+        cols.append(cfg.input.candidates_column)
     if len(set(cols)) != len(cols):
         problems.append(f"input column names must differ, got {cols}")
+    problems += cascade_problems(cfg.input)
+    problems += chunk_problems(cfg.input, m.max_length, m.resolved_query_max_length)
     for reserved in reserved_columns(m.score_columns):
         if reserved in cols:
             problems.append(f"input column {reserved!r} clashes with an output column; rename it")
     return problems
 
 
+def cascade_problems(i: InputConfig) -> list[str]:
+    """--prefilter-column and --prefilter-top-k come together."""
+    if (i.prefilter_column is None) == (i.prefilter_top_k is None):
+        return []
+    given, missing = (
+        ("--prefilter-column", "--prefilter-top-k N")
+        if i.prefilter_top_k is None
+        else ("--prefilter-top-k", "--prefilter-column COL")
+    )
+    return [f"input: {given} needs {missing} too (score only the best N candidates by COL per query)"]
+
+
+def chunk_problems(i: InputConfig, max_length: int, query_max_length: int) -> list[str]:
+    """A window must step forward: the overlap stays below the narrowest window's passage room
+    (max_length - query_max_length - the template's special tokens, at most 4; the tokenizer
+    checks the exact room again)."""
+    room = max_length - query_max_length - 4
+    if i.long_passages != "chunk" or room <= 0 or i.chunk_overlap < room:  # room <= 0: see query_room
+        return []
+    return [
+        f"input.chunk_overlap={i.chunk_overlap} is not below the {room} passage tokens a window may "
+        f"hold beside a query of --query-max-length {query_max_length} within --max-length "
+        f"{max_length}; lower --chunk-overlap (or --query-max-length)"
+    ]
+
+
 def reserved_columns(score_columns: list[str]) -> list[str]:
     """Every column the job writes anywhere, so none may come in: `score` and the model's score
-    columns (`score_l<K>` per cutoff layer), their `_norm` variants, `rank`, and the
-    `reject_reason` of OUTPUT/_rejected/."""
+    columns (`score_l<K>` per cutoff layer), their `_norm` variants, `rank`, the `chunks` and
+    `best_chunk_char` of --long-passages chunk, and the `reject_reason` of OUTPUT/_rejected/."""
     scores = ["score", *[c for c in score_columns if c != "score"]]
-    return [*scores, "rank", *[f"{c}_norm" for c in scores], REJECT_REASON]
+    return [*scores, "rank", *[f"{c}_norm" for c in scores], CHUNKS, BEST_CHUNK_CHAR, REJECT_REASON]
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any]) -> JobConfig:
@@ -171,6 +255,26 @@ def fingerprint(
         fp["cutoff_layers"] = m.cutoff_layers
     if model_identity is not None:
         fp["model_identity"] = model_identity
+    fp |= input_shape_fingerprint(cfg.input)
+    return fp
+
+
+def input_shape_fingerprint(i: InputConfig) -> dict[str, Any]:
+    """The layout and cascade options, only where set: a run without them keeps its fingerprint."""
+    fp: dict[str, Any] = {}
+    if i.layout != "long":
+        fp["layout"] = {"layout": i.layout, "candidates_column": i.candidates_column}
+    if i.previous_prefix is not None:
+        fp["previous_prefix"] = i.previous_prefix
+    if i.prefilter_column is not None:
+        fp["prefilter"] = {"column": i.prefilter_column, "top_k": i.prefilter_top_k}
+    if i.long_passages != "truncate":
+        fp["long_passages"] = {
+            "mode": i.long_passages,
+            "chunk_overlap": i.chunk_overlap,
+            "max_chunks": i.max_chunks,
+            "chunk_aggregate": i.chunk_aggregate,
+        }
     return fp
 
 

@@ -13,7 +13,9 @@ import ray
 
 from pipeline.errors import InputContractError
 from pipeline.io import ShardFile, Storage, storage_error
-from pipeline.rerank.config import InputConfig, reserved_columns
+from pipeline.rerank.cascade import name_problems, prefilter_problems
+from pipeline.rerank.config import InputConfig
+from pipeline.rerank.layout import candidate_count, flat_schema
 from pipeline.rerank.split_queries import decode_hashes, names_of, query_id_hashes, split_queries
 
 log = logging.getLogger(__name__)
@@ -131,7 +133,12 @@ def contract_problems(
     shard: ShardFile, schema: pa.Schema, columns: InputConfig, score_columns: list[str]
 ) -> list[str]:
     """What is wrong with a shard's schema for this job, as messages naming the fix.
-    `score_columns` are the model's (`ModelConfig.score_columns`): the output adds them."""
+    `score_columns` are the model's (`ModelConfig.score_columns`): the output adds them. A nested
+    shard is checked as the long rows it is read as (`layout.flat_schema`)."""
+    if columns.layout == "nested":
+        schema, nested = flat_schema(shard.uri, schema, columns)
+        if nested:
+            return nested
     flags = {
         columns.query_id_column: "--query-id-column",
         columns.query_column: "--query-column",
@@ -145,11 +152,8 @@ def contract_problems(
                 f"shard {shard.uri!r} has no column {name!r} (found: {', '.join(schema.names)}); set {flag}"
             )
     problems += _type_problems(shard.uri, schema, columns, flags)
-    for name in reserved_columns(score_columns):
-        if name in schema.names:
-            problems.append(
-                f"shard {shard.uri!r} already has a column {name!r}, which the job writes; rename or drop it"
-            )
+    problems += name_problems(shard.uri, schema.names, score_columns, columns.previous_prefix)
+    problems += prefilter_problems(shard.uri, schema, columns)
     return problems
 
 
@@ -159,6 +163,8 @@ def read_facts(
     """Reads a shard's footer (and its query-id column) and checks its contract."""
     try:
         schema, rows = storage.read_parquet_schema(shard.uri)
+        if columns.layout == "nested":  # a row is a query; the job's rows are its candidates
+            rows = candidate_count(storage, shard.uri, schema, columns)
         hashes = np.zeros(0, np.uint64)
         if columns.query_id_column in schema.names and _is_id(schema.field(columns.query_id_column).type):
             table = storage.read_table(shard.uri, columns=[columns.query_id_column])

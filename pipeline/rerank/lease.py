@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import RerankError, RunStopped
@@ -106,8 +107,37 @@ class LeaseFile:
             self.storage.write_json_atomic(self.uri, record)
         return True
 
+    def create(self, record: dict[str, Any]) -> bool | None:
+        """Creates the lease if there is none, in one step no other writer can interleave with
+        (local paths: a hard link): True if created, False if another writer came first; None
+        where the store cannot (object stores: see `write`; file systems without hard links)."""
+        if self.is_conditional or not self.storage.is_local(self.uri):
+            return None
+        try:
+            return self.storage.create_json_local(self.uri, record)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here (some network/FUSE file systems)
+            return None
+
     def remove(self) -> None:
         self.storage.remove(self.uri)
+
+
+@dataclass(frozen=True)
+class LeaseClaim:
+    """What a publish task needs to check, right before it writes, that its run still holds the
+    lease: a run that lost it (taken over after a stall) leaves the shards in flight unwritten."""
+
+    uri: str
+    owner: str
+
+    def check(self, storage: Storage) -> None:
+        """Raises LeaseLostError if another run (or nobody) holds the lease now."""
+        current, _ = LeaseFile(storage, self.uri).read()
+        holder = str(current.get("owner")) if current else "nobody"
+        if holder != self.owner:
+            raise LeaseLostError(self.uri, holder, "found by a publish task before it wrote")
 
 
 class RunLease:
@@ -136,6 +166,10 @@ class RunLease:
         self._confirmed_at: float | None = None  # when this run last found itself the owner
         self._attempted_at = 0.0
         self._lost: LeaseLostError | None = None
+
+    @property
+    def claim(self) -> LeaseClaim:
+        return LeaseClaim(self.uri, self.owner)
 
     def _record(self, started_at: float) -> dict[str, Any]:
         return {
@@ -168,10 +202,12 @@ class RunLease:
                 log.warning(
                     "taking over the stale lease of %s (no heartbeat for %s)", current["owner"], _ago(age)
                 )
-        # conditional where the store allows (only if still the stale lease read, or still
-        # absent); read back after settle_s in any case: a store that ignores the condition
-        # headers (instead of refusing them) is then as safe as without them
-        if self._file.write(self._record(now), tag):
+        # a free local lease is created exclusively: nothing to wait for. Otherwise conditional
+        # where the store allows (only if still the stale lease read, or still absent); read back
+        # after settle_s in any case: a store that ignores the condition headers (instead of
+        # refusing them) is then as safe as without them
+        created = self._file.create(self._record(now)) if current is None else None
+        if created is None and self._file.write(self._record(now), tag):
             time.sleep(self.settle_s)
         holder = self._holder()
         if holder != self.owner:

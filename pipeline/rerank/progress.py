@@ -1,4 +1,5 @@
-"""Progress lines as shards complete, and the run's throughput figures."""
+"""Progress as pairs are scored and shards complete (shown by `progress_console`), and the run's
+throughput figures."""
 
 from __future__ import annotations
 
@@ -10,19 +11,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.rerank.progress_console import ProgressConsole, Snapshot
+
 log = logging.getLogger(__name__)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 @dataclass
 class Progress:
-    """Counts scored pairs and published shards; logs one line per shard."""
+    """Counts scored pairs and published shards; shows them on `console` (a live bar or a line
+    every so often), and each published shard as a debug line."""
 
     shards_total: int
     pairs_total: int
@@ -36,11 +33,32 @@ class Progress:
     calls: dict[tuple[int, float], float] = field(default_factory=dict)  # (actor, start) -> end
     pairs_per_node: dict[str, int] = field(default_factory=dict)
     actors_per_node: dict[str, set[int]] = field(default_factory=dict)
+    console: ProgressConsole | None = None
 
     def scored(self, pairs: int, tokens: int, padded_tokens: int) -> None:
         self.pairs_scored += pairs
         self.tokens += tokens
         self.padded_tokens += padded_tokens
+        self._show()
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            shards_done=self.shards_done,
+            shards_total=self.shards_total,
+            pairs_done=self.pairs_scored,
+            pairs_total=self.pairs_total,
+            elapsed_s=time.monotonic() - self.started,
+        )
+
+    def _show(self) -> None:
+        if self.console is not None:
+            self.console.update(self.snapshot())
+
+    def close(self) -> None:
+        """Ends the console's display (the live bar); the summary follows."""
+        if self.console is not None:
+            self.console.close()
+            self.console = None
 
     def placed(self, batch: pa.Table) -> None:
         """Counts scored rows and distinct scoring actors per node (work shared across nodes)."""
@@ -89,20 +107,10 @@ class Progress:
     def published(self, relpath: str, rows: int) -> None:
         self.shards_done += 1
         self.pairs_published += rows
-        rate = self.pairs_per_s()
-        remaining = max(0, self.pairs_total - self.pairs_scored)
-        eta = _duration(remaining / rate) if rate > 0 else "?"
-        log.info(
-            "shards %d/%d | %s (%d rows) published | %d/%d pairs | %.1f pairs/s | ETA %s",
-            self.shards_done,
-            self.shards_total,
-            relpath,
-            rows,
-            self.pairs_scored,
-            self.pairs_total,
-            rate,
-            eta,
+        log.debug(
+            "shard %s (%d rows) published: %d/%d shards", relpath, rows, self.shards_done, self.shards_total
         )
+        self._show()
 
     def summary(self) -> dict[str, Any]:
         wall = time.monotonic() - self.started

@@ -19,6 +19,7 @@ def rank_table(
     top_k: int | None = None,
     normalize: bool = False,
     score_columns: list[str] | None = None,
+    unscored_order: np.ndarray | None = None,
 ) -> pa.Table:
     """Every input row and column unchanged, plus `score` (float32) and `rank` (int32, 1 = best).
 
@@ -29,6 +30,9 @@ def rank_table(
     `scores` is one score per row, or [rows, columns] named by `score_columns` (layerwise rerankers
     with several cutoff layers: `score_l28`, `score_l40`, ...): then `score` is the first column and
     each named column is added too (with `<name>_norm` under `normalize`).
+
+    `unscored_order` orders the rows without a score (NaN) within their query, ascending, before
+    input order (the prefilter column's order, `pipeline.rerank.cascade`).
     """
     n = table.num_rows
     matrix = np.asarray(scores, dtype=np.float32).reshape(n, -1) if n else np.zeros((0, 1), np.float32)
@@ -39,7 +43,8 @@ def rank_table(
     encoded = pc.dictionary_encode(table.column(query_id_column), null_encoding="encode")
     query_order = np.asarray(encoded.combine_chunks().indices.to_numpy(zero_copy_only=False))
     sort_key = np.where(np.isnan(main), np.inf, -main.astype(np.float64))
-    order = np.lexsort((np.arange(n), sort_key, query_order))
+    unscored_key = np.zeros(n) if unscored_order is None else np.where(np.isnan(main), unscored_order, 0)
+    order = np.lexsort((np.arange(n), unscored_key, sort_key, query_order))
     sorted_queries = query_order[order]
     group_start = np.r_[0, np.flatnonzero(np.diff(sorted_queries)) + 1] if n else np.array([], int)
     starts = np.repeat(group_start, np.diff(np.r_[group_start, n])) if n else np.array([], int)

@@ -1,7 +1,7 @@
 """Runs one rerank job, in phases:
 
-1. prepare: every check (paths, storage, model, OUTPUT, the input contract, split queries) and
-   the device-dependent settings; nothing is written;
+1. prepare (`prepare.py`): every check (paths, storage, model, OUTPUT, the input contract,
+   split queries) and the device-dependent settings; nothing is written;
 2. claim OUTPUT: the run's first writes (fingerprint, --fresh, stale temp files);
 3. score and publish: the Ray Data plan streams scores, each complete shard is published;
 4. finalize: `_SUCCESS`, once every shard is done.
@@ -12,29 +12,29 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pyarrow as pa
 
-from pipeline.cluster import connect_ray, cpus_per_node, resolve_device
+from pipeline.errors import RunInterrupted
 from pipeline.faults import crash_point
-from pipeline.io import ShardFile, Storage, join, storage_error
+from pipeline.io import ShardFile, join, storage_error
 from pipeline.rerank import checkpoint, legacy_manifest
 from pipeline.rerank.assembly import ShardAssembler, ShardScores
 from pipeline.rerank.build import build
-from pipeline.rerank.config import JobConfig, fingerprint, fingerprint_digest
-from pipeline.rerank.discovery import PendingShard, check_pending, check_split_queries, find_shards
-from pipeline.rerank.preflight import (
-    check_paths,
-    checked_model_identity,
-    load_model_locally,
-    storage_from_config,
-)
+from pipeline.rerank.config import JobConfig
+from pipeline.rerank.lease import LeaseClaim
+from pipeline.rerank.prepare import PreparedRun, prepare
 from pipeline.rerank.progress import Progress
+from pipeline.rerank.progress_console import open_console
 from pipeline.rerank.publisher import ShardPublisher
-from pipeline.rerank.settings import ScoringSettings, resolve_settings
-from pipeline.rerank.stop import counting_shards, raise_if_stopped, reinstall_signal_handlers
+from pipeline.rerank.recorder import RunRecorder
+from pipeline.rerank.report import publish_report, report_data
+from pipeline.rerank.status import write_shard_list
+from pipeline.rerank.stop import counting_shards, raise_if_stopped
 
 log = logging.getLogger(__name__)
 
@@ -49,88 +49,11 @@ class RunReport:
     failed: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     success_manifest: dict[str, Any] | None = None
+    recorder: RunRecorder | None = None  # the run report's figures (pipeline/rerank/report.py)
 
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-@dataclass(frozen=True, kw_only=True)
-class PreparedRun:
-    """Everything the run found and decided before its first write."""
-
-    cfg: JobConfig  # with the model's kind resolved
-    storage: Storage
-    settings: ScoringSettings
-    fingerprint: dict[str, Any]
-    digest: str
-    shards: list[ShardFile]
-    output_files: list[str]  # OUTPUT's listing, read once
-    done: dict[str, dict[str, Any]]  # relpath -> marker of a shard already published
-    pending: list[PendingShard]
-    split_queries: int
-    upgrade_legacy: bool = False  # OUTPUT's manifest predates model_identity (legacy_manifest.py)
-
-
-def resume_state(
-    storage: Storage, output: str, shards: list[ShardFile], fp: dict[str, Any], fresh: bool
-) -> tuple[list[str], dict[str, dict[str, Any]], bool]:
-    """OUTPUT's listing (read once), the markers of shards already done for this fingerprint, and
-    whether they come from an earlier version's manifest of the same config (to upgrade)."""
-    digest = fingerprint_digest(fp)
-    try:
-        legacy = None if fresh else legacy_manifest.legacy_fingerprint(storage, output, fp)
-        accepted = legacy or fp  # an earlier version's manifest of this config, or ours
-        files = checkpoint.check_output(storage, output, accepted, fingerprint_digest(accepted), fresh)
-        done = {} if fresh else checkpoint.load_done(storage, output, shards, digest, files)
-        if legacy is not None:
-            old = checkpoint.load_done(storage, output, shards, fingerprint_digest(legacy), files)
-            done = {**legacy_manifest.upgraded_markers(old, digest), **done}
-    except OSError as e:
-        raise storage_error(output, "OUTPUT", e) from e
-    return files, done, legacy is not None
-
-
-def prepare(cfg: JobConfig) -> PreparedRun:
-    """Phase 1: every check, and the settings; writes nothing. Raises RerankError on bad usage."""
-    check_paths(cfg)
-    storage = storage_from_config(cfg)
-    log.info("storage options: %s", storage.redacted())
-    output = cfg.output.uri
-    shards = find_shards(storage, cfg.input.uri)
-    storage.check_root(output, "OUTPUT")
-    cfg, kind = load_model_locally(cfg, storage)
-    connect_ray(cfg.ray)
-    reinstall_signal_handlers()  # ray.init installs its own SIGTERM handler
-    device = resolve_device(cfg.model.device)
-    settings = resolve_settings(
-        cfg.scoring,
-        device=device,
-        dtype=cfg.model.dtype,
-        kind=kind,
-        cpus_per_node=cpus_per_node(),
-    )
-    fp = fingerprint(cfg, settings.dtype, checked_model_identity(cfg, storage))
-    digest = fingerprint_digest(fp)
-    files, done, legacy = resume_state(storage, output, shards, fp, cfg.output.fresh)
-    if legacy:
-        legacy_manifest.warn_unverified(output, cfg.model.name_or_path, len(done))
-    todo = [s for s in shards if s.relpath not in done]
-    pending = check_pending(storage, todo, cfg.input, cfg.model.score_columns)
-    split = check_split_queries(storage, pending, done, cfg.input)
-    return PreparedRun(
-        cfg=cfg,
-        storage=storage,
-        settings=settings,
-        fingerprint=fp,
-        digest=digest,
-        shards=shards,
-        output_files=files,
-        done=done,
-        pending=pending,
-        split_queries=split,
-        upgrade_legacy=legacy,
-    )
 
 
 def claim(run: PreparedRun) -> None:
@@ -156,8 +79,11 @@ def claim(run: PreparedRun) -> None:
     )
 
 
-def score_and_publish(run: PreparedRun, report: RunReport) -> list[dict[str, Any]]:
-    """Phase 3: streams every pending shard through the plan and publishes each one complete."""
+def score_and_publish(
+    run: PreparedRun, report: RunReport, claim: LeaseClaim | None = None
+) -> list[dict[str, Any]]:
+    """Phase 3: streams every pending shard through the plan and publishes each one complete
+    (checking, with a lease `claim`, that the run still holds OUTPUT before each write)."""
     cfg = run.cfg
     run.storage.remove(join(cfg.output.uri, checkpoint.SUCCESS))
     by_id: dict[int, ShardFile] = {}
@@ -167,7 +93,12 @@ def score_and_publish(run: PreparedRun, report: RunReport) -> list[dict[str, Any
         elif p.num_rows > 0:
             by_id[i] = p.shard
     rows = {i: run.pending[i].num_rows for i in by_id}
-    progress = Progress(shards_total=len(run.pending), pairs_total=sum(rows.values()))
+    shards_total, pairs_total = len(run.pending), sum(rows.values())
+    progress = Progress(
+        shards_total=shards_total,
+        pairs_total=pairs_total,
+        console=open_console(cfg.progress.interval_s, shards_total, pairs_total),
+    )
     publisher = ShardPublisher(
         storage=run.storage,
         output=cfg.output.uri,
@@ -177,13 +108,20 @@ def score_and_publish(run: PreparedRun, report: RunReport) -> list[dict[str, Any
         score_columns=cfg.model.score_columns,
         query_id_hashes={p.shard.relpath: p.query_hashes for p in run.pending},
         progress=progress,
+        claim=claim,
     )
     empty = [p.shard for p in run.pending if p.num_rows == 0]  # nothing to score: published empty
     publisher.submit([(shard, ShardScores.empty(0, len(cfg.model.score_columns))) for shard in empty])
-    assembler = ShardAssembler(rows, cfg.model.score_columns)
-    if by_id:
-        stream_scores(run, by_id, assembler, publisher, progress, report)
-    publisher.drain()
+    chunked = cfg.input.long_passages == "chunk"  # rows arrive as windows, aggregated per row
+    assembler = ShardAssembler(rows, cfg.model.score_columns, cfg.input.chunk_aggregate if chunked else None)
+    try:
+        if by_id:
+            stream_scores(run, by_id, assembler, publisher, progress, report)
+        publisher.drain()
+    finally:
+        progress.close()  # the live bar ends before anything else is printed
+    if report.recorder is not None:
+        report.recorder.published(publisher.markers)
     report.failed.update(publisher.failed)
     report.shards_published = len(publisher.markers)
     for s, reason in {**assembler.failed, **assembler.incomplete()}.items():
@@ -221,12 +159,20 @@ def stream_scores(
             progress.scored(added.pairs, added.tokens, added.padded_tokens)
             progress.placed(batch)
             progress.timed(batch)
+            if report.recorder is not None:
+                report.recorder.add(batch)
+                report.recorder.completed([by_id[s].relpath for s in added.complete])
             publisher.submit([(by_id[s], assembler.take(s)) for s in added.complete])
             publisher.reap(timeout=0)
     except Exception as e:  # the pipeline itself died: every unfinished shard fails with it
         log.error("scoring pipeline failed: %s", e)
         for s, reason in assembler.incomplete().items():
             report.failed[by_id[s].relpath] = f"scoring pipeline failed: {e} ({reason})"
+    if report.recorder is not None:
+        try:  # Ray Data's own figures of the plan (a developer API): the tokenize stage's time
+            report.recorder.operator_stats(ds.get_stats_summary())
+        except Exception as e:
+            log.debug("no Ray Data stats for the run report: %s", e)
 
 
 def finalize(run: PreparedRun, markers: list[dict[str, Any]], report: RunReport, planning_s: float) -> None:
@@ -245,21 +191,63 @@ def finalize(run: PreparedRun, markers: list[dict[str, Any]], report: RunReport,
     )
 
 
-def run(cfg: JobConfig) -> RunReport:
-    """Runs the job to completion (or to the shards that failed). Raises RerankError on bad usage."""
-    started = time.monotonic()
+def run(cfg: JobConfig, lease_claim: LeaseClaim | None = None) -> RunReport:
+    """Runs the job to completion (or to the shards that failed). Raises RerankError on bad usage.
+    `lease_claim`: the OUTPUT lease this run holds (jobs/rerank.py), checked by every publish task."""
+    started, started_at = time.monotonic(), time.time()
     raise_if_stopped()  # SIGINT/SIGTERM before any work
     prepared = prepare(cfg)
     planning_s = time.monotonic() - started
     log.info("planning took %.2fs", planning_s)
     crash_point("before_write")  # every check passed; nothing written yet
-    with counting_shards(total=len(prepared.shards), done_before=len(prepared.done)):
+    report = RunReport(shards_total=len(prepared.shards), shards_skipped=len(prepared.done))
+    report.recorder = RunRecorder(
+        started_at=started_at, max_length=cfg.model.max_length, score_columns=cfg.model.score_columns
+    )
+    with (
+        counting_shards(total=len(prepared.shards), done_before=len(prepared.done)),
+        reporting_stops(prepared, report),
+    ):
         raise_if_stopped()  # a signal during prepare: nothing written yet
         claim(prepared)
-        report = RunReport(shards_total=len(prepared.shards), shards_skipped=len(prepared.done))
+        write_shard_list(prepared.storage, cfg.output.uri, cfg.input.uri, prepared.shards)
         markers = list(prepared.done.values())
         if prepared.pending:
-            markers += score_and_publish(prepared, report)  # stops at a safe point (stop.py)
+            report.recorder.plan_started(planning_s)
+            markers += score_and_publish(prepared, report, lease_claim)  # stops at a safe point (stop.py)
         raise_if_stopped()  # no _SUCCESS once told to stop (a lost lease forbids any write)
     finalize(prepared, markers, report, planning_s)
+    write_run_report(prepared, report)
     return report
+
+
+def write_run_report(run: PreparedRun, report: RunReport, outcome: str | None = None) -> None:
+    """OUTPUT/_rerank/report.{json,html} of a run that scored (pipeline/rerank/report.py); a run
+    with nothing to score keeps the report of the last one that did."""
+    if report.recorder is None or not report.recorder.has_numbers:
+        return
+    counts = (report.shards_total, report.shards_skipped, report.shards_published, len(report.failed))
+    data = report_data(
+        recorder=report.recorder,
+        output=run.cfg.output.uri,
+        outcome=outcome or ("complete" if report.ok else f"{len(report.failed)} shard(s) failed"),
+        shards=dict(zip(("total", "skipped", "published", "failed"), counts, strict=True)),
+        failed=report.failed,
+        summary=report.summary,
+        config=run.cfg.redacted(),
+        fingerprint=run.fingerprint,
+        digest=run.digest,
+        totals=(report.success_manifest or {}).get("totals"),
+    )
+    publish_report(run.storage, run.cfg.output.uri, data)
+
+
+@contextmanager
+def reporting_stops(run: PreparedRun, report: RunReport) -> Iterator[None]:
+    """A run stopped by SIGINT/SIGTERM still writes its report (a lost lease: nothing more)."""
+    try:
+        yield
+    except RunInterrupted as stop:
+        report.shards_published = stop.published_now
+        write_run_report(run, report, outcome=stop.reason)
+        raise

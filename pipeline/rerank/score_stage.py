@@ -15,7 +15,10 @@ from pipeline.config import ModelConfig
 from pipeline.io import Storage
 from pipeline.model_cache import local_model_path
 from pipeline.models.budget_probe import probe_budget
+from pipeline.models.kernels.attention import resolve_attention
+from pipeline.models.kernels.compile import resolve_compile
 from pipeline.models.reranker import Reranker
+from pipeline.models.windows import WINDOW_COLUMNS
 from pipeline.rerank.placement import worker_location
 from pipeline.rerank.settings import ScoringSettings
 
@@ -56,10 +59,17 @@ class ScorePairs:
             trust_remote_code=model.trust_remote_code,
             kind=settings.kind,
             cutoff_layers=model.cutoff_layers,
+            attention=resolve_attention(model.attention, settings.device),
+            compiled=resolve_compile(model.compile, settings.device),
         )
         self._budget = settings.max_batch_tokens
         self._probe_budget = settings.probe_budget
         self._score_columns = model.score_columns
+
+    @property
+    def reranker(self) -> Reranker:
+        """The reranker this stage scores with (bench/gpu.py times it bare, outside the stage)."""
+        return self._reranker
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         call_start = time.time()
@@ -97,4 +107,8 @@ class ScorePairs:
             "call_start": np.full(n, call_start),
             "call_end": np.full(n, time.time()),
         }
-        return pa.Table.from_pydict(columns, schema=scored_schema(self._score_columns))
+        scored = pa.Table.from_pydict(columns, schema=scored_schema(self._score_columns))
+        for name in WINDOW_COLUMNS:  # chunk mode: which window of its row each pair is
+            if name in batch.column_names:
+                scored = scored.append_column(batch.schema.field(name), batch.column(name))
+        return scored

@@ -1,6 +1,10 @@
 """The CPU stage: `TokenizeShard` reads one input shard (row group by row group), tokenizes its
 pairs and orders them longest first. A shard that cannot be read yields one error row instead of
-failing the run. No Ray and no torch import: tokenizing actors stay light."""
+failing the run. No Ray and no torch import: tokenizing actors stay light.
+
+With `--long-passages chunk` a row becomes one tokenized row per window of its passage, each
+carrying its `row` and the window columns of `pipeline.models.windows`; the driver aggregates them
+(`pipeline.rerank.assembly`)."""
 
 from __future__ import annotations
 
@@ -16,13 +20,16 @@ from pipeline.io import Storage
 from pipeline.model_cache import local_model_path
 from pipeline.models.batching import longest_first
 from pipeline.models.kinds import load_pair_tokenizer
+from pipeline.models.windows import WINDOW_FIELDS, WindowOptions
+from pipeline.rerank.cascade import mark_not_scored
 from pipeline.rerank.config import InputConfig
+from pipeline.rerank.layout import read_pairs
 from pipeline.rerank.quarantine import reject_reasons
 
 log = logging.getLogger(__name__)
 
 
-def tokenized_schema(uses_token_types: bool) -> pa.Schema:
+def tokenized_schema(uses_token_types: bool, windowed: bool = False) -> pa.Schema:
     fields = [
         pa.field("shard", pa.int32()),
         pa.field("row", pa.int64()),
@@ -32,6 +39,8 @@ def tokenized_schema(uses_token_types: bool) -> pa.Schema:
         fields.append(pa.field("token_type_ids", pa.list_(pa.int8())))
     fields.append(pa.field("error", pa.string()))  # the whole shard failed (one row, row = -1)
     fields.append(pa.field("reject", pa.string()))  # this row is quarantined, with the reason
+    if windowed:  # chunk mode: which window of its row this is (pipeline.models.windows)
+        fields += WINDOW_FIELDS
     return pa.schema(fields)
 
 
@@ -72,7 +81,12 @@ class TokenizeShard:
         self._tokenizer = load_pair_tokenizer(local_model_path(model.name_or_path, storage), model)
         self._columns = columns
         self._storage = storage
-        self._schema = tokenized_schema(self._tokenizer.uses_token_types)
+        self._windows = (
+            WindowOptions(columns.chunk_overlap, columns.max_chunks)
+            if columns.long_passages == "chunk"
+            else None
+        )
+        self._schema = tokenized_schema(self._tokenizer.uses_token_types, self._windows is not None)
         self._block_rows = block_rows
 
     def _error_row(self, shard: int, message: str) -> pa.Table:
@@ -85,14 +99,14 @@ class TokenizeShard:
         }
         if self._tokenizer.uses_token_types:
             empty["token_type_ids"] = [[]]
+        if self._windows is not None:
+            empty |= {"window": [0], "windows": [1], "window_char": [0], "windows_not_scored": [0]}
         return pa.Table.from_pydict(empty, schema=self._schema)
 
     def tokenize(self, shard: int, uri: str) -> Iterator[pa.Table]:
         c = self._columns
         first_row = 0
-        for group in self._storage.iter_row_groups(
-            uri, [c.query_id_column, c.query_column, c.passage_column]
-        ):
+        for group in read_pairs(self._storage, uri, c):  # row groups; nested: candidates as rows
             queries = group.column(c.query_column).to_pylist()
             passages = group.column(c.passage_column).to_pylist()
             reasons = reject_reasons(
@@ -103,20 +117,31 @@ class TokenizeShard:
                 query_ids=group.column(c.query_id_column).to_pylist(),
                 query_id_column=c.query_id_column,
             )
+            reasons = mark_not_scored(reasons, group)  # --prefilter-top-k: skipped like quarantined rows
             if any(reasons):  # quarantined rows are carried along empty, so the shard still adds up
                 queries = [q if r is None else "" for q, r in zip(queries, reasons, strict=True)]
                 passages = [p if r is None else "" for p, r in zip(passages, reasons, strict=True)]
+            yield self._encode(shard, first_row, queries, passages, reasons)
+            first_row += group.num_rows
+
+    def _encode(
+        self, shard: int, first_row: int, queries: list[str], passages: list[str], reasons: list[str | None]
+    ) -> pa.Table:
+        """The tokenized rows of one row group: one per pair, or one per window in chunk mode."""
+        if self._windows is None:
+            pair = np.arange(len(queries), dtype=np.int64)
             enc = self._tokenizer.encode(queries, passages)
-            n = group.num_rows
-            columns: dict[str, Any] = {
-                "shard": pa.array(np.full(n, shard, np.int32)),
-                "row": pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
-                **enc,
-                "error": pa.nulls(n, pa.string()),
-                "reject": pa.array(reasons, pa.string()),
-            }
-            yield pa.Table.from_pydict(columns, schema=self._schema)
-            first_row += n
+        else:
+            pair, enc = self._tokenizer.encode_windows(queries, passages, self._windows)
+        n = len(pair)
+        columns: dict[str, Any] = {
+            "shard": pa.array(np.full(n, shard, np.int32)),
+            "row": pa.array(pair + first_row),
+            **enc,
+            "error": pa.nulls(n, pa.string()),
+            "reject": pa.array(reasons, pa.string()).take(pa.array(pair)),
+        }
+        return pa.Table.from_pydict(columns, schema=self._schema)
 
     def tokenize_or_fail(self, shard: int, uri: str) -> Iterator[pa.Table]:
         """`tokenize`, or one error row if the shard cannot be read or decoded (it fails alone).

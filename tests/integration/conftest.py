@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
+from tests.helpers import MODELS, pairs_table
 from tests.ray_cluster import TwoNodeCluster
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -100,3 +102,58 @@ def cluster() -> Iterator[TwoNodeCluster]:
     c = TwoNodeCluster()
     yield c
     c.stop()
+
+
+@pytest.fixture(scope="session")
+def finished_run(ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One small `rerank run` through the CLI (3 shards, one row quarantined), made once per
+    session for the tests that only read its OUTPUT: the run report, `rerank status`."""
+    from jobs.cli import main  # imports Ray, as the fixtures above do, only when used
+
+    root = tmp_path_factory.mktemp("finished-run")
+    for s in range(3):
+        table = pairs_table(4, 6, seed=s, prefix=f"s{s}q")
+        if s == 0:  # one row the job quarantines: its passage is empty
+            passages = table.column("passage").to_pylist()
+            table = table.set_column(3, "passage", [[""] + passages[1:]])
+        (root / "in").mkdir(exist_ok=True)
+        pq.write_table(table, root / "in" / f"part-{s}.parquet")
+    args = ["run", str(root / "in"), str(root / "out"), "--model", str(MODELS / "tiny-bert")]
+    args += ["--max-length", "128", "--rows-per-call", "16", "--storage-option", "secret=SUPERSECRET-rpt"]
+    assert main(args) == 0
+    return {"input": root / "in", "output": root / "out"}
+
+
+# flags that change how a run is cut into calls, not what it writes (scores agree to fp32 rounding)
+_CALL_SHAPE_FLAGS = ("--rows-per-call", "--torch-threads")
+
+
+@pytest.fixture(scope="session")
+def reference_output(ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """`reference_output(flags, n_shards=, n_queries=, candidates=)`: the OUTPUT of one
+    uninterrupted run of the `write_shards` corpus of that shape with these flags, made once per
+    session (the fault tests compare against it instead of each running their own)."""
+    from jobs.cli import main
+
+    made: dict[tuple, Path] = {}
+
+    def reference(flags: list[str], n_shards: int, n_queries: int, candidates: int) -> Path:
+        kept, skip = [], False
+        for flag in flags:
+            if skip or flag in _CALL_SHAPE_FLAGS:
+                skip = not skip
+                continue
+            kept.append(flag)
+        key = (tuple(kept), n_shards, n_queries, candidates)
+        if key not in made:
+            root = tmp_path_factory.mktemp("reference")
+            for s in range(n_shards):  # the same corpus as the `write_shards` fixture writes
+                path = root / "input" / f"day={s % 2}" / f"part-{s}.parquet"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                table = pairs_table(n_queries, candidates, seed=s, prefix=f"s{s}q")
+                pq.write_table(table, path, row_group_size=7)
+            assert main(["run", str(root / "input"), str(root / "out"), *kept]) == 0
+            made[key] = root / "out"
+        return made[key]
+
+    return reference

@@ -26,12 +26,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.timeout(600)  # its waits alone allow 420 s; 76 s measured on 2 busy cores
 def test_killed_scoring_actor_is_restarted_and_every_row_lands_once(
-    ray_address, write_shards, tmp_path, tiny_bert, spawn, job_actor_pids
+    ray_address, write_shards, tmp_path, tiny_bert, spawn, job_actor_pids, reference_output
 ):
-    input_dir = write_shards(n_shards=8, n_queries=6, candidates=8)
-    reference, out = tmp_path / "reference", tmp_path / "out"
+    shape = {"n_shards": 8, "n_queries": 6, "candidates": 8}
+    input_dir = write_shards(**shape)
+    out = tmp_path / "out"
     flags = ["--model", tiny_bert, "--max-length", "128", "--rows-per-call", "4"]
-    assert main(["run", str(input_dir), str(reference), *flags]) == 0
+    reference = reference_output(flags, **shape)
 
     env = {**os.environ, "RAY_ADDRESS": ray_address}
     proc = spawn(
@@ -61,12 +62,13 @@ def test_killed_scoring_actor_is_restarted_and_every_row_lands_once(
     "point", ["before_write", "publish_in_flight", "between_publish_and_marker", "before_success"]
 )
 def test_driver_killed_at_any_moment_reruns_to_identical_output(
-    ray_address, write_shards, tmp_path, tiny_bert, point
+    ray_address, write_shards, tmp_path, tiny_bert, point, reference_output
 ):
-    input_dir = write_shards(n_shards=4, n_queries=4, candidates=6)
-    reference, out = tmp_path / "reference", tmp_path / "out"
-    flags = ["--model", tiny_bert, "--max-length", "128", "--rows-per-call", "8"]
-    assert main(["run", str(input_dir), str(reference), *flags]) == 0
+    shape = {"n_shards": 4, "n_queries": 4, "candidates": 6}
+    input_dir = write_shards(**shape)
+    out = tmp_path / "out"
+    flags = ["--model", tiny_bert, "--max-length", "128", "--rows-per-call", "8", "--top-k", "5"]
+    reference = reference_output(flags, **shape)
 
     env = {**os.environ, "RAY_ADDRESS": ray_address, "RERANK_TEST_CRASH_AT": point}
     killed = subprocess.run(
@@ -86,6 +88,6 @@ def test_driver_killed_at_any_moment_reruns_to_identical_output(
 
     assert main(["run", str(input_dir), str(out), *flags]) == 0
     tables_equal(read_output(reference), read_output(out))
-    assert_output_invariants(input_dir, out)
+    assert_output_invariants(input_dir, out, top_k=5)
     assert_reconciled(input_dir, out)
     assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]

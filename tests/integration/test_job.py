@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,7 +10,7 @@ import pytest
 from jobs.cli import main
 from pipeline.io import Storage
 from pipeline.rerank.runner import run
-from tests.helpers import assert_output_invariants, done_markers, job, read_output, tables_equal, wait_until
+from tests.helpers import assert_output_invariants, job, read_output
 
 pytestmark = pytest.mark.integration
 
@@ -107,35 +102,6 @@ def test_corrupt_shard_fails_alone(ray_address, write_shards, tmp_path, tiny_ber
     (input_dir / "zz-corrupt.parquet").unlink()
     assert main(["run", str(input_dir), str(out), "--model", tiny_bert, "--max-length", "128"]) == 0
     assert (out / "_SUCCESS").exists()
-
-
-@pytest.mark.timeout(600)  # three runs of 8 shards; 122 s measured on 2 busy cores
-def test_killed_run_resumes_to_identical_output(ray_address, write_shards, tmp_path, tiny_bert, spawn):
-    input_dir = write_shards(n_shards=8, n_queries=6, candidates=8)
-    reference, out = tmp_path / "reference", tmp_path / "out"
-    flags = ["--model", tiny_bert, "--max-length", "128", "--rows-per-call", "4", "--top-k", "5"]
-    assert main(["run", str(input_dir), str(reference), *flags]) == 0
-
-    env = {**os.environ, "RAY_ADDRESS": ray_address}
-    cmd = [sys.executable, "-m", "jobs.cli", "run", str(input_dir), str(out), *flags]
-    proc = spawn(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    markers = out / "_rerank" / "done"
-    wait_until(
-        lambda: done_markers(markers), 180, interval_s=0.02, what="the first done marker", process=proc
-    )
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = len(done_markers(markers))
-    assert 1 <= done_before < 8, f"kill landed after {done_before} of 8 shards"
-    assert not (out / "_SUCCESS").exists()
-
-    assert main(["run", str(input_dir), str(out), *flags]) == 0
-    tables_equal(read_output(reference), read_output(out))
-    assert_output_invariants(input_dir, out, top_k=5)
-    manifest = STORAGE.read_json(str(out / "_SUCCESS"))
-    assert manifest["totals"]["shards"] == 8
-    assert manifest["last_run"]["pairs_scored"] < 8 * 6 * 8  # done shards were not scored again
-    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
 
 
 @pytest.mark.parametrize("flag", ["--normalize"])

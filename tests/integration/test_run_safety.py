@@ -3,6 +3,7 @@ OUTPUT (`rerank run` holds the lease), a run that loses its lease stops, SIGTERM
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -245,12 +246,13 @@ def test_the_lease_on_s3_is_written_conditionally(s3):
 
 
 def test_sigterm_stops_cleanly_and_the_rerun_equals_an_uninterrupted_run(
-    ray_address, write_shards, tmp_path, tiny_bert
+    ray_address, write_shards, tmp_path, tiny_bert, reference_output
 ):
-    input_dir = write_shards(n_shards=8, n_queries=6, candidates=8)
-    reference, out = tmp_path / "reference", tmp_path / "out"
+    shape = {"n_shards": 8, "n_queries": 6, "candidates": 8}
+    input_dir = write_shards(**shape)
+    out = tmp_path / "out"
     flags = ["--model", tiny_bert, *FLAGS]
-    assert main(["run", str(input_dir), str(reference), *flags]) == 0
+    reference = reference_output(flags, **shape)
 
     log = tmp_path / "run.log"
     proc = start_run(ray_address, input_dir, out, *flags, log=log)
@@ -268,3 +270,5 @@ def test_sigterm_stops_cleanly_and_the_rerun_equals_an_uninterrupted_run(
     assert_output_invariants(input_dir, out)
     assert_reconciled(input_dir, out)
     assert not temp_files(out)
+    manifest = json.loads((out / "_SUCCESS").read_text())
+    assert manifest["last_run"]["pairs_scored"] < 8 * 6 * 8  # shards done before SIGTERM: not redone

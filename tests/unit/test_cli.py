@@ -31,7 +31,7 @@ def flags(name: str) -> set[str]:
 
 
 def test_the_command_table_has_every_command():
-    assert set(COMMANDS) == {"run", "nightly", "finetune", "demo"}
+    assert set(COMMANDS) == {"run", "nightly", "finetune", "demo", "status"}
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_flag_help_is_the_field_description(command, root, table):
         assert field_info(root, section, name).description in actions[dest].help
 
 
-@pytest.mark.parametrize("command", ["run", "finetune"])
+@pytest.mark.parametrize("command", ["run", "finetune", "status"])
 def test_every_flag_is_in_the_readme(command):
     missing = [f for f in sorted(flags(command)) if f not in README]
     assert not missing

@@ -169,3 +169,18 @@ def test_the_lease_of_a_killed_process_on_this_machine_is_taken_over_at_once(tmp
     )
     with live:
         assert STORAGE.read_json(join(str(tmp_path), checkpoint.LEASE))["owner"] == live.owner
+
+
+def test_a_free_local_lease_is_created_exclusively_without_waiting(tmp_path, monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr("pipeline.rerank.lease.time.sleep", slept.append)
+    lease = RunLease(STORAGE, str(tmp_path), ttl_s=600, settle_s=30)
+    lease.acquire()
+    try:
+        assert slept == []  # a hard-link create cannot interleave with another: nothing to settle
+        lease_uri = join(str(tmp_path), checkpoint.LEASE)
+        assert STORAGE.create_json_local(lease_uri, {"owner": "someone-else"}) is False  # taken
+        assert STORAGE.read_json(lease_uri)["owner"] == lease.owner
+        assert not [p for p in (tmp_path / "_rerank").iterdir() if p.name.startswith(".tmp-")]
+    finally:
+        lease.release()

@@ -1,0 +1,102 @@
+"""Phase 1 of a run: every check (paths, storage, model, OUTPUT, the input contract, split
+queries) and the device-dependent settings, resolved into a `PreparedRun`; nothing is written."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.cluster import connect_ray, cpus_per_node, resolve_device
+from pipeline.io import ShardFile, Storage, storage_error
+from pipeline.rerank import checkpoint, legacy_manifest
+from pipeline.rerank.config import JobConfig, fingerprint, fingerprint_digest
+from pipeline.rerank.discovery import PendingShard, check_pending, check_split_queries, find_shards
+from pipeline.rerank.preflight import (
+    check_paths,
+    checked_model_identity,
+    load_model_locally,
+    storage_from_config,
+)
+from pipeline.rerank.settings import ScoringSettings, resolve_settings
+from pipeline.rerank.stop import reinstall_signal_handlers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedRun:
+    """Everything the run found and decided before its first write."""
+
+    cfg: JobConfig  # with the model's kind resolved
+    storage: Storage
+    settings: ScoringSettings
+    fingerprint: dict[str, Any]
+    digest: str
+    shards: list[ShardFile]
+    output_files: list[str]  # OUTPUT's listing, read once
+    done: dict[str, dict[str, Any]]  # relpath -> marker of a shard already published
+    pending: list[PendingShard]
+    split_queries: int
+    upgrade_legacy: bool = False  # OUTPUT's manifest predates model_identity (legacy_manifest.py)
+
+
+def resume_state(
+    storage: Storage, output: str, shards: list[ShardFile], fp: dict[str, Any], fresh: bool
+) -> tuple[list[str], dict[str, dict[str, Any]], bool]:
+    """OUTPUT's listing (read once), the markers of shards already done for this fingerprint, and
+    whether they come from an earlier version's manifest of the same config (to upgrade)."""
+    digest = fingerprint_digest(fp)
+    try:
+        legacy = None if fresh else legacy_manifest.legacy_fingerprint(storage, output, fp)
+        accepted = legacy or fp  # an earlier version's manifest of this config, or ours
+        files = checkpoint.check_output(storage, output, accepted, fingerprint_digest(accepted), fresh)
+        done = {} if fresh else checkpoint.load_done(storage, output, shards, digest, files)
+        if legacy is not None:
+            old = checkpoint.load_done(storage, output, shards, fingerprint_digest(legacy), files)
+            done = {**legacy_manifest.upgraded_markers(old, digest), **done}
+    except OSError as e:
+        raise storage_error(output, "OUTPUT", e) from e
+    return files, done, legacy is not None
+
+
+def prepare(cfg: JobConfig) -> PreparedRun:
+    """Phase 1: every check, and the settings; writes nothing. Raises RerankError on bad usage."""
+    check_paths(cfg)
+    storage = storage_from_config(cfg)
+    log.info("storage options: %s", storage.redacted())
+    output = cfg.output.uri
+    shards = find_shards(storage, cfg.input.uri)
+    storage.check_root(output, "OUTPUT")
+    cfg, kind = load_model_locally(cfg, storage)
+    connect_ray(cfg.ray)
+    reinstall_signal_handlers()  # ray.init installs its own SIGTERM handler
+    device = resolve_device(cfg.model.device)
+    settings = resolve_settings(
+        cfg.scoring,
+        device=device,
+        dtype=cfg.model.dtype,
+        kind=kind,
+        cpus_per_node=cpus_per_node(),
+    )
+    fp = fingerprint(cfg, settings.dtype, checked_model_identity(cfg, storage))
+    digest = fingerprint_digest(fp)
+    files, done, legacy = resume_state(storage, output, shards, fp, cfg.output.fresh)
+    if legacy:
+        legacy_manifest.warn_unverified(output, cfg.model.name_or_path, len(done))
+    todo = [s for s in shards if s.relpath not in done]
+    pending = check_pending(storage, todo, cfg.input, cfg.model.score_columns)
+    split = check_split_queries(storage, pending, done, cfg.input)
+    return PreparedRun(
+        cfg=cfg,
+        storage=storage,
+        settings=settings,
+        fingerprint=fp,
+        digest=digest,
+        shards=shards,
+        output_files=files,
+        done=done,
+        pending=pending,
+        split_queries=split,
+        upgrade_legacy=legacy,
+    )

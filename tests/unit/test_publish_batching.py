@@ -1,0 +1,139 @@
+"""The write stage's batching and lease checks, without Ray: complete shards go at once while few
+publishes run, else wait for a batch (by rows, count or age); a publish task whose run lost its
+lease writes nothing more."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.io import ShardFile, Storage
+from pipeline.rerank import checkpoint
+from pipeline.rerank.assembly import ShardScores
+from pipeline.rerank.config import InputConfig, RankingConfig
+from pipeline.rerank.lease import LeaseClaim, LeaseLostError
+from pipeline.rerank.progress import Progress
+from pipeline.rerank.publish import publish_shards
+from pipeline.rerank.publisher import ShardPublisher
+from pipeline.rerank.split_queries import encode_hashes
+from tests.helpers import pairs_table
+
+
+class FakeTask:
+    """Stands in for the Ray task: records each batch it was handed."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def remote(self, *, shards: list[Any], **_: Any) -> int:
+        self.batches.append([shard.relpath for shard, _, _ in shards])
+        return len(self.batches)
+
+
+def shard(i: int, rows: int) -> tuple[ShardFile, ShardScores]:
+    return ShardFile(f"/in/part-{i}.parquet", f"part-{i}.parquet", 1, "v"), ShardScores.empty(rows)
+
+
+def publisher(tmp_path: Path, **flush: Any) -> tuple[ShardPublisher, FakeTask]:
+    p = ShardPublisher(
+        storage=Storage(),
+        output=str(tmp_path),
+        columns=InputConfig(uri=str(tmp_path / "in")),
+        ranking=RankingConfig(),
+        digest="d",
+        score_columns=["score"],
+        query_id_hashes={f"part-{i}.parquet": np.zeros(1, np.uint64) for i in range(10)},
+        progress=Progress(shards_total=10, pairs_total=100),
+        should_stop=lambda: None,
+        **flush,
+    )
+    task = FakeTask()
+    p._task = task  # type: ignore[assignment]
+    return p, task
+
+
+def test_complete_shards_go_at_once_while_few_publishes_run(tmp_path):
+    p, task = publisher(tmp_path, max_in_flight=2, flush_rows=10**9, flush_shards=10**9, flush_s=3600)
+    p.submit([shard(0, 10)])
+    p.submit([shard(1, 10)])
+    assert task.batches == [["part-0.parquet"], ["part-1.parquet"]]  # the first shards: at once
+
+
+def test_while_publishes_run_small_shards_wait_for_a_batch_big_ones_go_at_once(tmp_path):
+    p, task = publisher(tmp_path, max_in_flight=0, flush_rows=100, flush_shards=3, flush_s=3600)
+    p.submit([shard(0, 10)])
+    p.submit([shard(1, 10)])
+    assert task.batches == []  # 20 rows, 2 shards: not due
+    p.submit([shard(2, 10)])  # the third shard: due by count
+    assert task.batches == [["part-0.parquet", "part-1.parquet", "part-2.parquet"]]
+    p.submit([shard(3, 150)])  # more rows than a batch: at once
+    assert task.batches[-1] == ["part-3.parquet"]
+
+
+def test_a_waiting_shard_goes_once_it_has_waited_long_enough(tmp_path):
+    p, task = publisher(tmp_path, max_in_flight=0, flush_rows=10**9, flush_shards=10**9, flush_s=0.0)
+    p.submit([shard(0, 10)])
+    assert task.batches == [["part-0.parquet"]]
+
+
+def test_drain_publishes_what_is_still_waiting(tmp_path, monkeypatch):
+    p, task = publisher(tmp_path, max_in_flight=0, flush_rows=10**9, flush_shards=10**9, flush_s=3600)
+    p.submit([shard(0, 10), shard(1, 10)])
+    assert task.batches == []
+    monkeypatch.setattr(p, "reap", lambda timeout=0: p._inflight.clear())
+    p.drain()
+    assert task.batches == [["part-0.parquet", "part-1.parquet"]]
+
+
+def write_inputs(tmp_path: Path, n: int) -> list[ShardFile]:
+    (tmp_path / "in").mkdir()
+    for i in range(n):
+        pq.write_table(pairs_table(2, 3, seed=i, prefix=f"s{i}q"), tmp_path / "in" / f"part-{i}.parquet")
+    return Storage().list_shards(str(tmp_path / "in"))
+
+
+def batch_of(shards: list[ShardFile]) -> list[tuple[ShardFile, ShardScores, str]]:
+    out = []
+    for s in shards:
+        scored = ShardScores.empty(6)
+        scored.scores[:, 0] = np.arange(6, dtype=np.float32)
+        out.append((s, scored, encode_hashes(np.zeros(2, np.uint64))))
+    return out
+
+
+def test_a_publish_task_of_a_run_that_holds_the_lease_publishes_and_marks(tmp_path):
+    shards = write_inputs(tmp_path, 2)
+    out = tmp_path / "out"
+    lease = out / checkpoint.LEASE
+    lease.parent.mkdir(parents=True)
+    lease.write_text(json.dumps({"owner": "me"}))
+    claim = LeaseClaim(str(lease), "me")
+    results = publish_shards(
+        Storage(), str(out), batch_of(shards), InputConfig(uri=str(tmp_path / "in")), RankingConfig(), "d",
+        claim=claim,
+    )  # fmt: skip
+    assert [error for _, _, error in results] == [None, None]
+    assert (out / "part-0.parquet").exists() and (out / checkpoint.MARKERS / "part-1.parquet.json").exists()
+
+
+def test_a_publish_task_of_a_run_that_lost_its_lease_writes_nothing(tmp_path):
+    shards = write_inputs(tmp_path, 3)
+    out = tmp_path / "out"
+    lease = out / checkpoint.LEASE
+    lease.parent.mkdir(parents=True)
+    lease.write_text(json.dumps({"owner": "the-run-that-took-over"}))
+    claim = LeaseClaim(str(lease), "me")
+    with pytest.raises(LeaseLostError, match="the-run-that-took-over"):
+        claim.check(Storage())
+    results = publish_shards(
+        Storage(), str(out), batch_of(shards), InputConfig(uri=str(tmp_path / "in")), RankingConfig(), "d",
+        claim=claim,
+    )  # fmt: skip
+    assert [relpath for relpath, marker, _ in results if marker is None] == [s.relpath for s in shards]
+    assert all("lease" in (error or "") for _, _, error in results)
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["lease.json"]  # nothing else written

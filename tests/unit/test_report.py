@@ -1,0 +1,270 @@
+"""The run report without Ray: the bounded recorders, report.json's numbers, the HTML page."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.errors import RunInterrupted
+from pipeline.io import Storage
+from pipeline.rerank import recorder as recorder_module
+from pipeline.rerank.recorder import LENGTH_BINS, RunRecorder
+from pipeline.rerank.report import REPORT_HTML, REPORT_JSON, report_data, write_report
+from pipeline.rerank.report_html import render_html
+from pipeline.rerank.report_svg import nice_ticks
+from pipeline.rerank.runner import PreparedRun, RunReport, reporting_stops, write_run_report
+from pipeline.rerank.score_stage import scored_schema
+from pipeline.rerank.timeline import TimeBins
+from tests.helpers import job, scoring_settings
+
+T0 = 1_800_000_000.0
+
+
+def call(
+    start: float,
+    n: int = 8,
+    *,
+    node: str = "n1",
+    actor: int = 7,
+    duration: float = 1.0,
+    tokens: int = 20,
+    rejects: dict[int, str] | None = None,
+    seed: int = 0,
+) -> pa.Table:
+    """One scoring call's block, as `ScorePairs` returns it."""
+    rng = np.random.default_rng(seed)
+    reject = [None] * n
+    for i, reason in (rejects or {}).items():
+        reject[i] = reason
+    tok = np.full(n, tokens, np.int32)
+    return pa.Table.from_pydict(
+        {
+            "shard": np.zeros(n, np.int32),
+            "row": np.arange(n, dtype=np.int64),
+            "score": rng.normal(0.0, 2.0, n).astype(np.float32),
+            "tokens": tok,
+            "padded_tokens": tok + 4,
+            "error": [None] * n,
+            "reject": reject,
+            "node": [node] * n,
+            "actor": np.full(n, actor, np.int32),
+            "call_start": np.full(n, start),
+            "call_end": np.full(n, start + duration),
+        },
+        schema=scored_schema(["score"]),
+    )
+
+
+def recorder() -> RunRecorder:
+    rec = RunRecorder(started_at=T0, max_length=128, score_columns=["score"])
+    rec.planning_s = 2.0
+    rec.scoring_started_at = T0 + 2.5
+    return rec
+
+
+def test_time_bins_keep_every_amount_and_their_size_as_the_run_grows():
+    bins = TimeBins(T0, bins=8, width_s=1.0)
+    bins.add("pairs", T0 + 1.0, T0 + 3.0, 100)  # spread over bins 1 and 2
+    assert bins.rates("pairs")[:3] == [0.0, 50.0, 50.0]
+    bins.add("pairs", T0 + 30.0, T0 + 31.0, 40)  # past 8 s: widened twice, to 4 s bins
+    assert bins.width_s == 4.0 and bins.used == 8
+    assert sum(r * bins.width_s for r in bins.rates("pairs")) == pytest.approx(140)
+    for i in range(1000):  # a long run: still 8 bins
+        bins.add("pairs", T0 + i * 10.0, T0 + i * 10.0 + 5.0, 1)
+    assert len(bins.rates("pairs")) <= 8
+    assert sum(r * bins.width_s for r in bins.rates("pairs")) == pytest.approx(1140)
+
+
+def test_recorder_counts_calls_actors_rejects_lengths_and_scores():
+    rec = recorder()
+    rec.add(call(T0 + 5.0, rejects={0: "empty passage", 1: "null query_id"}))
+    rec.add(call(T0 + 6.0, actor=8, node="n2", tokens=90, seed=1))
+    rec.add(call(T0 + 5.0))  # the first call's block delivered again: counted once
+    d = rec.to_dict(ended_at=T0 + 10.0)
+    assert d["rejects"] == {"empty passage": 1, "null query_id": 1}
+    assert d["actors"]["n1:7"]["pairs"] == 6 and d["actors"]["n1:7"]["calls"] == 1
+    assert d["actors"]["n2:8"]["tokens"] == 8 * 90
+    assert d["phases"]["first_call_s"] == 5.0 and d["phases"]["first_scored_s"] == 6.0
+    assert d["phases"]["last_call_end_s"] == 7.0 and d["phases"]["wall_s"] == 10.0
+    assert d["token_lengths"]["tokens"]["count"] == 14 and d["token_lengths"]["tokens"]["max"] == 90
+    assert d["token_lengths"]["padded"]["mean"] == pytest.approx((6 * 24 + 8 * 94) / 14)
+    assert d["scores"]["score"]["count"] == 14
+    tp = d["throughput"]
+    assert sum(tp["pairs_per_s"]) * tp["bin_s"] == pytest.approx(14)
+    assert set(tp["nodes"]) == {"n1", "n2"} and set(tp["actors"]) == {"n1:7", "n2:8"}
+    assert d["stage_busy_s"]["score"] == 2.0
+
+
+def test_recorder_stays_bounded_whatever_the_corpus(monkeypatch):
+    monkeypatch.setattr(recorder_module, "RECENT_CALLS", 64)  # calls remembered to drop a repeat
+    rec = recorder()
+    for i in range(400):  # many calls, many actors and reasons
+        rejects = {0: f"reason {i % 80}"}
+        rec.add(call(T0 + i, n=4, actor=i % 100, duration=0.5, tokens=1 + i % 500, rejects=rejects))
+    d = rec.to_dict(ended_at=T0 + 5000)
+    assert len(d["actors"]) == 65  # 64 of their own and "other"
+    assert len(d["rejects"]) == 51  # 50 reasons and "other"
+    assert len(d["throughput"]["pairs_per_s"]) <= 240
+    assert len(d["token_lengths"]["tokens"]["counts"]) == LENGTH_BINS
+    assert sum(a["pairs"] for a in d["actors"].values()) == 400 * 3
+    assert len(rec._recent) == 64
+
+
+def test_publish_time_and_rows_come_from_the_markers():
+    rec = recorder()
+    rec._completed_at = {"a.parquet": T0 + 8.0, "b.parquet": T0 + 9.0}
+    rec.published(
+        [
+            {
+                "shard": "a.parquet",
+                "published_at": T0 + 8.5,
+                "rows_in": 10,
+                "rows_out": 9,
+                "rows_rejected": 1,
+            },
+            {"shard": "b.parquet", "published_at": T0 + 10.0, "rows_in": 5, "rows_out": 5},
+        ]
+    )
+    assert rec.stage_busy_s["publish"] == 1.5
+    assert rec.rows() == {"rows_in": 15, "rows_out": 14, "rows_rejected": 1, "rows_dropped_top_k": 0}
+
+
+class _Op:
+    def __init__(self, name: str, total: float) -> None:
+        self.operator_name = name
+        self.wall_time = type("S", (), {"sum": total})()
+
+
+def test_tokenize_time_is_read_from_ray_data_stats():
+    rec = recorder()
+    parent = type("Summary", (), {"operators_stats": [_Op("MapBatches(TokenizeShard)", 1.25)], "parents": []})
+    summary = type(
+        "Summary", (), {"operators_stats": [_Op("MapBatches(ScorePairs)", 9.0)], "parents": [parent]}
+    )
+    rec.operator_stats(summary)
+    assert rec.stage_busy_s["tokenize"] == 1.25
+
+
+def report(tmp_path, **overrides) -> dict:
+    rec = recorder()
+    rec.add(call(T0 + 5.0, rejects={3: "empty <passage>"}))
+    rec.add(call(T0 + 6.5, actor=8))
+    cfg = job(
+        tmp_path / "in",
+        tmp_path / "out <b>",
+        "/models/m",
+        storage={"options": {"secret": "SUPERSECRET-1", "key": "AKIA-XYZ"}},
+    )
+    args = {
+        "recorder": rec,
+        "output": cfg.output.uri,
+        "outcome": "1 shard(s) failed",
+        "shards": {"total": 3, "skipped": 0, "published": 2, "failed": 1},
+        "failed": {"day=1/c.parquet": "cannot read the shard: ArrowInvalid <bad>"},
+        "summary": {"pairs_scored": 15, "padding_efficiency": 0.83},
+        "config": cfg.redacted(),
+        "fingerprint": {"model": "/models/m", "max_length": 128},
+        "digest": "0123abcd",
+        "ended_at": T0 + 9.0,
+    }
+    return report_data(**{**args, **overrides})
+
+
+def test_report_json_holds_what_it_draws_and_no_credentials(tmp_path):
+    data = report(tmp_path)
+    text = json.dumps(data)
+    assert "SUPERSECRET" not in text and "AKIA-XYZ" not in text
+    assert data["failures"] == {
+        "count": 1,
+        "shards": {"day=1/c.parquet": "cannot read the shard: ArrowInvalid <bad>"},
+    }
+    assert data["rows"]["rows_in"] == 0  # nothing published: the run's own (empty) counts
+    assert data["shards"]["failed"] == 1 and data["digest"] == "0123abcd"
+    assert data["phases"]["planning_s"] == 2.0
+
+
+def test_the_page_is_self_contained_escaped_and_has_every_chart(tmp_path):
+    page = render_html(report(tmp_path))
+    charts = set(re.findall(r'data-chart="([^"]+)"', page))
+    assert {
+        "phases",
+        "stage-busy",
+        "pairs-per-s",
+        "tokens-per-s",
+        "actor-pairs-per-s",
+        "node-pairs",
+        "actor-pairs",
+        "token-lengths",
+        "scores-score",
+    } <= charts
+    assert "<script" not in page and "src=" not in page and "href=" not in page and "url(" not in page
+    assert "out <b>" not in page and "out &lt;b&gt;" in page  # every string from the run escaped
+    assert "ArrowInvalid &lt;bad&gt;" in page and "empty &lt;passage&gt;" in page
+    assert "SUPERSECRET" not in page
+
+
+def test_an_interrupted_run_without_a_summary_still_renders(tmp_path):
+    page = render_html(report(tmp_path, outcome="interrupted by SIGTERM", summary={}, failed={}))
+    assert "interrupted by SIGTERM" in page and 'data-chart="node-pairs"' in page
+
+
+def test_report_is_written_under_output_and_renders_from_its_json(tmp_path):
+    data = report(tmp_path)
+    out = str(tmp_path / "out")
+    uri = write_report(Storage(), out, data)
+    assert uri == f"{out}/{REPORT_HTML}"
+    stored = json.loads((tmp_path / "out" / REPORT_JSON).read_text())
+    assert (tmp_path / "out" / REPORT_HTML).read_text() == render_html(stored)
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0, 88), (-0.8, 0.33), (0, 7.14), (3, 3), (0, 1e9)])
+def test_ticks_cover_the_range(lo, hi):
+    ticks = nice_ticks(lo, hi)
+    assert ticks[0] <= lo and ticks[-1] >= hi and len(ticks) >= 2
+
+
+def prepared(tmp_path) -> PreparedRun:
+    cfg = job(tmp_path / "in", tmp_path / "out", "/models/m")
+    return PreparedRun(
+        cfg=cfg,
+        storage=Storage(),
+        settings=scoring_settings(),
+        fingerprint={"model": "/models/m"},
+        digest="d1",
+        shards=[],
+        output_files=[],
+        done={},
+        pending=[],
+        split_queries=0,
+    )
+
+
+def test_a_run_with_failed_shards_and_one_interrupted_write_their_report(tmp_path):
+    run = prepared(tmp_path)
+    failed = RunReport(shards_total=2, shards_skipped=0, failed={"b.parquet": "publish failed: boom"})
+    failed.recorder = recorder()
+    failed.recorder.add(call(T0 + 5.0))
+    write_run_report(run, failed)
+    data = json.loads((tmp_path / "out" / REPORT_JSON).read_text())
+    assert data["outcome"] == "1 shard(s) failed" and data["failures"]["count"] == 1
+
+    stopped = RunReport(shards_total=2, shards_skipped=0, recorder=recorder())
+    stop = RunInterrupted(signal.SIGTERM)
+    stop.published_now = 1
+    with pytest.raises(RunInterrupted), reporting_stops(run, stopped):
+        raise stop
+    data = json.loads((tmp_path / "out" / REPORT_JSON).read_text())
+    assert data["outcome"] == "interrupted by SIGTERM" and data["shards"]["published"] == 1
+    assert (tmp_path / "out" / REPORT_HTML).exists()
+
+
+def test_a_run_that_scored_nothing_keeps_the_last_report(tmp_path):
+    nothing = RunReport(shards_total=2, shards_skipped=2)
+    nothing.recorder = RunRecorder(started_at=T0, max_length=128, score_columns=["score"])
+    write_run_report(prepared(tmp_path), nothing)
+    assert not (tmp_path / "out" / REPORT_JSON).exists()
