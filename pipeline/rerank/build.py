@@ -24,6 +24,10 @@ from pipeline.rerank.tokenize_stage import TokenizeShard
 # one block (up to its target block size), and a scoring task takes a whole block, so a bigger
 # group would publish its shards only after all of its calls (tests/integration/test_progressive.py).
 MAX_SHARDS_PER_GROUP = 256
+# With --actors N:M and N > 1, the pools wait (this long at most) for their first N actors before
+# any block is handed out: else the first actor up takes every block of a short run, and the
+# other nodes' GPUs sit idle (tests/integration/test_cluster.py).
+WAIT_FOR_MIN_ACTORS_S = 600
 
 
 def shard_groups(shards: dict[int, ShardFile], rows: dict[int, int], group_rows: int) -> list[list[int]]:
@@ -83,4 +87,6 @@ def build(
     with warnings.catch_warnings():  # deprecated for Ray's own placement, still honoured in 2.60
         warnings.simplefilter("ignore")
         ds.context.execution_options.actor_locality_enabled = False
+    if pool.min_actors > 1:  # one actor: no wait, so the tokenize and scoring pools start together
+        ds.context.wait_for_min_actors_s = WAIT_FOR_MIN_ACTORS_S
     return ds

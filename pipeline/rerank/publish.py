@@ -1,9 +1,9 @@
 """The write stage: a shard's scores joined to its rows, ranked, published, then marked done.
 
-`publish_shards` is one Ray task for every shard that one block of scores completed (many, when
-shards are small): each is published and its done-marker written in the same task, so the driver
-neither waits on storage nor pays a round trip per shard. Kept apart from the scoring stage so
-publish tasks never import torch.
+`publish_shards` is one Ray task for a batch of complete shards (`publisher.py` forms them): each
+is published and its done-marker written in the same task, after checking that the run still
+holds OUTPUT's lease, so the driver neither waits on storage nor pays a round trip per shard.
+Kept apart from the scoring stage so publish tasks never import torch.
 """
 
 from __future__ import annotations
