@@ -20,7 +20,7 @@ from pipeline.errors import ConfigError, InputContractError
 from pipeline.io import ShardFile, Storage, join, location, storage_error
 from pipeline.models.limits import position_limit
 from pipeline.rerank import checkpoint
-from pipeline.rerank import runner as rerank_runner
+from pipeline.rerank import prepare as rerank_prepare
 from pipeline.rerank.config import InputConfig, load_config
 from pipeline.rerank.discovery import _is_id, check_pending, contract_problems
 from pipeline.rerank.quarantine import duplicate_pairs, reject_reasons, split_rejected
@@ -39,7 +39,7 @@ def no_ray(monkeypatch):
     def refuse(*_args, **_kwargs):
         raise AssertionError("reached connect_ray: the check did not fail first")
 
-    monkeypatch.setattr(rerank_runner, "connect_ray", refuse)
+    monkeypatch.setattr(rerank_prepare, "connect_ray", refuse)
 
 
 def tree(root: Path) -> dict[str, bytes]:
