@@ -25,10 +25,8 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.scale import tiny_model  # noqa: E402
+from bench.scale import timed_run, tiny_model  # noqa: E402
 from jobs.demo import WORDS, make_demo_model  # noqa: E402
 
 CANDIDATES = 10
@@ -69,17 +67,7 @@ def write_corpus(directory: Path, pairs: int, seed: int = 0) -> list[int]:
 
 def rerank(input_dir: Path, output: Path, model: Path, flags: list[str]) -> tuple[float, dict[str, Any]]:
     """Wall seconds of `rerank run` (from outside) and its `_SUCCESS` manifest."""
-    cmd = [sys.executable, "-m", "jobs.cli", "run", str(input_dir), str(output), "--model", str(model)]
-    cmd += ["--device", "cpu", "--dtype", "float32", *flags]
-    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}
-    log = output.with_suffix(".log")
-    t0 = time.perf_counter()
-    with log.open("a") as f:
-        rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
-    wall = time.perf_counter() - t0
-    if rc != 0:
-        raise RuntimeError(f"exit {rc}; see {log}:\n{''.join(log.read_text().splitlines(True)[-20:])}")
-    return wall, json.loads((output / "_SUCCESS").read_text())
+    return timed_run(input_dir, output, model, ["--device", "cpu", "--dtype", "float32", *flags])
 
 
 def figures(mode: str, wall: float, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -77,10 +77,20 @@ def write_corpus(directory: Path, shards: int, pairs: int, seed: int = 0) -> Non
         pq.write_table(pa.table(rows), directory / f"part-{s:05d}.parquet")
 
 
-def rerank(input_dir: Path, output: Path, model: Path) -> tuple[float, dict[str, Any]]:
-    """Wall seconds of `rerank run` (from outside) and its `_SUCCESS` last-run summary."""
-    cmd = [sys.executable, "-m", "jobs.cli", "run", str(input_dir), str(output), "--model", str(model)]
-    cmd += ["--max-length", "64", "--device", "cpu"]
+def timed_run(input_dir: Path, output: Path, model: Path, flags: list[str]) -> tuple[float, dict[str, Any]]:
+    """Wall seconds of `rerank run ... flags` (timed from outside, as a user runs it) and its
+    `_SUCCESS` manifest; its console goes to OUTPUT.log."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.cli",
+        "run",
+        str(input_dir),
+        str(output),
+        "--model",
+        str(model),
+        *flags,
+    ]
     env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}
     log = output.with_suffix(".log")
     t0 = time.perf_counter()
@@ -89,7 +99,13 @@ def rerank(input_dir: Path, output: Path, model: Path) -> tuple[float, dict[str,
     wall = time.perf_counter() - t0
     if rc != 0:
         raise RuntimeError(f"exit {rc}; see {log}:\n{''.join(log.read_text().splitlines(True)[-20:])}")
-    return wall, json.loads((output / "_SUCCESS").read_text())["last_run"]
+    return wall, json.loads((output / "_SUCCESS").read_text())
+
+
+def rerank(input_dir: Path, output: Path, model: Path) -> tuple[float, dict[str, Any]]:
+    """Wall seconds of `rerank run` and its `_SUCCESS` last-run summary."""
+    wall, manifest = timed_run(input_dir, output, model, ["--max-length", "64", "--device", "cpu"])
+    return wall, manifest["last_run"]
 
 
 def main() -> int:

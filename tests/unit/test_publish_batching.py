@@ -106,13 +106,18 @@ def batch_of(shards: list[ShardFile]) -> list[tuple[ShardFile, ShardScores, str]
     return out
 
 
+def lease_held_by(out: Path, holder: str) -> LeaseClaim:
+    """OUTPUT's lease as `holder` wrote it, and the claim of a run called "me"."""
+    lease = out / checkpoint.LEASE
+    lease.parent.mkdir(parents=True)
+    lease.write_text(json.dumps({"owner": holder}))
+    return LeaseClaim(str(lease), "me")
+
+
 def test_a_publish_task_of_a_run_that_holds_the_lease_publishes_and_marks(tmp_path):
     shards = write_inputs(tmp_path, 2)
     out = tmp_path / "out"
-    lease = out / checkpoint.LEASE
-    lease.parent.mkdir(parents=True)
-    lease.write_text(json.dumps({"owner": "me"}))
-    claim = LeaseClaim(str(lease), "me")
+    claim = lease_held_by(out, "me")
     results = publish_shards(
         Storage(), str(out), batch_of(shards), InputConfig(uri=str(tmp_path / "in")), RankingConfig(), "d",
         claim=claim,
@@ -124,10 +129,7 @@ def test_a_publish_task_of_a_run_that_holds_the_lease_publishes_and_marks(tmp_pa
 def test_a_publish_task_of_a_run_that_lost_its_lease_writes_nothing(tmp_path):
     shards = write_inputs(tmp_path, 3)
     out = tmp_path / "out"
-    lease = out / checkpoint.LEASE
-    lease.parent.mkdir(parents=True)
-    lease.write_text(json.dumps({"owner": "the-run-that-took-over"}))
-    claim = LeaseClaim(str(lease), "me")
+    claim = lease_held_by(out, "the-run-that-took-over")
     with pytest.raises(LeaseLostError, match="the-run-that-took-over"):
         claim.check(Storage())
     results = publish_shards(
