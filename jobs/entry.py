@@ -19,7 +19,7 @@ import logging
 import os
 from collections.abc import Callable
 
-from pipeline.cluster import LOG_FORMAT, VERBOSE_ENV, configure_library_logging
+from pipeline.cluster import LOG_FORMAT, VERBOSE_ENV, configure_library_logging, quiet_environment
 from pipeline.errors import ConfigError, RerankError, RunInterrupted, RunStopped
 from pipeline.rerank.lease import LeaseHeldError, LeaseLostError
 
@@ -56,6 +56,8 @@ def configure_logging(verbose: bool = False) -> None:
     """Our log lines at INFO (DEBUG with --verbose); the libraries' errors only (INFO and up with
     --verbose), here and, through the job's runtime_env, in every Ray worker (pipeline/cluster.py)."""
     os.environ[VERBOSE_ENV] = "1" if verbose else "0"
+    for key, value in quiet_environment().items():  # read by libraries imported later (transformers)
+        os.environ.setdefault(key, value)
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format=LOG_FORMAT)
     configure_library_logging(verbose)
 

@@ -21,7 +21,6 @@ from jobs.entry import EXIT_FAILED, EXIT_OK, add_console_flags, configure_loggin
 from jobs.flags import FlagTable, add_config_file, add_field_flags, add_storage_option, flag_overrides
 from pipeline.errors import RerankError
 from pipeline.finetune.config import FinetuneConfig, load_finetune_config
-from pipeline.finetune.runner import finetune
 
 log = logging.getLogger("rerank.finetune")
 
@@ -91,6 +90,8 @@ def add_parser(sub: Any) -> None:
 def command(args: argparse.Namespace) -> int:
     cfg = load_finetune_config(getattr(args, "config", None), flag_overrides(vars(args), FLAG_FIELDS))
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
+    from pipeline.finetune.runner import finetune  # torch and Ray Train: only this command needs them
+
     try:
         report = finetune(cfg)
     except RerankError:

@@ -139,6 +139,17 @@ def run_exclusively(cfg: JobConfig) -> RunReport:
 def log_summary(report: RunReport) -> None:
     """The run's figures: shards, pairs, tokens, throughput, and the work of each node."""
     summary = report.summary
+    if not summary.get("pairs_scored"):  # nothing scored (all done already): no rates to show
+        log.info(
+            "summary: shards %d (skipped as done %d, published %d, failed %d) | nothing scored | wall %ss",
+            report.shards_total,
+            report.shards_skipped,
+            report.shards_published,
+            len(report.failed),
+            summary.get("wall_s", 0),
+        )
+        log.info("planning %ss", summary.get("planning_s"))
+        return
     log.info(
         "summary: shards %d (skipped as done %d, published %d, failed %d) | pairs %s | tokens %s | "
         "padding efficiency %s | wall %ss | %s pairs/s (steady %s, start-up %ss, scoring utilisation %s)",

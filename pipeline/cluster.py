@@ -75,7 +75,9 @@ def configure_library_logging(verbose: bool) -> None:
             handler.setLevel(library)
     for name in OUR_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not verbose and "transformers" in sys.modules:  # imported before QUIET_ENV was set
+    if not verbose and "huggingface_hub" in sys.modules:  # imported before QUIET_ENV was set:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()  # transformers asks it on import
+    if not verbose and "transformers" in sys.modules:
         sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 

@@ -82,33 +82,33 @@ def with_kind(name_or_path: str, model: ModelConfig) -> ModelConfig:
 def check_model(name_or_path: str, model: ModelConfig) -> None:
     """Fails fast, before any shard work, if the model cannot be scored as `model.kind`."""
     if model.kind == ENCODER:
-        check_encoder_config(name_or_path, model.trust_remote_code)
+        check_encoder_config(name_or_path)
     elif model.kind == LAYERWISE:
         LayerwiseConfig.from_dict(read_model_config(name_or_path)).resolve_cutoffs(model.cutoff_layers)
 
 
-def check_encoder_config(name_or_path: str, trust_remote_code: bool = False) -> None:
-    """The model must be a one-logit sequence classifier."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    except Exception as e:
-        raise ModelLoadError(
-            f"cannot load --model {name_or_path!r}: {e}; pass a local model directory or a hub id "
-            "this machine can reach"
-        ) from e
-    archs = config.architectures or []
+def check_encoder_config(name_or_path: str) -> None:
+    """The model must be a one-logit sequence classifier (read from config.json without
+    transformers, which takes seconds to import: the driver checks this before starting Ray)."""
+    config = read_model_config(name_or_path)
+    archs = config.get("architectures") or []
     if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
         raise ModelLoadError(
             f"--model {name_or_path!r} is a {', '.join(archs)}, not a sequence classifier; "
             "pass --kind llm or --kind layerwise for decoder rerankers"
         )
-    if getattr(config, "num_labels", 1) != 1:
+    if (labels := num_labels(config)) != 1:
         raise ModelLoadError(
-            f"--model {name_or_path!r} has {config.num_labels} labels; a reranker has exactly one "
+            f"--model {name_or_path!r} has {labels} labels; a reranker has exactly one "
             "logit (the relevance score)"
         )
+
+
+def num_labels(config: dict[str, Any]) -> int:
+    """What transformers makes of a config.json's labels: id2label's size, else num_labels, else 2."""
+    if isinstance(config.get("id2label"), dict) and config["id2label"]:
+        return len(config["id2label"])
+    return int(config.get("num_labels", 2))
 
 
 def load_pair_tokenizer(name_or_path: str, model: ModelConfig) -> PairTokenizer | PromptPairTokenizer:

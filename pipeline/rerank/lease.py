@@ -126,7 +126,7 @@ class LeaseFile:
 
 @dataclass(frozen=True)
 class LeaseClaim:
-    """What a publish task needs to check, right before it writes, that its run still holds the
+    """What a writer needs to check, right before it writes, that its run still holds the
     lease: a run that lost it (taken over after a stall) leaves the shards in flight unwritten."""
 
     uri: str
@@ -137,7 +137,7 @@ class LeaseClaim:
         current, _ = LeaseFile(storage, self.uri).read()
         holder = str(current.get("owner")) if current else "nobody"
         if holder != self.owner:
-            raise LeaseLostError(self.uri, holder, "found by a publish task before it wrote")
+            raise LeaseLostError(self.uri, holder, "found by a writer before it wrote")
 
 
 class RunLease:

@@ -1,9 +1,12 @@
 """The write stage: a shard's scores joined to its rows, ranked, published, then marked done.
 
-`publish_shards` is one Ray task for a batch of complete shards (`publisher.py` forms them): each
-is published and its done-marker written in the same task, after checking that the run still
-holds OUTPUT's lease, so the driver neither waits on storage nor pays a round trip per shard.
-Kept apart from the scoring stage so publish tasks never import torch.
+`publish_shards` publishes a batch of complete shards (`publisher.py` forms them): each is
+published and its done-marker written right after, once it is checked that the run still holds
+OUTPUT's lease, so the driver neither waits on storage nor pays a round trip per shard. A
+`ShardWriter` (one of a few long-lived Ray actors of the run) runs it: one process each for the
+whole run, not a worker per task (on a small node, Ray ends an idle task worker within a second
+and starts a new one for the next task: seconds of CPU each, taken from the scoring actors). Kept
+apart from the scoring stage so the writers never import torch.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ def marker_summary(marker: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in marker.items() if k != "query_id_hashes"}
 
 
-CLAIM_CHECK_S = 1.0  # a publish task re-reads the lease before a write at most this often
+CLAIM_CHECK_S = 1.0  # a writer re-reads the lease before a write at most this often
 
 
 class ClaimCheck:
@@ -145,3 +148,26 @@ def publish_shards(
             continue
         results.append((shard.relpath, marker_summary(marker), None))
     return results
+
+
+class ShardWriter:
+    """The write stage as a long-lived worker: holds what every batch of this run shares."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        output: str,
+        columns: InputConfig,
+        ranking: RankingConfig,
+        digest: str,
+        score_columns: list[str] | None = None,
+        claim: LeaseClaim | None = None,
+    ) -> None:
+        self._common = (storage, output, columns, ranking, digest, score_columns, claim)
+
+    def publish(
+        self, shards: list[tuple[ShardFile, ShardScores, str]]
+    ) -> list[tuple[str, dict[str, Any] | None, str | None]]:
+        """`publish_shards` of this batch (see there)."""
+        storage, output, columns, ranking, digest, score_columns, claim = self._common
+        return publish_shards(storage, output, shards, columns, ranking, digest, score_columns, claim)

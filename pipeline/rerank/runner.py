@@ -30,7 +30,7 @@ from pipeline.rerank.lease import LeaseClaim
 from pipeline.rerank.prepare import PreparedRun, prepare
 from pipeline.rerank.progress import Progress
 from pipeline.rerank.progress_console import open_console
-from pipeline.rerank.publisher import ShardPublisher
+from pipeline.rerank.publisher import ShardPublisher, writers_for
 from pipeline.rerank.recorder import RunRecorder
 from pipeline.rerank.report import publish_report, report_data
 from pipeline.rerank.status import write_shard_list
@@ -109,6 +109,7 @@ def score_and_publish(
         query_id_hashes={p.shard.relpath: p.query_hashes for p in run.pending},
         progress=progress,
         claim=claim,
+        writers=writers_for(cfg.scoring.max_actors),
     )
     empty = [p.shard for p in run.pending if p.num_rows == 0]  # nothing to score: published empty
     publisher.submit([(shard, ShardScores.empty(0, len(cfg.model.score_columns))) for shard in empty])
@@ -120,6 +121,7 @@ def score_and_publish(
         publisher.drain()
     finally:
         progress.close()  # the live bar ends before anything else is printed
+        publisher.close()
     if report.recorder is not None:
         report.recorder.published(publisher.markers)
     report.failed.update(publisher.failed)
@@ -193,7 +195,7 @@ def finalize(run: PreparedRun, markers: list[dict[str, Any]], report: RunReport,
 
 def run(cfg: JobConfig, lease_claim: LeaseClaim | None = None) -> RunReport:
     """Runs the job to completion (or to the shards that failed). Raises RerankError on bad usage.
-    `lease_claim`: the OUTPUT lease this run holds (jobs/rerank.py), checked by every publish task."""
+    `lease_claim`: the OUTPUT lease this run holds (jobs/rerank.py), checked by every writer."""
     started, started_at = time.monotonic(), time.time()
     raise_if_stopped()  # SIGINT/SIGTERM before any work
     prepared = prepare(cfg)

@@ -1,26 +1,30 @@
 """The scoring stage: `ScorePairs` holds one reranker per actor and scores what it is handed in
-token-budget micro-batches. No Ray import: it runs in a unit test on a table."""
+token-budget micro-batches. No Ray import: it runs in a unit test on a table.
+
+torch and the model code are imported by the constructor, in the scoring actor: the driver names
+this class in the plan (build.py) and must not pay seconds of imports for it (`rerank --help`,
+`rerank status` and every run's start-up would).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from pipeline.config import ModelConfig
 from pipeline.io import Storage
 from pipeline.model_cache import local_model_path
-from pipeline.models.budget_probe import probe_budget
-from pipeline.models.kernels.attention import resolve_attention
-from pipeline.models.kernels.compile import resolve_compile
-from pipeline.models.reranker import Reranker
 from pipeline.models.windows import WINDOW_COLUMNS
 from pipeline.rerank.placement import worker_location
 from pipeline.rerank.settings import ScoringSettings
+
+if TYPE_CHECKING:
+    from pipeline.models.reranker import Reranker
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,13 @@ class ScorePairs:
     """Adds the score column(s) to tokenized pairs; holds one reranker per actor."""
 
     def __init__(self, model: ModelConfig, storage: Storage, settings: ScoringSettings) -> None:
+        import torch  # here, in the scoring actor (see the module's docstring)
+
+        from pipeline.models.budget_probe import probe_budget
+        from pipeline.models.kernels.attention import resolve_attention
+        from pipeline.models.kernels.compile import resolve_compile
+        from pipeline.models.reranker import Reranker
+
         if settings.torch_threads is not None:
             # Ray pins OMP_NUM_THREADS=1 in actors; a CPU scorer should use the cores it was given.
             torch.set_num_threads(settings.torch_threads)
@@ -64,6 +75,7 @@ class ScorePairs:
         )
         self._budget = settings.max_batch_tokens
         self._probe_budget = settings.probe_budget
+        self._probe = probe_budget
         self._score_columns = model.score_columns
 
     @property
@@ -88,7 +100,7 @@ class ScorePairs:
                 else None
             )
             if self._probe_budget:  # max_batch_tokens: auto, on this actor's first pairs
-                self._budget = probe_budget(self._reranker, ids, types)
+                self._budget = self._probe(self._reranker, ids, types)
                 self._probe_budget = False
             result = self._reranker.score(ids, types, self._budget)
             scores[ok], padded[ok] = result.columns, result.padded_lengths

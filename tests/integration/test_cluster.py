@@ -82,20 +82,21 @@ def test_ray_job_submit_nightly_runs_on_both_nodes(cluster, tmp_path, tiny_bert)
 
 
 @pytest.mark.timeout(1200)  # its waits alone allow 870 s; 103 s measured on 2 busy cores
-def test_lost_worker_node_run_completes_or_resumes_to_identical_output(cluster, tmp_path, tiny_bert, spawn):
-    """Runs last in this module: it takes the second node down for good."""
-    inp = tmp_path / "in"
-    inp.mkdir()
-    for s in range(8):
-        pq.write_table(pairs_table(6, 8, seed=s, prefix=f"s{s}q"), inp / f"part-{s}.parquet")
+def test_lost_worker_node_run_completes_or_resumes_to_identical_output(
+    cluster, tmp_path, tiny_bert, spawn, write_shards, reference_output
+):
+    """Runs last in this module: it takes the second node down for good. The reference is the
+    session's uninterrupted run of the same corpus (on the session's Ray, not this cluster)."""
+    shape = {"n_shards": 8, "n_queries": 6, "candidates": 8}
+    inp = write_shards(**shape)
     flags = ["--model", tiny_bert, "--max-length", "128", "--rows-per-call", "4", "--torch-threads", "1"]
+    reference = reference_output(flags, **shape)
     env = cluster.env(RAY_ADDRESS=cluster.address)
 
     def rerank(out: Path, *extra: str) -> subprocess.Popen:
         cmd = ["python", "-m", "jobs.cli", "run", str(inp), str(out), *flags, *extra]
         return spawn(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    assert rerank(tmp_path / "reference", "--actors", "2").wait(timeout=300) == 0
     out = tmp_path / "out"
     run = rerank(out, "--actors", "2")
     markers = out / "_rerank" / "done"
@@ -109,6 +110,6 @@ def test_lost_worker_node_run_completes_or_resumes_to_identical_output(cluster, 
     print(f"run with the lost node exited {first_exit}")  # 0: finished on the head; else resumed below
     if first_exit != 0:
         assert rerank(out, "--actors", "1").wait(timeout=300) == 0  # resume on what is left
-    tables_equal(read_output(tmp_path / "reference"), read_output(out))
+    tables_equal(read_output(reference), read_output(out))
     assert_output_invariants(inp, out, storage=Storage())
     assert_reconciled(inp, out)

@@ -62,8 +62,10 @@ def test_killed_scoring_actor_is_restarted_and_every_row_lands_once(
     "point", ["before_write", "publish_in_flight", "between_publish_and_marker", "before_success"]
 )
 def test_driver_killed_at_any_moment_reruns_to_identical_output(
-    ray_address, write_shards, tmp_path, tiny_bert, point, reference_output
+    ray_address, write_shards, tmp_path, tiny_bert, point, reference_output, caplog
 ):
+    """Also: the killed driver leaves OUTPUT's lease with a fresh heartbeat; the rerun on this
+    machine takes it over at once (its process is gone) instead of waiting out the TTL."""
     shape = {"n_shards": 4, "n_queries": 4, "candidates": 6}
     input_dir = write_shards(**shape)
     out = tmp_path / "out"
@@ -84,9 +86,13 @@ def test_driver_killed_at_any_moment_reruns_to_identical_output(
         assert len(published) >= 1 and len(markers) == 0  # published, not marked: it will be redone
     else:
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        assert (out / "_rerank" / "lease.json").exists()
     assert not (out / "_SUCCESS").exists()
 
+    caplog.clear()
     assert main(["run", str(input_dir), str(out), *flags]) == 0
+    if point != "between_publish_and_marker":
+        assert "its process is gone" in caplog.text
     tables_equal(read_output(reference), read_output(out))
     assert_output_invariants(input_dir, out, top_k=5)
     assert_reconciled(input_dir, out)

@@ -14,7 +14,6 @@ from pipeline.models import budget_probe
 from pipeline.models.budget_probe import CANDIDATES, NEAR_BEST, probe_budget
 from pipeline.models.pair_tokenizer import PairTokenizer
 from pipeline.models.reranker import Reranker
-from pipeline.rerank import score_stage
 from pipeline.rerank.score_stage import ScorePairs
 from tests.helpers import scoring_settings
 
@@ -131,7 +130,7 @@ def test_score_stage_with_auto_budget_scores_every_row(tiny_bert, monkeypatch, c
         probed.append(probe_budget(*args, **kwargs))
         return probed[-1]
 
-    monkeypatch.setattr(score_stage, "probe_budget", probe)
+    monkeypatch.setattr(budget_probe, "probe_budget", probe)  # ScorePairs imports it when built
     stage = ScorePairs(
         ModelConfig(name_or_path=tiny_bert, max_length=64),
         Storage(),

@@ -1,6 +1,6 @@
-"""The write stage's batching and lease checks, without Ray: complete shards go at once while few
-publishes run, else wait for a batch (by rows, count or age); a publish task whose run lost its
-lease writes nothing more."""
+"""The write stage's batching and lease checks, without Ray: complete shards go at once to an idle
+writer, else wait for a batch (by rows, count or age); a writer whose run lost its lease writes
+nothing more."""
 
 from __future__ import annotations
 
@@ -24,22 +24,29 @@ from pipeline.rerank.split_queries import encode_hashes
 from tests.helpers import pairs_table
 
 
-class FakeTask:
-    """Stands in for the Ray task: records each batch it was handed."""
+class FakeWriters:
+    """Stand in for the writer actors: record each batch handed to any of them."""
 
-    def __init__(self) -> None:
+    def __init__(self, count: int) -> None:
         self.batches: list[list[str]] = []
+        self.handles = [self.Handle(self) for _ in range(count)]
 
-    def remote(self, *, shards: list[Any], **_: Any) -> int:
-        self.batches.append([shard.relpath for shard, _, _ in shards])
-        return len(self.batches)
+    class Handle:
+        def __init__(self, writers: FakeWriters) -> None:
+            self.publish = self  # handle.publish.remote(batch)
+            self._writers = writers
+
+        def remote(self, shards: list[Any]) -> int:
+            self._writers.batches.append([shard.relpath for shard, _, _ in shards])
+            return len(self._writers.batches)
 
 
 def shard(i: int, rows: int) -> tuple[ShardFile, ShardScores]:
     return ShardFile(f"/in/part-{i}.parquet", f"part-{i}.parquet", 1, "v"), ShardScores.empty(rows)
 
 
-def publisher(tmp_path: Path, **flush: Any) -> tuple[ShardPublisher, FakeTask]:
+def publisher(tmp_path: Path, writers: int = 2, **flush: Any) -> tuple[ShardPublisher, FakeWriters]:
+    fake = FakeWriters(writers)
     p = ShardPublisher(
         storage=Storage(),
         output=str(tmp_path),
@@ -50,44 +57,48 @@ def publisher(tmp_path: Path, **flush: Any) -> tuple[ShardPublisher, FakeTask]:
         query_id_hashes={f"part-{i}.parquet": np.zeros(1, np.uint64) for i in range(10)},
         progress=Progress(shards_total=10, pairs_total=100),
         should_stop=lambda: None,
+        writers=fake.handles,
         **flush,
     )
-    task = FakeTask()
-    p._task = task  # type: ignore[assignment]
-    return p, task
+    return p, fake
 
 
-def test_complete_shards_go_at_once_while_few_publishes_run(tmp_path):
-    p, task = publisher(tmp_path, max_in_flight=2, flush_rows=10**9, flush_shards=10**9, flush_s=3600)
+def test_complete_shards_go_at_once_while_a_writer_is_idle(tmp_path):
+    p, task = publisher(tmp_path, writers=2, flush_rows=10**9, flush_shards=10**9, flush_s=3600)
     p.submit([shard(0, 10)])
     p.submit([shard(1, 10)])
     assert task.batches == [["part-0.parquet"], ["part-1.parquet"]]  # the first shards: at once
+    p.submit([shard(2, 10)])  # both writers busy: it waits
+    assert len(task.batches) == 2
 
 
 def test_while_publishes_run_small_shards_wait_for_a_batch_big_ones_go_at_once(tmp_path):
-    p, task = publisher(tmp_path, max_in_flight=0, flush_rows=100, flush_shards=3, flush_s=3600)
+    p, task = publisher(tmp_path, writers=1, flush_rows=100, flush_shards=3, flush_s=3600)
+    p.submit([shard(9, 10)])  # the one writer is busy from here on
     p.submit([shard(0, 10)])
     p.submit([shard(1, 10)])
-    assert task.batches == []  # 20 rows, 2 shards: not due
+    assert task.batches == [["part-9.parquet"]]  # 20 rows, 2 shards: not due
     p.submit([shard(2, 10)])  # the third shard: due by count
-    assert task.batches == [["part-0.parquet", "part-1.parquet", "part-2.parquet"]]
+    assert task.batches[1:] == [["part-0.parquet", "part-1.parquet", "part-2.parquet"]]
     p.submit([shard(3, 150)])  # more rows than a batch: at once
     assert task.batches[-1] == ["part-3.parquet"]
 
 
 def test_a_waiting_shard_goes_once_it_has_waited_long_enough(tmp_path):
-    p, task = publisher(tmp_path, max_in_flight=0, flush_rows=10**9, flush_shards=10**9, flush_s=0.0)
+    p, task = publisher(tmp_path, writers=1, flush_rows=10**9, flush_shards=10**9, flush_s=0.0)
+    p.submit([shard(9, 10)])  # the one writer is busy from here on
     p.submit([shard(0, 10)])
-    assert task.batches == [["part-0.parquet"]]
+    assert task.batches[1:] == [["part-0.parquet"]]
 
 
 def test_drain_publishes_what_is_still_waiting(tmp_path, monkeypatch):
-    p, task = publisher(tmp_path, max_in_flight=0, flush_rows=10**9, flush_shards=10**9, flush_s=3600)
+    p, task = publisher(tmp_path, writers=1, flush_rows=10**9, flush_shards=10**9, flush_s=3600)
+    p.submit([shard(9, 10)])  # the one writer is busy from here on
     p.submit([shard(0, 10), shard(1, 10)])
-    assert task.batches == []
+    assert task.batches == [["part-9.parquet"]]
     monkeypatch.setattr(p, "reap", lambda timeout=0: p._inflight.clear())
     p.drain()
-    assert task.batches == [["part-0.parquet", "part-1.parquet"]]
+    assert task.batches[1:] == [["part-0.parquet", "part-1.parquet"]]
 
 
 def write_inputs(tmp_path: Path, n: int) -> list[ShardFile]:

@@ -30,6 +30,7 @@ def publisher(tmp_path, should_stop) -> ShardPublisher:
         query_id_hashes={},
         progress=Progress(shards_total=4, pairs_total=40),
         should_stop=should_stop,
+        writers=[],  # nothing is submitted: no Ray actors
     )
 
 

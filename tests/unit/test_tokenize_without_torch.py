@@ -179,3 +179,32 @@ def test_save_pretrained_copies_the_tokenizer_as_saved(tmp_path, tiny_xlmr):
     published = TextTokenizer.load(str(tmp_path / "published"))
     published.save_pretrained(str(tmp_path / "published"))  # over its own files: no error
     assert published.ids(QUERIES) == tokenizer.ids(QUERIES)
+
+
+DRIVER_SCRIPT = """
+import json, sys
+from jobs.cli import build_parser
+from pipeline.models.kinds import check_model, with_kind
+from pipeline.config import ModelConfig
+from pipeline.rerank.build import build  # the plan names the scoring stage's class
+
+build_parser().format_help()
+model = with_kind(sys.argv[1], ModelConfig(name_or_path=sys.argv[1], max_length=64))
+check_model(sys.argv[1], model)  # the driver's model checks, before Ray
+print(json.dumps({"loaded": sorted({"torch", "transformers"} & set(sys.modules))}))
+"""
+
+
+def test_the_driver_and_the_cli_need_neither_torch_nor_transformers():
+    """`rerank --help`, `rerank status` and a run's driver (its checks and the plan) start in a
+    second or two; torch and transformers (seconds to import) load only in the scoring actors."""
+    tiny_bert = str(ROOT / "tests" / "assets" / "models" / "tiny-bert")
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER_SCRIPT, tiny_bert],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1])["loaded"] == []
