@@ -101,7 +101,6 @@ class ShardPublisher:
         self._writers: list[Any] = (
             start_writers(min(1, writers), common) if isinstance(writers, int) else writers
         )
-        self._queued = {id(w): 0 for w in self._writers}  # batches handed to each, not yet reaped
         self._inflight: dict[Any, tuple[Any, list[ShardFile]]] = {}
         self.markers: list[dict[str, Any]] = []
         self.failed: dict[str, str] = {}
@@ -122,7 +121,7 @@ class ShardPublisher:
         writer = self._least_busy_writer()
         due = (
             force
-            or self._queued[id(writer)] == 0
+            or self._queued(writer) == 0
             or sum(len(scored.scores) for _, scored in self._waiting) >= rows
             or len(self._waiting) >= count
             or time.monotonic() - self._waiting_since >= wait_s
@@ -134,19 +133,21 @@ class ShardPublisher:
             (shard, scored, encode_hashes(self._query_id_hashes[shard.relpath])) for shard, scored in shards
         ]
         ref = writer.publish.remote(batch)
-        self._queued[id(writer)] += 1
         self._inflight[ref] = (writer, [shard for shard, _ in shards])
         crash_point("publish_in_flight")
 
     def _least_busy_writer(self) -> Any:
         """The writer with the fewest batches queued; a new one if all are busy and more may start."""
-        idle = [w for w in self._writers if self._queued[id(w)] == 0]
+        idle = [w for w in self._writers if self._queued(w) == 0]
         if not idle and self._start is not None and len(self._writers) < self._start[0]:
             (writer,) = start_writers(1, self._start[1])
             self._writers.append(writer)
-            self._queued[id(writer)] = 0
             return writer
-        return min(self._writers, key=lambda w: self._queued[id(w)])
+        return min(self._writers, key=self._queued)
+
+    def _queued(self, writer: Any) -> int:
+        """Batches handed to `writer` and not yet reaped."""
+        return sum(1 for w, _ in self._inflight.values() if w is writer)
 
     def reap(self, timeout: float | None = 0) -> None:
         """Collects every batch finished within `timeout` (None: waits for one at least), then
@@ -156,8 +157,7 @@ class ShardPublisher:
         if self._inflight:
             ready, _ = ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=timeout)
         for ref in ready:
-            writer, shards = self._inflight.pop(ref)
-            self._queued[id(writer)] -= 1
+            _, shards = self._inflight.pop(ref)
             try:
                 results = ray.get(ref)
             except Exception as e:  # its writer died on every try: each shard of the batch failed
