@@ -45,7 +45,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.gpu_corpus import length_stats, make_corpus  # noqa: E402
+from bench.gpu_corpus import PASSAGE_MEDIAN_WORDS, length_stats, make_corpus  # noqa: E402
 from bench.gpu_models import SHAPES, Shape, build_model, smoke_shape  # noqa: E402
 from bench.gpu_parity import parity_rows  # noqa: E402
 from bench.gpu_pipeline import run_pipeline  # noqa: E402
@@ -74,6 +74,7 @@ PAIRS = {"m3": 16384, "llm": 2048, "layerwise": 2048}  # on CUDA: ~5-10 s a row 
 # pairs per scoring call on CUDA: the job's 4096 for m3; the decoders' 2048 pairs in 4 calls, so
 # that the pipeline row overlaps tokenizing with scoring
 ROWS_PER_CALL = {"m3": 0, "llm": 512, "layerwise": 512}
+SMOKE_MEDIAN_WORDS = 30  # --smoke: short passages (the code path, not the figures, is its point)
 VARIANTS = (("padded", False), ("padded", True), ("unpadded", False), ("unpadded", True))
 
 
@@ -136,7 +137,9 @@ def run_kind(shape: Shape, args: argparse.Namespace, work: Path, device: str, pe
         args.rows_per_call or (32 if args.smoke else ROWS_PER_CALL[shape.name]) or settings.rows_per_call
     )
     shards = max(2, min(16, pairs // rows_per_call))
-    uris = [str(p) for p in make_corpus(work / f"corpus-{shape.name}", pairs, shards, seed=1)]
+    median_words = SMOKE_MEDIAN_WORDS if args.smoke else PASSAGE_MEDIAN_WORDS
+    corpus_dir = work / f"corpus-{shape.name}"
+    uris = [str(p) for p in make_corpus(corpus_dir, pairs, shards, seed=1, median_words=median_words)]
     model = ModelConfig(
         name_or_path=str(model_dir),
         kind=shape.kind,

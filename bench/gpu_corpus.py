@@ -54,9 +54,12 @@ def vocabulary(seed: int = 7, size: int = 3000) -> list[str]:
     return ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))) for _ in range(size)]
 
 
-def make_corpus(directory: Path, pairs: int, shards: int, seed: int = 0) -> list[Path]:
+def make_corpus(
+    directory: Path, pairs: int, shards: int, seed: int = 0, median_words: int = PASSAGE_MEDIAN_WORDS
+) -> list[Path]:
     """Writes about `pairs` pairs (whole queries of 20 candidates) into `shards` shards; returns
-    their paths. A query's candidates live in one shard."""
+    their paths. A query's candidates live in one shard; passages have `median_words` words at
+    the median."""
     rng = random.Random(seed)
     words = vocabulary()
     directory.mkdir(parents=True, exist_ok=True)
@@ -67,7 +70,7 @@ def make_corpus(directory: Path, pairs: int, shards: int, seed: int = 0) -> list
         for q in range(s, queries, shards):
             query = " ".join(rng.choices(words, k=rng.randint(5, 15)))
             for c in range(CANDIDATES):
-                mu = math.log(PASSAGE_MEDIAN_WORDS)
+                mu = math.log(median_words)
                 n_words = max(1, min(MAX_WORDS, int(rng.lognormvariate(mu, PASSAGE_SIGMA))))
                 rows["query_id"].append(f"q{q:06d}")
                 rows["query"].append(query)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -40,18 +41,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def ray_address() -> Iterator[str]:
-    """Address of the session's local Ray; subprocess drivers join it via RAY_ADDRESS."""
+    """Address of the session's local Ray, started as `rerank run` starts one (pipeline.cluster:
+    quiet workers, no Ray Train preemption watcher, no progress bars) on 2 CPUs with a small object
+    store; subprocess drivers join it via RAY_ADDRESS."""
     import ray
-    from ray.data import DataContext
 
-    ray.init(
-        address="local",  # never a cluster some `ray start` left recorded on this machine
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
-        num_cpus=2,
-        object_store_memory=256 * 1024 * 1024,
-    )
-    DataContext.get_current().enable_progress_bars = False
+    from pipeline.cluster import connect_ray
+    from pipeline.config import RayConfig
+
+    os.environ.pop("RAY_ADDRESS", None)  # never a cluster some `ray start` left on this machine
+    connect_ray(RayConfig(num_cpus=2, object_store_memory_bytes=256 * 1024 * 1024))
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -105,7 +104,7 @@ def cluster() -> Iterator[TwoNodeCluster]:
 
 
 @pytest.fixture(scope="session")
-def finished_run(ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def finished_run(ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One small `rerank run` through the CLI (3 shards, one row quarantined), made once per
     session for the tests that only read its OUTPUT: the run report, `rerank status`."""
     from jobs.cli import main  # imports Ray, as the fixtures above do, only when used
@@ -118,10 +117,20 @@ def finished_run(ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> 
             table = table.set_column(3, "passage", [[""] + passages[1:]])
         (root / "in").mkdir(exist_ok=True)
         pq.write_table(table, root / "in" / f"part-{s}.parquet")
-    args = ["run", str(root / "in"), str(root / "out"), "--model", str(MODELS / "tiny-bert")]
-    args += ["--max-length", "128", "--rows-per-call", "16", "--storage-option", "secret=SUPERSECRET-rpt"]
-    assert main(args) == 0
-    return {"input": root / "in", "output": root / "out"}
+    flags = ["--model", str(MODELS / "tiny-bert"), "--max-length", "128", "--rows-per-call", "16"]
+    flags += ["--storage-option", "secret=SUPERSECRET-rpt"]
+    assert main(["run", str(root / "in"), str(root / "out"), *flags]) == 0
+    return {"input": root / "in", "output": root / "out", "flags": flags}
+
+
+@pytest.fixture
+def finished_copy(finished_run: dict, tmp_path: Path) -> dict:
+    """A copy of `finished_run`'s OUTPUT (tmp_path/out) for a test that resumes or changes a
+    finished output without a run of its own to make one: `args` is `rerank run` of the same job
+    into the copy (the fingerprint holds no URI, so the copy resumes as the original would)."""
+    out = tmp_path / "out"
+    shutil.copytree(finished_run["output"], out)
+    return {"output": out, "args": ["run", str(finished_run["input"]), str(out), *finished_run["flags"]]}
 
 
 # flags that change how a run is cut into calls, not what it writes (scores agree to fp32 rounding)

@@ -30,13 +30,19 @@ TWO_WORKERS = {"workers": 2, "cpus_per_worker": 0.5}
 
 
 def config(
-    train: Path | str, model: str, output: Path, evals: Path | None = None, workers=TWO_WORKERS, **train_opts
+    train: Path | str,
+    model: str,
+    output: Path | str,
+    evals: Path | str | None = None,
+    storage: dict | None = None,
+    **train_opts,
 ):
     overrides = {
         "data": {"train_uri": str(train), **({"eval_uri": str(evals)} if evals else {})},
         "model": {"base": model, **FAST},
         "train": {"learning_rate": 3e-3, "queries_per_step": 8, "train_group_size": 8, **train_opts},
-        "run": {"output_uri": str(output), "checkpoint_every_steps": 20, **workers},
+        "run": {"output_uri": str(output), "checkpoint_every_steps": 20, **TWO_WORKERS},
+        **({"storage": storage} if storage else {}),
     }
     return load_finetune_config(None, overrides)
 
@@ -154,13 +160,22 @@ def test_distillation_from_rerank_run_scores(trained, tmp_path, tiny_bert):
     assert top1["after"] >= 0.7 and top1["after"] > top1["before"], top1
 
 
-@pytest.mark.timeout(600)  # three trainings; 126 s measured on 2 busy cores
-def test_killed_run_resumes_from_its_checkpoint(trained, synthetic, tmp_path, tiny_bert):
-    """The same run as `trained`, killed after step 25 (checkpoints every 20): the rerun resumes at
-    step 20 and its loss curve is the uninterrupted run's."""
+@pytest.mark.timeout(600)  # two trainings; 126 s measured on 2 busy cores
+def test_killed_run_resumes_from_its_checkpoint_on_object_storage(trained, synthetic, s3, tiny_bert):
+    """The same run as `trained`, with its data, checkpoints and published model on s3:// (the
+    session's moto server), killed after step 25 (checkpoints every 20): the rerun resumes at step
+    20 from the checkpoint on object storage and its loss curve is the uninterrupted run's."""
     _, reference, _ = trained
     train, evals, _ = synthetic
-    cfg = config(train, tiny_bert, tmp_path / "model", evals, epochs=6)
+    fs, endpoint = s3
+    fs.mkdir("data")
+    fs.mkdir("models")
+    fs.put_file(str(train), "data/train.jsonl")
+    fs.put_file(str(evals), "data/eval.jsonl")
+    data = {"train": "s3://data/train.jsonl", "evals": "s3://data/eval.jsonl"}
+    cfg = config(
+        **data, model=tiny_bert, output="s3://models/ft", storage={"endpoint_url": endpoint}, epochs=6
+    )
 
     os.environ[CRASH_ENV] = "finetune_after_step_25"  # rank 0 SIGKILLs itself after step 25
     try:
@@ -168,7 +183,9 @@ def test_killed_run_resumes_from_its_checkpoint(trained, synthetic, tmp_path, ti
             finetune(cfg)
     finally:
         del os.environ[CRASH_ENV]
-    assert not (tmp_path / "model").exists()  # nothing half-published
+    fs.invalidate_cache()
+    assert not fs.exists("models/ft")  # nothing half-published
+    assert any("/checkpoint_" in p for p in fs.find("models/ft.checkpoints"))
 
     resumed = finetune(cfg)
     assert resumed["resumed_from_step"] == 20
@@ -177,29 +194,7 @@ def test_killed_run_resumes_from_its_checkpoint(trained, synthetic, tmp_path, ti
         [x for _, x in resumed["losses"]], [x for _, x in reference["losses"]], rtol=1e-4, atol=1e-5
     )
     assert resumed["eval"] == reference["eval"]  # "before" restored from the checkpoint; "after" the same
-    assert (tmp_path / "model" / "config.json").exists()
-    assert finetune(cfg)["steps"] == reference["steps"]  # a rerun after success trains nothing
-
-
-def test_data_checkpoints_and_model_on_object_storage(ray_address, s3, tmp_path, tiny_bert):
-    """s3:// for the data, the checkpoints and the published model (the session's moto server)."""
-    fs, endpoint = s3
-    fs.mkdir("data")
-    fs.mkdir("models")
-    fs.pipe(
-        "data/train.jsonl",
-        write_jsonl(tmp_path / "t.jsonl", synthetic_records(32, 7, seed=5)).read_bytes(),
-    )
-    overrides = {
-        "data": {"train_uri": "s3://data/train.jsonl"},
-        "model": {"base": tiny_bert, **FAST},
-        "train": {"queries_per_step": 8, "epochs": 1},  # 4 steps: what storage needs, no more
-        "run": {"output_uri": "s3://models/ft", "checkpoint_every_steps": 2, "workers": 1},
-        "storage": {"endpoint_url": endpoint},
-    }
-    report = finetune(load_finetune_config(None, overrides))
     fs.invalidate_cache()
     published = {p.rsplit("/", 1)[-1] for p in fs.find("models/ft")}
     assert {"config.json", "model.safetensors", "tokenizer.json", "finetune_report.json"} <= published
-    assert any("/checkpoint_" in p for p in fs.find("models/ft.checkpoints"))
-    assert finetune(load_finetune_config(None, overrides)) == report  # published: nothing to do
+    assert finetune(cfg) == resumed  # a rerun after success trains nothing

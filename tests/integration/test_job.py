@@ -52,10 +52,8 @@ def test_job_scores_match_flagembedding(ray_address, tmp_path, tiny_xlmr, golden
     )
     (tmp_path / "in").mkdir()
     pq.write_table(table, tmp_path / "in" / "golden.parquet")
-    cfg = job(
-        tmp_path / "in", tmp_path / "out", tiny_xlmr, model={"max_length": 512}, ranking={"normalize": True}
-    )
-    assert run(cfg).ok
+    args = ["run", str(tmp_path / "in"), str(tmp_path / "out"), "--model", tiny_xlmr, "--max-length", "512"]
+    assert main([*args, "--normalize"]) == 0  # score_norm: FlagEmbedding's normalize=True
     out = STORAGE.read_table(str(tmp_path / "out" / "golden.parquet"))
     by_doc = dict(zip(out.column("doc_id").to_pylist(), out.column("score").to_pylist()))
     norm = dict(zip(out.column("doc_id").to_pylist(), out.column("score_norm").to_pylist()))
@@ -69,14 +67,11 @@ def test_job_scores_match_flagembedding(ray_address, tmp_path, tiny_xlmr, golden
     )
 
 
-def test_config_mismatch_exits_2_naming_fresh(ray_address, write_shards, tmp_path, tiny_bert, caplog):
-    input_dir = write_shards(n_shards=1)
-    out = tmp_path / "out"
-    args = ["run", str(input_dir), str(out), "--model", tiny_bert, "--max-length", "128"]
-    assert main(args) == 0
-    assert main(args[:-1] + ["64"]) == 2
+def test_config_mismatch_exits_2_naming_fresh(finished_copy, caplog):
+    args, out = finished_copy["args"], finished_copy["output"]  # a finished run with --max-length 128
+    assert main([*args, "--max-length", "64"]) == 2
     assert "--fresh" in caplog.text and "max_length: 128 -> 64" in caplog.text
-    assert main(args[:-1] + ["64", "--fresh"]) == 0
+    assert main([*args, "--max-length", "64", "--fresh"]) == 0
     assert STORAGE.read_json(str(out / "_SUCCESS"))["fingerprint"]["max_length"] == 64
 
 
@@ -102,12 +97,3 @@ def test_corrupt_shard_fails_alone(ray_address, write_shards, tmp_path, tiny_ber
     (input_dir / "zz-corrupt.parquet").unlink()
     assert main(["run", str(input_dir), str(out), "--model", tiny_bert, "--max-length", "128"]) == 0
     assert (out / "_SUCCESS").exists()
-
-
-@pytest.mark.parametrize("flag", ["--normalize"])
-def test_normalize_adds_sigmoid_column(ray_address, write_shards, tmp_path, tiny_bert, flag):
-    input_dir = write_shards(n_shards=1)
-    assert main(["run", str(input_dir), str(tmp_path / "o"), "--model", tiny_bert, flag]) == 0
-    (table,) = read_output(tmp_path / "o").values()
-    s = table.column("score").to_numpy().astype(np.float64)
-    np.testing.assert_allclose(table.column("score_norm").to_numpy(), 1 / (1 + np.exp(-s)), rtol=1e-6)

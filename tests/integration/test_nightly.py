@@ -1,4 +1,5 @@
-"""`rerank nightly`: dated prefixes, one copy of a run at a time, stale leases taken over."""
+"""`rerank nightly`: dated prefixes, one run per OUTPUT at a time (a second `nightly` or `rerank run`
+exits 3 naming the holder), stale leases taken over."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from jobs.cli import main
 from pipeline.io import Storage, join
 from pipeline.rerank import checkpoint
-from tests.helpers import wait_until
+from tests.helpers import done_markers, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -31,29 +32,41 @@ def nightly_config(tmp_path, tiny_bert, extra: str = "") -> str:
 
 
 @pytest.mark.timeout(600)  # its waits alone allow 420 s; 98 s measured on 2 busy cores
-def test_overlapping_start_refuses_then_first_completes(
+def test_overlapping_start_exits_3_naming_the_holder_then_first_completes(
     ray_address, write_shards, tmp_path, tiny_bert, caplog, spawn
 ):
-    write_shards(n_shards=8, n_queries=6, candidates=8, root=tmp_path / "in" / DATE)
+    inp = write_shards(n_shards=8, n_queries=6, candidates=8, root=tmp_path / "in" / DATE)
     config = nightly_config(tmp_path, tiny_bert, "scoring: {rows_per_call: 4}\n")
     out = tmp_path / "out" / DATE
     lease = out / checkpoint.LEASE
+    # an earlier run's progress with another config: the first run's --fresh discards it, not its lease
+    STORAGE.write_json_atomic(
+        join(str(out), checkpoint.RUN_MANIFEST),
+        {"digest": "earlier", "fingerprint": {"max_length": 64}, "created_at": 0},
+    )
     env = {**os.environ, "RAY_ADDRESS": ray_address}
     first = spawn(
-        [sys.executable, "-m", "jobs.rerank_nightly", "--date", DATE, "--config", config],
+        [sys.executable, "-m", "jobs.rerank_nightly", "--date", DATE, "--config", config, "--fresh"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    # The run's first write (its run manifest) comes after the lease's settle check: from then on
-    # the first run holds the lease.
-    run_manifest = out / checkpoint.RUN_MANIFEST
-    wait_until(run_manifest.exists, 120, what="the first run to hold the lease", process=first)
-    assert lease.exists()
+    holder = wait_until(
+        lambda: STORAGE.read_json(str(lease)), 120, what="the first run's lease", process=first
+    )
+    wait_until(  # past its claim and --fresh
+        lambda: done_markers(out / "_rerank" / "done"), 180, 0.02, "a first done-marker", process=first
+    )
+    assert STORAGE.read_json(str(lease))["owner"] == holder["owner"]  # --fresh kept the lease
+    assert STORAGE.read_json(join(str(out), checkpoint.RUN_MANIFEST))["digest"] != "earlier"
+
     assert main(["nightly", "--date", DATE, "--config", config]) == 3
-    assert "already in progress" in caplog.text
+    assert "already in progress" in caplog.text and holder["owner"] in caplog.text
+    caplog.clear()  # `rerank run` on the same OUTPUT, --fresh or not, is refused alike
+    assert main(["run", str(inp), str(out), "--model", tiny_bert, "--max-length", "128", "--fresh"]) == 3
+    assert "already in progress" in caplog.text and holder["owner"] in caplog.text
     assert first.wait(timeout=300) == 0
-    assert (tmp_path / "out" / DATE / "_SUCCESS").exists()
+    assert (out / "_SUCCESS").exists()
     assert not lease.exists()  # released at the end
 
 

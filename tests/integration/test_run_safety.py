@@ -103,12 +103,8 @@ def downgrade_to_legacy(out: Path) -> str:
     return digest
 
 
-def test_an_output_without_model_identity_resumes_with_a_warning_and_is_upgraded(
-    ray_address, write_shards, tmp_path, tiny_bert, caplog
-):
-    input_dir, out = write_shards(n_shards=2), tmp_path / "out"
-    args = ["run", str(input_dir), str(out), "--model", tiny_bert, "--max-length", "128"]
-    assert main(args) == 0
+def test_an_output_without_model_identity_resumes_with_a_warning_and_is_upgraded(finished_copy, caplog):
+    args, out = finished_copy["args"], finished_copy["output"]
     legacy_digest = downgrade_to_legacy(out)
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
 
@@ -124,44 +120,9 @@ def test_an_output_without_model_identity_resumes_with_a_warning_and_is_upgraded
 # --- 9. one run per OUTPUT -----------------------------------------------------------------------
 
 
-def test_a_second_run_on_the_same_output_exits_3_naming_the_holder(
-    ray_address, write_shards, tmp_path, tiny_bert, caplog
-):
-    input_dir = write_shards(n_shards=8, n_queries=6, candidates=8)
-    out = tmp_path / "out"
-    # an earlier run's progress with another config: the first run's --fresh discards it, not its lease
-    STORAGE.write_json_atomic(
-        join(str(out), checkpoint.RUN_MANIFEST),
-        {"digest": "earlier", "fingerprint": {"max_length": 64}, "created_at": 0},
-    )
-    flags = ["--model", tiny_bert, *FLAGS]
-    first = start_run(ray_address, input_dir, out, *flags, "--fresh", log=tmp_path / "first.log")
-    lease = out / "_rerank" / "lease.json"
-    holder = wait_until(
-        lambda: STORAGE.read_json(str(lease)), 120, what="the first run's lease", process=first
-    )
-    first_marker(first, out)  # past its claim (and --fresh)
-    assert STORAGE.read_json(str(lease))["owner"] == holder["owner"]  # --fresh kept the lease
-    assert STORAGE.read_json(join(str(out), checkpoint.RUN_MANIFEST))["digest"] != "earlier"
-
-    assert main(["run", str(input_dir), str(out), *flags]) == 3
-    assert "already in progress" in caplog.text and holder["owner"] in caplog.text
-    assert first.wait(timeout=300) == 0
-    assert (out / "_SUCCESS").exists() and not lease.exists()  # released at the end
-
-
-def test_a_stale_lease_on_the_output_is_taken_over(ray_address, write_shards, tmp_path, tiny_bert, caplog):
-    input_dir, out = write_shards(n_shards=1), tmp_path / "out"
-    now = time.time()
-    STORAGE.write_json_atomic(
-        join(str(out), checkpoint.LEASE),
-        {"owner": "crashed-host:42:dead", "started_at": now - 9000, "heartbeat_at": now - 4000, "ttl_s": 600},
-    )
-    assert main(["run", str(input_dir), str(out), "--model", tiny_bert, "--max-length", "128"]) == 0
-    assert "taking over the stale lease of crashed-host:42:dead" in caplog.text
-    assert not (out / "_rerank" / "lease.json").exists()
-
-
+# A second run on a busy OUTPUT (`rerank run` or `nightly`, --fresh or not) exits 3 naming the
+# holder, and the holder's --fresh kept its lease: tests/integration/test_nightly.py.
+# A stale lease taken over: tests/integration/test_nightly.py (the same runner, through `nightly`).
 # A run SIGKILLed on this machine leaves its lease with a fresh heartbeat; the rerun takes it over
 # at once (its process is gone): tests/integration/test_faults.py's crash points assert it.
 

@@ -36,27 +36,34 @@ def resolve_attention(attention: Attention, device: str) -> ResolvedAttention:
     return "padded" if attention == "auto" else attention
 
 
-def _flash_varlen() -> Any | None:
-    """torch's variable-length flash attention (torch >= 2.10), or None when this torch has none."""
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
-        return None
-    return varlen_attn
+_VARLEN: tuple[Any | None, frozenset[str]] | None = None  # flash_varlen()'s answer, once looked up
 
 
-# Looked up once, outside any compiled region: its keywords changed between torch releases.
-VARLEN_ATTN = _flash_varlen()
-VARLEN_PARAMS = frozenset(inspect.signature(VARLEN_ATTN).parameters) if VARLEN_ATTN else frozenset()
+def flash_varlen() -> tuple[Any | None, frozenset[str]]:
+    """torch's variable-length flash attention (torch >= 2.10) and its keywords (they changed
+    between torch releases), or (None, empty) when this torch has none. Looked up on first use,
+    not at import: `torch.nn.attention.varlen` imports torch._dynamo, 2 s of every scoring actor's
+    start on a CPU that never takes this path. The packed scorers look it up when they are built,
+    outside any compiled region."""
+    global _VARLEN
+    if _VARLEN is None:
+        try:
+            from torch.nn.attention.varlen import varlen_attn
+        except ImportError:
+            _VARLEN = (None, frozenset())
+        else:
+            _VARLEN = (varlen_attn, frozenset(inspect.signature(varlen_attn).parameters))
+    return _VARLEN
 
 
 def _flash(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, max_len: int, causal: bool, scale
 ) -> torch.Tensor | None:
-    varlen = VARLEN_ATTN
-    if varlen is None or not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
+    if not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
         return None
-    params = VARLEN_PARAMS
+    varlen, params = _VARLEN or flash_varlen()
+    if varlen is None:
+        return None
     if "scale" not in params and scale is not None and abs(scale - q.shape[-1] ** -0.5) > 1e-9:
         return None  # a signature without `scale` and a non-default scale: the block path honours it
     options: dict[str, Any] = {"scale": scale} if "scale" in params else {}

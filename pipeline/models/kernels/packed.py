@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import ModelLoadError
-from pipeline.models.kernels.attention import VARLEN, packed_attention, register_varlen
+from pipeline.models.kernels.attention import VARLEN, flash_varlen, packed_attention, register_varlen
 from pipeline.models.limits import PADDING_OFFSET_TYPES
 from pipeline.models.llm_scorer import YesLogitScorer
 from pipeline.models.minicpm_layerwise import DecoderLayer, LayerwiseReranker, apply_rotary
@@ -174,6 +174,7 @@ class PackedLayerwise(nn.Module):
 
 def packed_scorer(scorer: nn.Module) -> nn.Module:
     """The packed counterpart of a padded scoring module (pipeline.models.reranker.load_scorer)."""
+    flash_varlen()  # looked up here, before any forward is compiled
     if isinstance(scorer, YesLogitScorer):
         return PackedYesLogit(scorer)
     if isinstance(scorer, LayerwiseReranker):
