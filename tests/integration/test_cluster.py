@@ -34,10 +34,10 @@ def test_ray_job_submit_nightly_runs_on_both_nodes(cluster, tmp_path, tiny_bert)
     date = "2026-11-27"
     day = tmp_path / "in" / date
     day.mkdir(parents=True)
-    # with --actors 2:2 the pool waits for both actors before it hands out a block (build.py), so
-    # a few dozen scoring calls are enough for both nodes to take some
+    # enough pairs that scoring outlasts the second node's actor start (a few seconds): blocks go to
+    # whichever actor is ready, so a run shorter than that would rightly use one node
     for s in range(6):
-        pq.write_table(pairs_table(10, 10, seed=s, prefix=f"s{s}q"), day / f"part-{s}.parquet")
+        pq.write_table(pairs_table(50, 10, seed=s, prefix=f"s{s}q"), day / f"part-{s}.parquet")
     config = tmp_path / "nightly.yaml"
     config.write_text(
         f'input: {{uri: "{tmp_path}/in/{{date}}"}}\n'
@@ -78,7 +78,7 @@ def test_ray_job_submit_nightly_runs_on_both_nodes(cluster, tmp_path, tiny_bert)
     nodes = re.findall(r"node (\w+): (\d+) scoring actor\(s\), (\d+) pairs", log)
     assert len({n for n, _, _ in nodes}) == 2, log[-4000:]  # scoring actors on both nodes
     assert all(int(pairs) > 0 for _, _, pairs in nodes)
-    assert sum(int(pairs) for _, _, pairs in nodes) == 6 * 10 * 10
+    assert sum(int(pairs) for _, _, pairs in nodes) == 6 * 50 * 10
 
 
 @pytest.mark.timeout(1200)  # its waits alone allow 870 s; 103 s measured on 2 busy cores
