@@ -87,6 +87,7 @@ def test_stale_lease_is_taken_over_and_dated_output_written(
     )
     assert main(["nightly", "--date", DATE, "--config", nightly_config(tmp_path, tiny_bert)]) == 0
     assert "taking over the stale lease of crashed-host:42:dead" in caplog.text
+    assert STORAGE.read_json(join(out, checkpoint.LEASE)) is None  # the taken-over lease, released
     manifest = STORAGE.read_json(join(out, checkpoint.SUCCESS))
     assert manifest["totals"]["shards"] == 2
 
