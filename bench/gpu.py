@@ -12,7 +12,7 @@ tokens), rows of one table (bench/gpu_rows.py):
   pipeline                TokenizeShard in worker processes (one core each) -> queue -> ScorePairs
                           (bench/gpu_pipeline.py), the way Ray Data overlaps the two stages
   forward <variant>       the same weights on the other kernel paths: eager / compiled x padded /
-                          unpadded (pipeline.models.kernels)
+                          unpadded (pipeline.modeling.kernels)
   flag-style, naive       FlagEmbedding's batching (length-sorted, 128 per batch) and input order
                           32 per batch, padded forwards of our model on our tokenization
   sentence-transformers   CrossEncoder.predict on the same saved encoder (m3 only), when importable
@@ -63,11 +63,11 @@ from bench.gpu_rows import (  # noqa: E402
 from bench.hardware import linear_params, peak_flops, useful_flops_of_shape  # noqa: E402
 from pipeline.config import ModelConfig  # noqa: E402
 from pipeline.io import Storage  # noqa: E402
-from pipeline.models.reranker import TORCH_DTYPES, Reranker  # noqa: E402
+from pipeline.modeling.reranker import TORCH_DTYPES, Reranker  # noqa: E402
 from pipeline.rerank.config import InputConfig, ScoringConfig  # noqa: E402
-from pipeline.rerank.score_stage import ScorePairs  # noqa: E402
 from pipeline.rerank.settings import resolve_settings  # noqa: E402
-from pipeline.rerank.tokenize_stage import TokenizeShard  # noqa: E402
+from pipeline.rerank.stages.score import ScorePairs  # noqa: E402
+from pipeline.rerank.stages.tokenize import TokenizeShard  # noqa: E402
 
 MAX_LENGTH = 512
 PAIRS = {"m3": 16384, "llm": 2048, "layerwise": 2048}  # on CUDA: ~5-10 s a row (estimated)

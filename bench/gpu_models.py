@@ -3,7 +3,7 @@ model directory the job loads like any other (fp16 safetensors + a tokenizer).
 
     m3         bge-reranker-v2-m3: XLM-R large (24 x 1024, 250k vocabulary), one-logit head
     llm        bge-reranker-v2-gemma: gemma-2b (18 x 2048, MQA, head_dim 256, 256k vocabulary);
-               scored by the Yes row only (pipeline.models.llm_scorer)
+               scored by the Yes row only (pipeline.modeling.llm_scorer)
     layerwise  bge-reranker-v2-minicpm-layerwise: MiniCPM-2B (40 x 2304) with cutoff_layers 28,
                so only 28 layers are built, saved and run
 
@@ -169,8 +169,8 @@ def _save_transformers(shape: Shape, directory: Path, device: str) -> None:
 def _save_layerwise(shape: Shape, directory: Path, device: str) -> None:
     from safetensors.torch import save_file
 
+    from pipeline.modeling.minicpm_layerwise import LayerwiseReranker
     from pipeline.models.layerwise_config import LayerwiseConfig
-    from pipeline.models.minicpm_layerwise import LayerwiseReranker
 
     config = json.loads((ASSETS / shape.tiny / "config.json").read_text()) | shape.config
     cfg = LayerwiseConfig.from_dict(config)

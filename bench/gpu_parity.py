@@ -19,9 +19,9 @@ import numpy as np
 
 from bench.gpu_models import ASSETS
 from pipeline.config import DEFAULT_PROMPT
+from pipeline.modeling.reranker import Reranker
 from pipeline.models.pair_tokenizer import PairTokenizer
 from pipeline.models.prompt_tokenizer import PromptPairTokenizer
-from pipeline.models.reranker import Reranker
 
 GOLDENS = ASSETS.parent / "goldens"
 PATHS = (("padded", False), ("padded", True), ("unpadded", False), ("unpadded", True))

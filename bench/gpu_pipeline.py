@@ -20,10 +20,10 @@ import pyarrow as pa
 from pipeline.config import ModelConfig
 from pipeline.io import Storage
 from pipeline.rerank.config import InputConfig
-from pipeline.rerank.score_stage import ScorePairs
+from pipeline.rerank.stages.score import ScorePairs
 
 READY, BLOCK, DONE, FAILED = "ready", "block", "done", "failed"
-PRELOAD = ["bench.gpu_pipeline", "pipeline.rerank.tokenize_stage", "transformers"]
+PRELOAD = ["bench.gpu_pipeline", "pipeline.rerank.stages.tokenize", "transformers"]
 
 
 def tokenize_worker(
@@ -33,7 +33,7 @@ def tokenize_worker(
     os.environ["RAYON_NUM_THREADS"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        from pipeline.rerank.tokenize_stage import TokenizeShard
+        from pipeline.rerank.stages.tokenize import TokenizeShard
 
         stage = TokenizeShard(model, InputConfig(uri="."), Storage(), block_rows=rows_per_call)
         out.put((READY, None))

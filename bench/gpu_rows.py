@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from pipeline.modeling.reranker import Reranker
 from pipeline.models.batching import longest_first, padded_tokens
-from pipeline.models.reranker import Reranker
 
 
 @dataclass

@@ -4,7 +4,7 @@
     python bench/llm_head.py --gpu      # CUDA, fp16
 
 FlagEmbedding's FlagLLMReranker runs the whole causal LM (`lm(...).logits`: vocabulary-sized logits
-at every position) and keeps one number per row. Ours (pipeline.models.llm_scorer.YesLogitScorer) runs the
+at every position) and keeps one number per row. Ours (pipeline.modeling.llm_scorer.YesLogitScorer) runs the
 decoder body and multiplies each row's last hidden state by the one "Yes" row. Both run the same
 right-padded batch of tokenized pairs; each variant runs in its own subprocess so its peak memory
 is its own (CPU: peak RSS growth during scoring; CUDA: max_memory_allocated growth).
@@ -69,7 +69,7 @@ def run_one(variant: str, model_dir: str, rows: int, device: str, dtype: str, re
     """One variant in this process: load, build the batch, then time and measure scoring."""
     from transformers import AutoModelForCausalLM
 
-    from pipeline.models.llm_scorer import YesLogitScorer
+    from pipeline.modeling.llm_scorer import YesLogitScorer
     from pipeline.models.pair_tokenizer import load_hf_tokenizer
     from pipeline.models.prompt_tokenizer import yes_token_id
 

@@ -67,10 +67,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.hardware import peak_flops, useful_flops  # noqa: E402
 from jobs.demo import make_corpus, make_demo_model  # noqa: E402
+from pipeline.modeling.reranker import Reranker  # noqa: E402
 from pipeline.models.batching import longest_first, padded_tokens, plan_micro_batches  # noqa: E402
 from pipeline.models.padding import right_pad  # noqa: E402
 from pipeline.models.pair_tokenizer import PairTokenizer  # noqa: E402
-from pipeline.models.reranker import Reranker  # noqa: E402
 from pipeline.rerank.settings import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MIN_BATCH_FILL  # noqa: E402
 
 SIDE_PYTHON = ROOT / ".venv-flag" / "bin" / "python"

@@ -19,9 +19,15 @@ import logging
 import os
 from collections.abc import Callable
 
-from pipeline.cluster import LOG_FORMAT, VERBOSE_ENV, configure_library_logging, quiet_environment
-from pipeline.errors import ConfigError, RerankError, RunInterrupted, RunStopped
-from pipeline.rerank.lease import LeaseHeldError, LeaseLostError
+from pipeline.errors import (
+    ConfigError,
+    LeaseHeldError,
+    LeaseLostError,
+    RerankError,
+    RunInterrupted,
+    RunStopped,
+)
+from pipeline.logs import LOG_FORMAT, VERBOSE_ENV, configure_library_logging, quiet_environment
 
 log = logging.getLogger("rerank")
 

@@ -17,7 +17,7 @@ from typing import Any
 from jobs.entry import EXIT_FAILED, EXIT_OK
 from jobs.flags import FlagTable, add_config_file, add_field_flags, add_storage_option, flag_overrides
 from pipeline.rerank.config import JobConfig, load_config
-from pipeline.rerank.lease import RunLease
+from pipeline.rerank.output.lease import RunLease
 from pipeline.rerank.preflight import check_paths, storage_from_config
 from pipeline.rerank.runner import RunReport, run
 from pipeline.rerank.stop import handling_signals, stop_when

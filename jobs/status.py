@@ -1,6 +1,6 @@
 """`rerank status OUTPUT [--input INPUT] [--json]`: where the run of OUTPUT stands, read from OUTPUT
 alone (no Ray): the run that owns it, shards done / pending / failed, rows, the last run, `_SUCCESS`,
-the lease holder and the age of its heartbeat (`pipeline/rerank/status.py`).
+the lease holder and the age of its heartbeat (`pipeline/rerank/output/status.py`).
 
 Exit 0 when the run is complete (`_SUCCESS` written, nothing pending), 1 when it is not, 2 when
 OUTPUT holds no run (or cannot be read).
@@ -19,7 +19,7 @@ from jobs.flags import FlagTable, add_field_flags, add_storage_option, flag_over
 from pipeline.config import StorageConfig, read_yaml_config, validate_config
 from pipeline.io import Storage, storage_error
 from pipeline.rerank.config import JobConfig
-from pipeline.rerank.status import RunStatus, run_status
+from pipeline.rerank.output.status import RunStatus, run_status
 
 SHOWN = 20  # pending / failed shards named one by one
 

@@ -75,3 +75,21 @@ class RunInterrupted(RunStopped):
             reason += " twice: stopped at once, publishes in flight abandoned"
         super().__init__(reason, "rerun the same command to resume")
         self.signal_number = signal_number
+
+
+class LeaseHeldError(RerankError):
+    """Another live run holds the lease of this output."""
+
+
+class LeaseLostError(RunStopped):
+    """This run's lease was taken over (it stalled past the TTL, or could not renew it): it stops
+    at once, leaving the publishes in flight, and writes nothing more to OUTPUT."""
+
+    finish_in_flight = False
+
+    def __init__(self, uri: str, holder: str, why: str) -> None:
+        super().__init__(
+            f"lease {uri} lost to {holder} ({why}); this run stopped",
+            "the run holding the lease publishes the rest; if it is not running, rerun the same command",
+        )
+        self.holder = holder

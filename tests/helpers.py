@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 
 from pipeline.config import ResolvedDevice, ResolvedKind
 from pipeline.io import Storage, join
-from pipeline.rerank import checkpoint
 from pipeline.rerank.config import JobConfig, ScoringConfig, load_config
+from pipeline.rerank.output import paths
 from pipeline.rerank.settings import ScoringSettings, resolve_settings
 
 ASSETS = Path(__file__).parent / "assets"
@@ -258,7 +258,7 @@ def tables_equal(a: dict[str, pa.Table], b: dict[str, pa.Table]) -> None:
 
 def assert_reconciled(input_dir: Path, output: Path) -> dict:
     """_SUCCESS matches the files: per shard rows_in = rows_out + rows_rejected + dropped by top-k."""
-    manifest = STORAGE.read_json(join(str(output), checkpoint.SUCCESS))
+    manifest = STORAGE.read_json(join(str(output), paths.SUCCESS))
     assert manifest["totals"]["reconciled"] is True
     for entry in manifest["shards"]:
         rel = entry["path"]

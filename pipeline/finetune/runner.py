@@ -12,7 +12,7 @@ import logging
 import os
 from typing import Any
 
-from pipeline.cluster import connect_ray, is_verbose, resolve_device
+from pipeline.cluster import connect_ray, resolve_device
 from pipeline.config import RayConfig
 from pipeline.errors import ConfigError, OutputStateError
 from pipeline.faults import ENV as CRASH_ENV
@@ -23,6 +23,7 @@ from pipeline.finetune.groups import schedule_for
 from pipeline.finetune.publish import REPORT
 from pipeline.finetune.train_loop import train_worker
 from pipeline.io import Storage, join, storage_error
+from pipeline.logs import is_verbose
 from pipeline.model_cache import check_model_path, local_model_path
 from pipeline.models.kinds import resolve_kind
 from pipeline.models.limits import check_max_length

@@ -1,7 +1,7 @@
 """The model being trained, wrapped in the same scoring module `rerank run` uses for its kind.
 
-- encoder: `pipeline.models.reranker.EncoderScorer` over the sequence classifier; every weight trains.
-- llm: `pipeline.models.llm_scorer.YesLogitScorer` over the causal LM's decoder, with LoRA adapters
+- encoder: `pipeline.modeling.reranker.EncoderScorer` over the sequence classifier; every weight trains.
+- llm: `pipeline.modeling.llm_scorer.YesLogitScorer` over the causal LM's decoder, with LoRA adapters
   (peft) in its linear layers; the score is the "Yes" logit at the last token, as in scoring. The
   published model has the adapters merged, so `rerank run` loads it as any LLM reranker.
 
@@ -22,12 +22,12 @@ from pipeline.config import ModelConfig, ResolvedKind
 from pipeline.errors import ModelLoadError
 from pipeline.finetune.config import ModelSection
 from pipeline.finetune.groups import Group
+from pipeline.modeling.llm_scorer import YesLogitScorer
+from pipeline.modeling.reranker import EncoderScorer
 from pipeline.models.kinds import load_pair_tokenizer
-from pipeline.models.llm_scorer import YesLogitScorer
 from pipeline.models.padding import right_pad, token_lists
 from pipeline.models.pair_tokenizer import PairTokenizer, load_hf_tokenizer
 from pipeline.models.prompt_tokenizer import PromptPairTokenizer, yes_token_id
-from pipeline.models.reranker import EncoderScorer
 
 
 @dataclass

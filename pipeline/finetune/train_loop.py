@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from pipeline.cluster import LOG_FORMAT, configure_library_logging, is_verbose
 from pipeline.faults import crash_point
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.finetune.data import TrainQuery
@@ -31,6 +30,7 @@ from pipeline.finetune.publish import publish_model
 from pipeline.finetune.state import TrainState, load_state, save_state
 from pipeline.finetune.student import GroupEncoder, Student, load_student, scoring_model_config
 from pipeline.io import Storage
+from pipeline.logs import LOG_FORMAT, configure_library_logging, is_verbose
 from pipeline.model_cache import local_model_path
 
 log = logging.getLogger(__name__)

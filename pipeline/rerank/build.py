@@ -16,9 +16,9 @@ from ray.data import ActorPoolStrategy, Dataset
 from pipeline.config import ModelConfig
 from pipeline.io import ShardFile, Storage
 from pipeline.rerank.config import InputConfig, ScoringConfig
-from pipeline.rerank.score_stage import ScorePairs
 from pipeline.rerank.settings import ScoringSettings
-from pipeline.rerank.tokenize_stage import TokenizeShard
+from pipeline.rerank.stages.score import ScorePairs
+from pipeline.rerank.stages.tokenize import TokenizeShard
 
 # Not more than about one scoring call's rows per group: Ray Data merges what one task yields into
 # one block (up to its target block size), and a scoring task takes a whole block, so a bigger

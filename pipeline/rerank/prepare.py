@@ -9,9 +9,10 @@ from typing import Any
 
 from pipeline.cluster import connect_ray, cpus_per_node, resolve_device
 from pipeline.io import ShardFile, Storage, storage_error
-from pipeline.rerank import checkpoint, legacy_manifest
-from pipeline.rerank.config import JobConfig, fingerprint, fingerprint_digest
-from pipeline.rerank.discovery import PendingShard, check_pending, check_split_queries, find_shards
+from pipeline.rerank.config import JobConfig
+from pipeline.rerank.input.discovery import PendingShard, check_pending, check_split_queries, find_shards
+from pipeline.rerank.output import checkpoint, legacy_manifest
+from pipeline.rerank.output.fingerprint import fingerprint, fingerprint_digest
 from pipeline.rerank.preflight import (
     check_paths,
     checked_model_identity,

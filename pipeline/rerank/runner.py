@@ -22,19 +22,20 @@ import pyarrow as pa
 from pipeline.errors import RunInterrupted
 from pipeline.faults import crash_point
 from pipeline.io import ShardFile, join, storage_error
-from pipeline.rerank import checkpoint, legacy_manifest
-from pipeline.rerank.assembly import ShardAssembler, ShardScores
 from pipeline.rerank.build import build
 from pipeline.rerank.config import JobConfig
-from pipeline.rerank.lease import LeaseClaim
+from pipeline.rerank.output import checkpoint, legacy_manifest, paths
+from pipeline.rerank.output.lease import LeaseClaim
+from pipeline.rerank.output.status import write_shard_list
 from pipeline.rerank.prepare import PreparedRun, prepare
-from pipeline.rerank.progress import Progress
-from pipeline.rerank.progress_console import open_console
-from pipeline.rerank.publisher import ShardPublisher, writers_for
-from pipeline.rerank.recorder import RunRecorder
-from pipeline.rerank.report import publish_report, report_data
-from pipeline.rerank.status import write_shard_list
+from pipeline.rerank.report.console import open_console
+from pipeline.rerank.report.progress import Progress
+from pipeline.rerank.report.recorder import RunRecorder
+from pipeline.rerank.report.run_report import publish_report, report_data
+from pipeline.rerank.stages.shard_scores import ShardScores
 from pipeline.rerank.stop import counting_shards, raise_if_stopped
+from pipeline.rerank.stream.assembly import ShardAssembler
+from pipeline.rerank.stream.publisher import ShardPublisher, writers_for
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class RunReport:
     failed: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     success_manifest: dict[str, Any] | None = None
-    recorder: RunRecorder | None = None  # the run report's figures (pipeline/rerank/report.py)
+    recorder: RunRecorder | None = None  # the run report's figures (pipeline/rerank/report/run_report.py)
 
     @property
     def ok(self) -> bool:
@@ -85,7 +86,7 @@ def score_and_publish(
     """Phase 3: streams every pending shard through the plan and publishes each one complete
     (checking, with a lease `claim`, that the run still holds OUTPUT before each write)."""
     cfg = run.cfg
-    run.storage.remove(join(cfg.output.uri, checkpoint.SUCCESS))
+    run.storage.remove(join(cfg.output.uri, paths.SUCCESS))
     by_id: dict[int, ShardFile] = {}
     for i, p in enumerate(run.pending):
         if p.num_rows < 0:
@@ -224,7 +225,7 @@ def run(cfg: JobConfig, lease_claim: LeaseClaim | None = None) -> RunReport:
 
 
 def write_run_report(run: PreparedRun, report: RunReport, outcome: str | None = None) -> None:
-    """OUTPUT/_rerank/report.{json,html} of a run that scored (pipeline/rerank/report.py); a run
+    """OUTPUT/_rerank/report.{json,html} of a run that scored (pipeline/rerank/report/run_report.py); a run
     with nothing to score keeps the report of the last one that did."""
     if report.recorder is None or not report.recorder.has_numbers:
         return

@@ -6,9 +6,9 @@ import torch
 
 from pipeline.config import ModelConfig
 from pipeline.io import Storage
+from pipeline.modeling.reranker import Reranker
 from pipeline.models.pair_tokenizer import PairTokenizer
-from pipeline.models.reranker import Reranker
-from pipeline.rerank.score_stage import ScorePairs
+from pipeline.rerank.stages.score import ScorePairs
 from tests.helpers import MODELS, scoring_settings
 
 STORAGE = Storage()

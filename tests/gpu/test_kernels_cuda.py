@@ -1,4 +1,4 @@
-"""CUDA checks of the faster paths (pipeline.models.kernels): unpadded batches through torch's
+"""CUDA checks of the faster paths (pipeline.modeling.kernels): unpadded batches through torch's
 varlen flash kernel, torch.compile through inductor, which SDPA kernels the padded path can use,
 and the budget probe's memory bound. Skipped without CUDA."""
 
@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from pipeline.config import DEFAULT_PROMPT
-from pipeline.models.budget_probe import CudaMemoryGauge, memory_bound, probe_budget
-from pipeline.models.kernels import attention
+from pipeline.modeling.budget_probe import CudaMemoryGauge, memory_bound, probe_budget
+from pipeline.modeling.kernels import attention
+from pipeline.modeling.reranker import Reranker
 from pipeline.models.pair_tokenizer import PairTokenizer
 from pipeline.models.prompt_tokenizer import PromptPairTokenizer
-from pipeline.models.reranker import Reranker
 from tests.helpers import MODELS
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -11,7 +11,7 @@ import pytest
 
 from jobs.cli import main
 from pipeline.io import Storage, join
-from pipeline.rerank import checkpoint
+from pipeline.rerank.output import paths
 from tests.helpers import assert_reconciled
 
 pytestmark = pytest.mark.integration
@@ -92,7 +92,7 @@ def test_query_split_across_shards_is_refused_unless_allowed(ray_address, tmp_pa
     assert "'q2' in a.parquet, b.parquet" in caplog.text and "--allow-split-queries" in caplog.text
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))  # nothing written
     assert main([*args, "--allow-split-queries"]) == 0
-    assert STORAGE.read_json(join(str(out), checkpoint.SUCCESS))["last_run"]["split_queries"] == 1
+    assert STORAGE.read_json(join(str(out), paths.SUCCESS))["last_run"]["split_queries"] == 1
 
 
 def test_new_shard_sharing_a_query_with_a_published_one_is_caught(ray_address, tmp_path, tiny_bert, caplog):

@@ -18,8 +18,8 @@ from pipeline.finetune.config import load_finetune_config
 from pipeline.finetune.metrics import spearman
 from pipeline.finetune.runner import finetune
 from pipeline.io import Storage
+from pipeline.modeling.reranker import Reranker
 from pipeline.models.kinds import load_pair_tokenizer
-from pipeline.models.reranker import Reranker
 from tests.helpers import records_to_shard, synthetic_records, write_jsonl
 
 pytestmark = pytest.mark.integration

@@ -16,11 +16,11 @@ import pytest
 from jobs.cli import main
 from pipeline.config import ModelConfig
 from pipeline.io import Storage
-from pipeline.rerank.assembly import ShardAssembler
 from pipeline.rerank.config import InputConfig, RankingConfig
-from pipeline.rerank.publish import publish_shard
-from pipeline.rerank.score_stage import ScorePairs
-from pipeline.rerank.tokenize_stage import TokenizeShard
+from pipeline.rerank.stages.score import ScorePairs
+from pipeline.rerank.stages.tokenize import TokenizeShard
+from pipeline.rerank.stages.write import publish_shard
+from pipeline.rerank.stream.assembly import ShardAssembler
 from tests.helpers import assert_reconciled, pairs_table, read_output, scoring_settings, tables_equal
 
 pytestmark = pytest.mark.integration

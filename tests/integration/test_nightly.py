@@ -12,7 +12,7 @@ import pytest
 
 from jobs.cli import main
 from pipeline.io import Storage, join
-from pipeline.rerank import checkpoint
+from pipeline.rerank.output import paths
 from tests.helpers import done_markers, wait_until
 
 pytestmark = pytest.mark.integration
@@ -38,10 +38,10 @@ def test_overlapping_start_exits_3_naming_the_holder_then_first_completes(
     inp = write_shards(n_shards=8, n_queries=6, candidates=8, root=tmp_path / "in" / DATE)
     config = nightly_config(tmp_path, tiny_bert, "scoring: {rows_per_call: 4}\n")
     out = tmp_path / "out" / DATE
-    lease = out / checkpoint.LEASE
+    lease = out / paths.LEASE
     # an earlier run's progress with another config: the first run's --fresh discards it, not its lease
     STORAGE.write_json_atomic(
-        join(str(out), checkpoint.RUN_MANIFEST),
+        join(str(out), paths.RUN_MANIFEST),
         {"digest": "earlier", "fingerprint": {"max_length": 64}, "created_at": 0},
     )
     env = {**os.environ, "RAY_ADDRESS": ray_address}
@@ -58,7 +58,7 @@ def test_overlapping_start_exits_3_naming_the_holder_then_first_completes(
         lambda: done_markers(out / "_rerank" / "done"), 180, 0.02, "a first done-marker", process=first
     )
     assert STORAGE.read_json(str(lease))["owner"] == holder["owner"]  # --fresh kept the lease
-    assert STORAGE.read_json(join(str(out), checkpoint.RUN_MANIFEST))["digest"] != "earlier"
+    assert STORAGE.read_json(join(str(out), paths.RUN_MANIFEST))["digest"] != "earlier"
 
     assert main(["nightly", "--date", DATE, "--config", config]) == 3
     assert "already in progress" in caplog.text and holder["owner"] in caplog.text
@@ -77,7 +77,7 @@ def test_stale_lease_is_taken_over_and_dated_output_written(
     out = str(tmp_path / "out" / DATE)
     now = time.time()
     STORAGE.write_json_atomic(
-        join(out, checkpoint.LEASE),
+        join(out, paths.LEASE),
         {
             "owner": "crashed-host:42:dead",
             "started_at": now - 9000,
@@ -87,8 +87,8 @@ def test_stale_lease_is_taken_over_and_dated_output_written(
     )
     assert main(["nightly", "--date", DATE, "--config", nightly_config(tmp_path, tiny_bert)]) == 0
     assert "taking over the stale lease of crashed-host:42:dead" in caplog.text
-    assert STORAGE.read_json(join(out, checkpoint.LEASE)) is None  # the taken-over lease, released
-    manifest = STORAGE.read_json(join(out, checkpoint.SUCCESS))
+    assert STORAGE.read_json(join(out, paths.LEASE)) is None  # the taken-over lease, released
+    manifest = STORAGE.read_json(join(out, paths.SUCCESS))
     assert manifest["totals"]["shards"] == 2
 
 

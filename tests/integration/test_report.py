@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from jobs.cli import main
-from pipeline.rerank.report import REPORT_HTML, REPORT_JSON
+from pipeline.rerank.output.paths import REPORT_HTML, REPORT_JSON
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from transformers import AutoModelForSequenceClassification
 
 from jobs.cli import main
 from pipeline.io import Storage, join
-from pipeline.rerank import checkpoint
-from pipeline.rerank.config import fingerprint_digest
-from pipeline.rerank.lease import LeaseFile, RunLease
+from pipeline.rerank.output import paths
+from pipeline.rerank.output.fingerprint import fingerprint_digest
+from pipeline.rerank.output.lease import LeaseFile, RunLease
 from tests.helpers import (
     assert_output_invariants,
     assert_reconciled,
@@ -90,11 +90,11 @@ def test_a_model_replaced_at_the_same_path_is_refused_on_resume(
 
 def downgrade_to_legacy(out: Path) -> str:
     """OUTPUT as a version before model_identity left it: manifest, markers, _SUCCESS without it."""
-    manifest = STORAGE.read_json(join(str(out), checkpoint.RUN_MANIFEST))
+    manifest = STORAGE.read_json(join(str(out), paths.RUN_MANIFEST))
     legacy = {k: v for k, v in manifest["fingerprint"].items() if k != "model_identity"}
     digest = fingerprint_digest(legacy)
     STORAGE.write_json_atomic(
-        join(str(out), checkpoint.RUN_MANIFEST), {**manifest, "fingerprint": legacy, "digest": digest}
+        join(str(out), paths.RUN_MANIFEST), {**manifest, "fingerprint": legacy, "digest": digest}
     )
     for path in done_markers(out / "_rerank" / "done"):
         STORAGE.write_json_atomic(str(path), {**STORAGE.read_json(str(path)), "digest": digest})
@@ -112,7 +112,7 @@ def test_an_output_without_model_identity_resumes_with_a_warning_and_is_upgraded
     assert main(args) == 0
     assert "cannot be verified" in caplog.text
     assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}  # nothing rescored
-    manifest = STORAGE.read_json(join(str(out), checkpoint.RUN_MANIFEST))
+    manifest = STORAGE.read_json(join(str(out), paths.RUN_MANIFEST))
     assert "model_identity" in manifest["fingerprint"] and manifest["upgraded_from"] == legacy_digest
     assert "model_identity" in STORAGE.read_json(str(out / "_SUCCESS"))["fingerprint"]
 
@@ -142,16 +142,16 @@ def test_a_run_that_stalls_past_its_lease_and_is_taken_over_stops(
         time.sleep(5)  # past the 4 s TTL: another run may take the lease over now, and does
         now = time.time()
         taker = {"owner": "other-host:7:feed", "started_at": now, "heartbeat_at": now, "ttl_s": 600}
-        STORAGE.write_json_atomic(join(str(out), checkpoint.LEASE), taker)
+        STORAGE.write_json_atomic(join(str(out), paths.LEASE), taker)
     finally:
         proc.send_signal(signal.SIGCONT)
     assert proc.wait(timeout=300) == 3
     text = log.read_text()
     assert "lost to other-host:7:feed" in text and "this run stopped" in text
-    assert STORAGE.read_json(join(str(out), checkpoint.LEASE)) == taker  # neither renewed nor removed
+    assert STORAGE.read_json(join(str(out), paths.LEASE)) == taker  # neither renewed nor removed
     assert not (out / "_SUCCESS").exists()
 
-    STORAGE.remove(join(str(out), checkpoint.LEASE))  # the other run ended
+    STORAGE.remove(join(str(out), paths.LEASE))  # the other run ended
     assert main(["run", str(input_dir), str(out), "--model", tiny_bert, *FLAGS]) == 0
     assert_output_invariants(input_dir, out)
     assert_reconciled(input_dir, out)
@@ -174,7 +174,7 @@ def test_the_lease_on_s3_is_written_conditionally(s3):
     holder = RunLease(storage, out, ttl_s=600, settle_s=0, clock=clock)
     holder.acquire()
     try:
-        lease = LeaseFile(storage, join(out, checkpoint.LEASE))
+        lease = LeaseFile(storage, join(out, paths.LEASE))
         assert lease.is_conditional
         record, version = lease.read()
         assert record["owner"] == holder.owner and version

@@ -15,7 +15,7 @@ import s3fs
 from jobs.cli import main
 from pipeline.io import Storage
 from pipeline.model_cache import default_cache_dir
-from pipeline.rerank import discovery
+from pipeline.rerank.input import discovery
 from tests.helpers import assert_output_invariants, free_port, read_output, tables_equal, wait_until
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import pytest
 
 from jobs.cli import main
 from pipeline.io import Storage, join
-from pipeline.rerank import checkpoint
+from pipeline.rerank.output import paths
 from tests.helpers import synthetic_records, write_jsonl
 
 pytestmark = pytest.mark.integration
@@ -100,7 +100,7 @@ def test_published_shard_whose_output_was_deleted_is_redone(
     assert {rel: (out / rel).stat().st_mtime_ns for rel in kept} == kept  # the others: skipped as done
     again = pq.read_table(out / "day=1" / "part-1.parquet")
     assert again.drop_columns(["score"]) == first.drop_columns(["score"])
-    manifest = STORAGE.read_json(join(str(out), checkpoint.SUCCESS))
+    manifest = STORAGE.read_json(join(str(out), paths.SUCCESS))
     assert [s["path"] for s in manifest["shards"]] == [
         "day=0/part-0.parquet",
         "day=0/part-2.parquet",

@@ -92,4 +92,4 @@ def test_layers_depend_one_way(layer, forbidden):
 
 def test_top_level_pipeline_modules_are_the_shared_ones():
     top = sorted(p.stem for p in (ROOT / "pipeline").glob("*.py") if p.stem != "__init__")
-    assert top == ["cluster", "config", "errors", "faults", "io", "model_cache"]
+    assert top == ["cluster", "config", "errors", "faults", "io", "logs", "model_cache"]

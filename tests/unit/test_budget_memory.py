@@ -6,10 +6,10 @@ import logging
 import numpy as np
 import pytest
 
-from pipeline.models import budget_probe
-from pipeline.models.budget_probe import MEMORY_HEADROOM, memory_bound, probe_budget
+from pipeline.modeling import budget_probe
+from pipeline.modeling.budget_probe import MEMORY_HEADROOM, memory_bound, probe_budget
+from pipeline.modeling.reranker import Reranker
 from pipeline.models.pair_tokenizer import PairTokenizer
-from pipeline.models.reranker import Reranker
 
 
 def test_memory_bound_keeps_headroom():
@@ -51,7 +51,7 @@ def test_candidates_past_the_memory_bound_are_not_tried(tiny_bert, pairs, monkey
         return gauge.tokens / (1000.0 * len(tried))  # larger budgets faster: the bound decides
 
     monkeypatch.setattr(budget_probe, "_timed_forward", timed)
-    with caplog.at_level(logging.INFO, logger="pipeline.models.budget_probe"):
+    with caplog.at_level(logging.INFO, logger="pipeline.modeling.budget_probe"):
         chosen = probe_budget(
             reranker, pairs["input_ids"], pairs["token_type_ids"], (128, 256, 512, 1024), gauge
         )

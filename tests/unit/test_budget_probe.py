@@ -10,15 +10,15 @@ import torch
 
 from pipeline.config import ModelConfig
 from pipeline.io import Storage
-from pipeline.models import budget_probe
-from pipeline.models.budget_probe import CANDIDATES, NEAR_BEST, probe_budget
+from pipeline.modeling import budget_probe
+from pipeline.modeling.budget_probe import CANDIDATES, NEAR_BEST, probe_budget
+from pipeline.modeling.reranker import Reranker
 from pipeline.models.pair_tokenizer import PairTokenizer
-from pipeline.models.reranker import Reranker
-from pipeline.rerank.score_stage import ScorePairs
+from pipeline.rerank.stages.score import ScorePairs
 from tests.helpers import scoring_settings
 
 FALLBACK = 4096  # the reranker's own budget, which no candidate below equals
-LOGGER = "pipeline.models.budget_probe"
+LOGGER = "pipeline.modeling.budget_probe"
 
 
 def _pairs(tiny_bert, n=40):

@@ -8,9 +8,8 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.io import ShardFile, Storage
-from pipeline.rerank import checkpoint
-from pipeline.rerank.assembly import ShardScores
-from pipeline.rerank.cascade import (
+from pipeline.rerank.config import InputConfig, RankingConfig, reserved_columns
+from pipeline.rerank.input.cascade import (
     NOT_SCORED,
     UNSCORED_COLUMN,
     input_prefilter_column,
@@ -20,11 +19,13 @@ from pipeline.rerank.cascade import (
     prefilter_selection,
     previous_renames,
 )
-from pipeline.rerank.config import InputConfig, RankingConfig, fingerprint, reserved_columns
-from pipeline.rerank.discovery import contract_problems
-from pipeline.rerank.layout import read_pairs
-from pipeline.rerank.publish import publish_shard
-from pipeline.rerank.ranking import rank_table
+from pipeline.rerank.input.discovery import contract_problems
+from pipeline.rerank.input.layout import read_pairs
+from pipeline.rerank.output import checkpoint
+from pipeline.rerank.output.fingerprint import fingerprint
+from pipeline.rerank.output.ranking import rank_table
+from pipeline.rerank.stages.shard_scores import ShardScores
+from pipeline.rerank.stages.write import publish_shard
 from tests.helpers import job, nest_pairs
 
 STORAGE = Storage()

@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.errors import OutputStateError
 from pipeline.io import ShardFile, Storage, join
-from pipeline.rerank import checkpoint
+from pipeline.rerank.output import checkpoint, paths
 
 STORAGE = Storage()
 
@@ -35,7 +35,7 @@ def test_fresh_discards_progress(tmp_path: Path):
     checkpoint.write_marker(STORAGE, out, shard, "d1", {"rows_in": 1, "rows_out": 1})
     checkpoint.prepare_output(STORAGE, out, {**FP, "max_length": 256}, "d2", fresh=True)
     assert checkpoint.load_done(STORAGE, out, [shard], "d2") == {}
-    assert STORAGE.read_json(join(out, checkpoint.RUN_MANIFEST))["digest"] == "d2"
+    assert STORAGE.read_json(join(out, paths.RUN_MANIFEST))["digest"] == "d2"
 
 
 def test_done_requires_same_digest_and_unchanged_input(tmp_path: Path):

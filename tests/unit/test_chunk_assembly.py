@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline.models.windows import WINDOW_FIELDS
-from pipeline.rerank.assembly import ShardAssembler
-from pipeline.rerank.score_stage import scored_schema
+from pipeline.rerank.stages.score import scored_schema
+from pipeline.rerank.stream.assembly import ShardAssembler
 
 # row -> its windows' (score, start character); row 3 is rejected (one window, no score)
 ROWS = {

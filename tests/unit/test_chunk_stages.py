@@ -9,12 +9,13 @@ import pytest
 
 from pipeline.config import ModelConfig
 from pipeline.io import Storage
-from pipeline.rerank import checkpoint
-from pipeline.rerank.assembly import ShardAssembler, ShardScores
 from pipeline.rerank.config import InputConfig, RankingConfig
-from pipeline.rerank.publish import publish_shard
-from pipeline.rerank.score_stage import ScorePairs
-from pipeline.rerank.tokenize_stage import TokenizeShard
+from pipeline.rerank.output import checkpoint
+from pipeline.rerank.stages.score import ScorePairs
+from pipeline.rerank.stages.shard_scores import ShardScores
+from pipeline.rerank.stages.tokenize import TokenizeShard
+from pipeline.rerank.stages.write import publish_shard
+from pipeline.rerank.stream.assembly import ShardAssembler
 from tests.helpers import MODELS, scoring_settings
 
 STORAGE = Storage()

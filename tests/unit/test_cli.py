@@ -13,10 +13,9 @@ from jobs import finetune, rerank
 from jobs.cli import COMMANDS, build_parser
 from jobs.entry import EXIT_CODES, EXIT_INTERNAL, execute, exit_code_for
 from jobs.flags import field_info, help_text
-from pipeline.errors import ConfigError, InputContractError, StorageError
+from pipeline.errors import ConfigError, InputContractError, LeaseHeldError, StorageError
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.rerank.config import JobConfig
-from pipeline.rerank.lease import LeaseHeldError
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

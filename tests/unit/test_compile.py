@@ -9,16 +9,16 @@ import torch
 
 from pipeline.config import ModelConfig
 from pipeline.io import Storage
-from pipeline.models.kernels.compile import (
+from pipeline.modeling.kernels.compile import (
     WIDTH_MULTIPLE,
     CompiledScorer,
     bucket_length,
     bucket_width,
     resolve_compile,
 )
+from pipeline.modeling.reranker import Reranker
 from pipeline.models.pair_tokenizer import PairTokenizer
-from pipeline.models.reranker import Reranker
-from pipeline.rerank.score_stage import ScorePairs
+from pipeline.rerank.stages.score import ScorePairs
 from tests.helpers import scoring_settings
 
 

@@ -8,7 +8,8 @@ from jobs.cli import build_parser
 from jobs.rerank import overrides_from_args
 from pipeline.errors import ConfigError
 from pipeline.finetune.config import FinetuneConfig
-from pipeline.rerank.config import JobConfig, fingerprint, fingerprint_digest, load_config
+from pipeline.rerank.config import JobConfig, load_config
+from pipeline.rerank.output.fingerprint import fingerprint, fingerprint_digest
 
 BASE = {"input": {"uri": "in"}, "output": {"uri": "out"}, "model": {"name_or_path": "m"}}
 

@@ -11,18 +11,18 @@ import logging
 import pytest
 
 from jobs.entry import configure_logging
-from pipeline import cluster
-from pipeline.rerank.progress import Progress
-from pipeline.rerank.progress_console import IntervalLog, LiveBar, Snapshot, open_console, progress_line
+from pipeline import cluster, logs
+from pipeline.rerank.report.console import IntervalLog, LiveBar, Snapshot, open_console, progress_line
+from pipeline.rerank.report.progress import Progress
 
 
 @pytest.fixture
 def console(monkeypatch):
     """configure_logging(verbose) with the process's logging and environment restored afterwards."""
-    for name in (cluster.VERBOSE_ENV, *cluster.QUIET_ENV):
+    for name in (logs.VERBOSE_ENV, *logs.QUIET_ENV):
         monkeypatch.delenv(name, raising=False)
     root = logging.getLogger()
-    names = ["", *cluster.OUR_LOGGERS, *cluster.LIBRARY_LOGGERS]
+    names = ["", *logs.OUR_LOGGERS, *logs.LIBRARY_LOGGERS]
     levels = {name: logging.getLogger(name).level for name in names}
     yield configure_logging
     for name, level in levels.items():
@@ -38,14 +38,14 @@ def test_by_default_ours_show_from_info_and_the_libraries_only_errors(console):
     for name in ("ray", "transformers", "py.warnings", "some.other.library"):
         assert not logging.getLogger(name).isEnabledFor(logging.WARNING), name
         assert logging.getLogger(name).isEnabledFor(logging.ERROR), name
-    assert cluster.is_verbose() is False
+    assert logs.is_verbose() is False
 
 
 def test_verbose_shows_our_debug_lines_and_the_libraries_info(console, caplog):
     console(verbose=True)
-    assert cluster.is_verbose()
+    assert logs.is_verbose()
     with caplog.at_level(logging.DEBUG, logger="pipeline"):
-        logging.getLogger("pipeline.rerank.progress").debug("shard a.parquet (3 rows) published")
+        logging.getLogger("pipeline.rerank.report.progress").debug("shard a.parquet (3 rows) published")
     assert "shard a.parquet (3 rows) published" in caplog.text
     assert logging.getLogger("ray").isEnabledFor(logging.INFO)
     assert logging.getLogger("botocore").isEnabledFor(logging.INFO)
@@ -67,17 +67,17 @@ def test_ray_data_keeps_its_log_file_and_quiets_its_console(console):
 
 
 def test_workers_get_the_quiet_environment_and_the_setup_hook(monkeypatch):
-    monkeypatch.setenv(cluster.VERBOSE_ENV, "0")
+    monkeypatch.setenv(logs.VERBOSE_ENV, "0")
     monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")  # the user's own setting wins
-    monkeypatch.delenv(cluster.SUBMITTED_JOB_ENV, raising=False)
-    env = cluster.quiet_environment()
+    monkeypatch.delenv(logs.SUBMITTED_JOB_ENV, raising=False)
+    env = logs.quiet_environment()
     assert env["TRANSFORMERS_VERBOSITY"] == "info" and env["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
-    runtime_env = cluster.worker_runtime_env(env)
-    assert runtime_env["worker_process_setup_hook"] == "pipeline.cluster.quiet_worker"
+    runtime_env = logs.worker_runtime_env(env)
+    assert runtime_env["worker_process_setup_hook"] == "pipeline.logs.quiet_worker"
     assert runtime_env["env_vars"] == env
 
-    monkeypatch.setenv(cluster.VERBOSE_ENV, "1")
-    assert cluster.quiet_environment() == {cluster.VERBOSE_ENV: "1"}
+    monkeypatch.setenv(logs.VERBOSE_ENV, "1")
+    assert logs.quiet_environment() == {logs.VERBOSE_ENV: "1"}
 
 
 def test_a_submitted_jobs_own_runtime_env_is_left_to_it(monkeypatch):
@@ -85,9 +85,9 @@ def test_a_submitted_jobs_own_runtime_env_is_left_to_it(monkeypatch):
     submitted = {
         "runtime_env": {"env_vars": {"HF_HUB_DISABLE_PROGRESS_BARS": "0"}, "worker_process_setup_hook": "x.y"}
     }
-    monkeypatch.setenv(cluster.SUBMITTED_JOB_ENV, json.dumps(submitted))
-    runtime_env = cluster.worker_runtime_env({"HF_HUB_DISABLE_PROGRESS_BARS": "1", cluster.VERBOSE_ENV: "0"})
-    assert runtime_env == {"env_vars": {cluster.VERBOSE_ENV: "0"}}
+    monkeypatch.setenv(logs.SUBMITTED_JOB_ENV, json.dumps(submitted))
+    runtime_env = logs.worker_runtime_env({"HF_HUB_DISABLE_PROGRESS_BARS": "1", logs.VERBOSE_ENV: "0"})
+    assert runtime_env == {"env_vars": {logs.VERBOSE_ENV: "0"}}
 
 
 def test_the_dashboard_url_is_a_link():

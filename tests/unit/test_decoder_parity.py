@@ -15,11 +15,11 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.config import DEFAULT_PROMPT
 from pipeline.errors import ModelLoadError
-from pipeline.models.minicpm_layerwise import LayerwiseReranker
+from pipeline.modeling.minicpm_layerwise import LayerwiseReranker
+from pipeline.modeling.reranker import Reranker
 from pipeline.models.prompt_tokenizer import PromptPairTokenizer
-from pipeline.models.reranker import Reranker
 from pipeline.models.text_tokenizer import TextTokenizer
-from pipeline.rerank.ranking import sigmoid
+from pipeline.rerank.output.ranking import sigmoid
 from tests.conftest import MODELS
 
 TOLERANCE = 1e-4

@@ -9,8 +9,8 @@ from pipeline.finetune.config import ModelSection
 from pipeline.finetune.groups import Group
 from pipeline.finetune.loss import listwise_ce
 from pipeline.finetune.student import GroupEncoder, load_student, scoring_model_config
+from pipeline.modeling.reranker import Reranker
 from pipeline.models.kinds import load_pair_tokenizer
-from pipeline.models.reranker import Reranker
 
 PASSAGES = ("the sun is a star", "bananas are yellow", "rain falls down", "stars shine at night")
 

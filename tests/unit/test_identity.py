@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from pipeline.io import Storage
 from pipeline.models.identity import UNKNOWN, model_identity, safetensors_header_digest
-from pipeline.rerank.config import fingerprint, fingerprint_digest
+from pipeline.rerank.output.fingerprint import fingerprint, fingerprint_digest
 from tests.helpers import MODELS, job
 
 STORAGE = Storage()

@@ -10,17 +10,18 @@ import torch.nn.functional as F
 from pipeline.config import DEFAULT_PROMPT, ModelConfig
 from pipeline.errors import ModelLoadError
 from pipeline.io import Storage
-from pipeline.models.kernels.attention import (
+from pipeline.modeling.kernels.attention import (
     packed_attention,
     resolve_attention,
     varlen_attention_forward,
 )
-from pipeline.models.kernels.packed import packed_scorer
+from pipeline.modeling.kernels.packed import packed_scorer
+from pipeline.modeling.reranker import Reranker
 from pipeline.models.pair_tokenizer import PairTokenizer
 from pipeline.models.prompt_tokenizer import PromptPairTokenizer
-from pipeline.models.reranker import Reranker
-from pipeline.rerank.config import fingerprint, load_config
-from pipeline.rerank.score_stage import ScorePairs
+from pipeline.rerank.config import load_config
+from pipeline.rerank.output.fingerprint import fingerprint
+from pipeline.rerank.stages.score import ScorePairs
 from tests.helpers import MODELS, scoring_settings
 
 # (model, kind, cutoff layers): every kind, and both encoder position schemes (BERT, RoBERTa)

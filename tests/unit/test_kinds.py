@@ -7,9 +7,10 @@ import pytest
 
 from pipeline.config import DEFAULT_PROMPT
 from pipeline.errors import ConfigError, ModelLoadError
+from pipeline.modeling.minicpm_layerwise import LayerwiseConfig
 from pipeline.models.kinds import check_model, detect_kind, read_model_config, resolve_kind
-from pipeline.models.minicpm_layerwise import LayerwiseConfig
-from pipeline.rerank.config import fingerprint, load_config
+from pipeline.rerank.config import load_config
+from pipeline.rerank.output.fingerprint import fingerprint
 from tests.conftest import MODELS
 
 BASE = {"input": {"uri": "in"}, "output": {"uri": "out"}, "model": {"name_or_path": "m"}}

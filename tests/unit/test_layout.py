@@ -8,13 +8,19 @@ import pytest
 
 from pipeline.config import ModelConfig
 from pipeline.io import ShardFile, Storage
-from pipeline.rerank import checkpoint
-from pipeline.rerank.assembly import ShardScores
 from pipeline.rerank.config import InputConfig, RankingConfig
-from pipeline.rerank.discovery import contract_problems, read_facts
-from pipeline.rerank.layout import QUERY_ROW, candidate_count, flat_schema, flatten_candidates, read_pairs
-from pipeline.rerank.publish import publish_shard
-from pipeline.rerank.tokenize_stage import TokenizeShard
+from pipeline.rerank.input.discovery import contract_problems, read_facts
+from pipeline.rerank.input.layout import (
+    QUERY_ROW,
+    candidate_count,
+    flat_schema,
+    flatten_candidates,
+    read_pairs,
+)
+from pipeline.rerank.output import checkpoint
+from pipeline.rerank.stages.shard_scores import ShardScores
+from pipeline.rerank.stages.tokenize import TokenizeShard
+from pipeline.rerank.stages.write import publish_shard
 from tests.helpers import nest_pairs, pairs_table, unnest_output
 
 STORAGE = Storage()

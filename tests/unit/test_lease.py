@@ -4,9 +4,10 @@ import sys
 
 import pytest
 
+from pipeline.errors import LeaseHeldError, LeaseLostError
 from pipeline.io import ShardFile, Storage, join
-from pipeline.rerank import checkpoint
-from pipeline.rerank.lease import LeaseHeldError, LeaseLostError, RunLease, is_gone
+from pipeline.rerank.output import checkpoint, paths
+from pipeline.rerank.output.lease import RunLease, is_gone
 from tests.helpers import wait_until
 
 STORAGE = Storage()
@@ -31,13 +32,13 @@ def test_second_start_refuses_while_the_first_is_alive(tmp_path):
         assert first.owner in str(err.value) and "expires" in str(err.value)
     finally:
         first.release()
-    assert STORAGE.read_json(join(str(tmp_path), checkpoint.LEASE)) is None
+    assert STORAGE.read_json(join(str(tmp_path), paths.LEASE)) is None
 
 
 def test_stale_lease_is_taken_over(tmp_path):
     clock = Clock()
     STORAGE.write_json_atomic(
-        join(str(tmp_path), checkpoint.LEASE),
+        join(str(tmp_path), paths.LEASE),
         {
             "owner": "dead-host:1:x",
             "started_at": clock.now - 7200,
@@ -46,11 +47,11 @@ def test_stale_lease_is_taken_over(tmp_path):
         },
     )
     with RunLease(STORAGE, str(tmp_path), ttl_s=600, settle_s=0, clock=clock) as lease:
-        assert STORAGE.read_json(join(str(tmp_path), checkpoint.LEASE))["owner"] == lease.owner
+        assert STORAGE.read_json(join(str(tmp_path), paths.LEASE))["owner"] == lease.owner
 
 
 def test_heartbeat_keeps_the_lease_fresh(tmp_path):
-    uri = join(str(tmp_path), checkpoint.LEASE)
+    uri = join(str(tmp_path), paths.LEASE)
     with RunLease(STORAGE, str(tmp_path), ttl_s=0.2, settle_s=0):  # a beat every ttl/4 = 50 ms
         first = STORAGE.read_json(uri)["heartbeat_at"]
         # beats every 50 ms: a newer one is there within 0.3 s
@@ -66,7 +67,7 @@ def test_lease_is_not_foreign_output_and_survives_fresh(tmp_path):
         checkpoint.write_marker(STORAGE, out, shard, "d1", {})  # so part.parquet is the job's output
         checkpoint.prepare_output(STORAGE, out, {"m": 2}, "d2", fresh=True)
         assert not (tmp_path / "part.parquet").exists()
-        assert STORAGE.read_json(join(out, checkpoint.LEASE)) is not None
+        assert STORAGE.read_json(join(out, paths.LEASE)) is not None
 
 
 def test_a_stalled_run_finds_its_lease_taken_over_and_flags_the_loss(tmp_path):
@@ -88,14 +89,14 @@ def test_a_stalled_run_finds_its_lease_taken_over_and_flags_the_loss(tmp_path):
         assert isinstance(lost, LeaseLostError) and lost.holder == taker.owner
         assert f"lost to {taker.owner}" in str(lost) and "this run stopped" in str(lost)
         assert not lost.finish_in_flight
-        assert STORAGE.read_json(join(out, checkpoint.LEASE))["owner"] == taker.owner  # not overwritten
+        assert STORAGE.read_json(join(out, paths.LEASE))["owner"] == taker.owner  # not overwritten
         stalled.beat()  # lost for good: no more writes
-        assert STORAGE.read_json(join(out, checkpoint.LEASE))["owner"] == taker.owner
+        assert STORAGE.read_json(join(out, paths.LEASE))["owner"] == taker.owner
     finally:
         stalled.release()  # not its lease any more: left in place
-        assert STORAGE.read_json(join(out, checkpoint.LEASE))["owner"] == taker.owner
+        assert STORAGE.read_json(join(out, paths.LEASE))["owner"] == taker.owner
         taker.release()
-    assert STORAGE.read_json(join(out, checkpoint.LEASE)) is None
+    assert STORAGE.read_json(join(out, paths.LEASE)) is None
 
 
 def test_a_late_heartbeat_is_checked_when_the_run_asks(tmp_path):
@@ -143,10 +144,10 @@ def test_a_removed_lease_is_recreated_by_its_holder(tmp_path):
     clock = Clock()
     out = str(tmp_path)
     with RunLease(STORAGE, out, ttl_s=600, settle_s=0, clock=clock) as lease:
-        STORAGE.remove(join(out, checkpoint.LEASE))
+        STORAGE.remove(join(out, paths.LEASE))
         lease.beat()
         assert lease.lost() is None
-        assert STORAGE.read_json(join(out, checkpoint.LEASE))["owner"] == lease.owner
+        assert STORAGE.read_json(join(out, paths.LEASE))["owner"] == lease.owner
 
 
 def test_the_lease_of_a_killed_process_on_this_machine_is_taken_over_at_once(tmp_path):
@@ -158,7 +159,7 @@ def test_the_lease_of_a_killed_process_on_this_machine_is_taken_over_at_once(tmp
     assert is_gone(live.process.replace(f"/{os.getpid()}/", f"/{pid}/"))  # same machine, no such process
     assert not is_gone(live.process) and not is_gone(None) and not is_gone("other-boot/ns/1/2")
     STORAGE.write_json_atomic(
-        join(str(tmp_path), checkpoint.LEASE),
+        join(str(tmp_path), paths.LEASE),
         {
             "owner": f"here:{pid}:x",
             "process": live.process.replace(f"/{os.getpid()}/", f"/{pid}/"),
@@ -168,17 +169,17 @@ def test_the_lease_of_a_killed_process_on_this_machine_is_taken_over_at_once(tmp
         },
     )
     with live:
-        assert STORAGE.read_json(join(str(tmp_path), checkpoint.LEASE))["owner"] == live.owner
+        assert STORAGE.read_json(join(str(tmp_path), paths.LEASE))["owner"] == live.owner
 
 
 def test_a_free_local_lease_is_created_exclusively_without_waiting(tmp_path, monkeypatch):
     slept: list[float] = []
-    monkeypatch.setattr("pipeline.rerank.lease.time.sleep", slept.append)
+    monkeypatch.setattr("pipeline.rerank.output.lease.time.sleep", slept.append)
     lease = RunLease(STORAGE, str(tmp_path), ttl_s=600, settle_s=30)
     lease.acquire()
     try:
         assert slept == []  # a hard-link create cannot interleave with another: nothing to settle
-        lease_uri = join(str(tmp_path), checkpoint.LEASE)
+        lease_uri = join(str(tmp_path), paths.LEASE)
         assert STORAGE.create_json_local(lease_uri, {"owner": "someone-else"}) is False  # taken
         assert STORAGE.read_json(lease_uri)["owner"] == lease.owner
         assert not [p for p in (tmp_path / "_rerank").iterdir() if p.name.startswith(".tmp-")]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.io import ShardFile, Storage, join
-from pipeline.rerank import checkpoint, legacy_manifest
-from pipeline.rerank.config import fingerprint_digest
+from pipeline.rerank.output import checkpoint, legacy_manifest, paths
+from pipeline.rerank.output.fingerprint import fingerprint_digest
 
 STORAGE = Storage()
 LEGACY = {"model": "/models/m", "max_length": 512}
@@ -37,7 +37,7 @@ def test_upgrade_records_the_identity_so_a_changed_model_is_refused_from_then_on
     done = legacy_manifest.upgraded_markers(old, digest)
     legacy_manifest.upgrade(STORAGE, out, done, FP, digest)
 
-    manifest = STORAGE.read_json(join(out, checkpoint.RUN_MANIFEST))
+    manifest = STORAGE.read_json(join(out, paths.RUN_MANIFEST))
     assert manifest["digest"] == digest and manifest["fingerprint"] == FP
     assert manifest["upgraded_from"] == fingerprint_digest(LEGACY)
     assert set(checkpoint.load_done(STORAGE, out, [SHARD], digest)) == {"a.parquet"}

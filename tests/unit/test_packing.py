@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.models.kernels.packing import pack, plan_packed_batches
+from pipeline.modeling.kernels.packing import pack, plan_packed_batches
 from pipeline.models.padding import token_lists
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.modeling.reranker import Reranker
 from pipeline.models.pair_tokenizer import PairTokenizer
-from pipeline.models.reranker import Reranker
-from pipeline.rerank.ranking import sigmoid
+from pipeline.rerank.output.ranking import sigmoid
 
 TOLERANCE = 1e-4
 

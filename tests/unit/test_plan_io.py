@@ -5,7 +5,7 @@ import pytest
 from pipeline.errors import InputContractError
 from pipeline.io import Storage
 from pipeline.rerank.config import InputConfig
-from pipeline.rerank.discovery import check_pending, find_shards
+from pipeline.rerank.input.discovery import check_pending, find_shards
 
 STORAGE = Storage()
 

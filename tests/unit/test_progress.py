@@ -1,6 +1,6 @@
 import time
 
-from pipeline.rerank.progress import Progress
+from pipeline.rerank.report.progress import Progress
 
 
 def _calls(actor, *spans):

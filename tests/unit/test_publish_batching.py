@@ -12,15 +12,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.errors import LeaseLostError
 from pipeline.io import ShardFile, Storage
-from pipeline.rerank import checkpoint
-from pipeline.rerank.assembly import ShardScores
 from pipeline.rerank.config import InputConfig, RankingConfig
-from pipeline.rerank.lease import LeaseClaim, LeaseLostError
-from pipeline.rerank.progress import Progress
-from pipeline.rerank.publish import publish_shards
-from pipeline.rerank.publisher import ShardPublisher
-from pipeline.rerank.split_queries import encode_hashes
+from pipeline.rerank.input.split_queries import encode_hashes
+from pipeline.rerank.output import paths
+from pipeline.rerank.output.lease import LeaseClaim
+from pipeline.rerank.report.progress import Progress
+from pipeline.rerank.stages.shard_scores import ShardScores
+from pipeline.rerank.stages.write import publish_shards
+from pipeline.rerank.stream.publisher import ShardPublisher
 from tests.helpers import pairs_table
 
 
@@ -119,7 +120,7 @@ def batch_of(shards: list[ShardFile]) -> list[tuple[ShardFile, ShardScores, str]
 
 def lease_held_by(out: Path, holder: str) -> LeaseClaim:
     """OUTPUT's lease as `holder` wrote it, and the claim of a run called "me"."""
-    lease = out / checkpoint.LEASE
+    lease = out / paths.LEASE
     lease.parent.mkdir(parents=True)
     lease.write_text(json.dumps({"owner": holder}))
     return LeaseClaim(str(lease), "me")
@@ -134,7 +135,7 @@ def test_a_publish_task_of_a_run_that_holds_the_lease_publishes_and_marks(tmp_pa
         claim=claim,
     )  # fmt: skip
     assert [error for _, _, error in results] == [None, None]
-    assert (out / "part-0.parquet").exists() and (out / checkpoint.MARKERS / "part-1.parquet.json").exists()
+    assert (out / "part-0.parquet").exists() and (out / paths.MARKERS / "part-1.parquet.json").exists()
 
 
 def test_a_publish_task_of_a_run_that_lost_its_lease_writes_nothing(tmp_path):

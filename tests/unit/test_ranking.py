@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.rerank.ranking import rank_table
+from pipeline.rerank.output.ranking import rank_table
 
 
 def table():

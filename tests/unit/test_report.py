@@ -12,14 +12,15 @@ import pytest
 
 from pipeline.errors import RunInterrupted
 from pipeline.io import Storage
-from pipeline.rerank import recorder as recorder_module
-from pipeline.rerank.recorder import LENGTH_BINS, RunRecorder
-from pipeline.rerank.report import REPORT_HTML, REPORT_JSON, report_data, write_report
-from pipeline.rerank.report_html import render_html
-from pipeline.rerank.report_svg import nice_ticks
+from pipeline.rerank.output.paths import REPORT_HTML, REPORT_JSON
+from pipeline.rerank.report import recorder as recorder_module
+from pipeline.rerank.report.html import render_html
+from pipeline.rerank.report.recorder import LENGTH_BINS, RunRecorder
+from pipeline.rerank.report.run_report import report_data, write_report
+from pipeline.rerank.report.svg import nice_ticks
+from pipeline.rerank.report.timeline import TimeBins
 from pipeline.rerank.runner import PreparedRun, RunReport, reporting_stops, write_run_report
-from pipeline.rerank.score_stage import scored_schema
-from pipeline.rerank.timeline import TimeBins
+from pipeline.rerank.stages.score import scored_schema
 from tests.helpers import job, scoring_settings
 
 T0 = 1_800_000_000.0

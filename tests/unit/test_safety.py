@@ -19,13 +19,13 @@ from jobs.cli import main
 from pipeline.errors import ConfigError, InputContractError
 from pipeline.io import ShardFile, Storage, join, location, storage_error
 from pipeline.models.limits import position_limit
-from pipeline.rerank import checkpoint
 from pipeline.rerank import prepare as rerank_prepare
 from pipeline.rerank.config import InputConfig, load_config
-from pipeline.rerank.discovery import _is_id, check_pending, contract_problems
-from pipeline.rerank.quarantine import duplicate_pairs, reject_reasons, split_rejected
-from pipeline.rerank.ranking import rank_table
-from pipeline.rerank.split_queries import query_id_hashes
+from pipeline.rerank.input.discovery import _is_id, check_pending, contract_problems
+from pipeline.rerank.input.quarantine import duplicate_pairs, reject_reasons, split_rejected
+from pipeline.rerank.input.split_queries import query_id_hashes
+from pipeline.rerank.output import checkpoint
+from pipeline.rerank.output.ranking import rank_table
 from tests.helpers import free_port
 
 STORAGE = Storage()

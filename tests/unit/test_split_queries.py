@@ -3,7 +3,7 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
-from pipeline.rerank.split_queries import (
+from pipeline.rerank.input.split_queries import (
     decode_hashes,
     encode_hashes,
     names_of,

@@ -11,12 +11,13 @@ import pytest
 
 from jobs.cli import main
 from pipeline.io import Storage, join
-from pipeline.rerank import checkpoint
-from pipeline.rerank.config import fingerprint_digest
-from pipeline.rerank.lease import process_tag
-from pipeline.rerank.recorder import RunRecorder
-from pipeline.rerank.report import REPORT_HTML, REPORT_JSON, report_data, write_report
-from pipeline.rerank.status import write_shard_list
+from pipeline.rerank.output import checkpoint, paths
+from pipeline.rerank.output.fingerprint import fingerprint_digest
+from pipeline.rerank.output.lease import process_tag
+from pipeline.rerank.output.paths import REPORT_HTML, REPORT_JSON
+from pipeline.rerank.output.status import write_shard_list
+from pipeline.rerank.report.recorder import RunRecorder
+from pipeline.rerank.report.run_report import report_data, write_report
 from tests.helpers import pairs_table
 
 FP = {"model": "/models/m3", "dtype": "float16", "max_length": 128}
@@ -117,17 +118,17 @@ def test_lease_holder_and_heartbeat_age(local, capsys):
     storage, input_uri, output = local
     craft(storage, input_uri, output, done=1)
     lease = {"owner": "node-7:4242:ab12cd34", "started_at": time.time() - 100, "ttl_s": 600.0}
-    storage.write_json_atomic(join(output, checkpoint.LEASE), {**lease, "heartbeat_at": time.time() - 30})
+    storage.write_json_atomic(join(output, paths.LEASE), {**lease, "heartbeat_at": time.time() - 30})
     code, s = status_of(capsys, output)
     assert code == 1 and s["lease"]["holder"] == "node-7:4242:ab12cd34"
     assert 29 <= s["lease"]["heartbeat_age_s"] < 60 and s["lease"]["is_stale"] is False
-    storage.write_json_atomic(join(output, checkpoint.LEASE), {**lease, "heartbeat_at": time.time() - 900})
+    storage.write_json_atomic(join(output, paths.LEASE), {**lease, "heartbeat_at": time.time() - 900})
     assert main(["status", output]) == 1
     assert "(stale)" in capsys.readouterr().out
     boot, namespace, _, _ = str(process_tag(os.getpid())).split("/")  # this machine's process...
     dead = f"{boot}/{namespace}/999999999/1"  # ... that no longer runs: the next start takes over
     storage.write_json_atomic(
-        join(output, checkpoint.LEASE), {**lease, "heartbeat_at": time.time(), "process": dead}
+        join(output, paths.LEASE), {**lease, "heartbeat_at": time.time(), "process": dead}
     )
     code, s = status_of(capsys, output)
     assert s["lease"]["is_process_gone"] and s["lease"]["is_stale"]
@@ -136,8 +137,8 @@ def test_lease_holder_and_heartbeat_age(local, capsys):
 def test_success_of_another_fingerprint_does_not_count(local, capsys):
     storage, input_uri, output = local
     craft(storage, input_uri, output, done=3, success=True)
-    success = storage.read_json(join(output, checkpoint.SUCCESS))
-    storage.write_json_atomic(join(output, checkpoint.SUCCESS), {**success, "digest": "0000"})
+    success = storage.read_json(join(output, paths.SUCCESS))
+    storage.write_json_atomic(join(output, paths.SUCCESS), {**success, "digest": "0000"})
     code, s = status_of(capsys, output)
     assert code == 1 and not s["has_success"] and any("another fingerprint" in n for n in s["notes"])
 

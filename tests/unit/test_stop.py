@@ -10,13 +10,12 @@ import signal
 import pytest
 
 from jobs.entry import execute, exit_code_for
-from pipeline.errors import RunInterrupted, RunStopped
+from pipeline.errors import LeaseLostError, RunInterrupted, RunStopped
 from pipeline.io import Storage
 from pipeline.rerank.config import InputConfig, RankingConfig
-from pipeline.rerank.lease import LeaseLostError
-from pipeline.rerank.progress import Progress
-from pipeline.rerank.publisher import ShardPublisher
+from pipeline.rerank.report.progress import Progress
 from pipeline.rerank.stop import counting_shards, handling_signals, raise_if_stopped, stop_reason, stop_when
+from pipeline.rerank.stream.publisher import ShardPublisher
 
 
 def publisher(tmp_path, should_stop) -> ShardPublisher:

@@ -35,7 +35,7 @@ import pyarrow as pa
 from pipeline.config import ModelConfig
 from pipeline.io import Storage
 from pipeline.rerank.config import InputConfig
-from pipeline.rerank.tokenize_stage import TokenizeShard
+from pipeline.rerank.stages.tokenize import TokenizeShard
 
 shard, models = sys.argv[1], sys.argv[2:]
 ids = {}

@@ -1,0 +1,187 @@
+"""Scoring modules over packed batches (`--attention unpadded`), one per reranker kind. Each wraps
+the padded scoring module it was built from and reuses its weights, so both give the same scores:
+
+    forward(input_ids, position_ids, cu_seqlens, first, last, max_length[, token_type_ids])
+        -> fp32 scores [pairs, score columns]
+
+with the packed row's tensors from pipeline.modeling.kernels.packing (`max_length` a Python int).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.errors import ModelLoadError
+from pipeline.modeling.kernels.attention import VARLEN, flash_varlen, packed_attention, register_varlen
+from pipeline.modeling.llm_scorer import YesLogitScorer
+from pipeline.modeling.minicpm_layerwise import DecoderLayer, LayerwiseReranker, apply_rotary
+from pipeline.models.limits import PADDING_OFFSET_TYPES
+
+
+def _varlen_kwargs(cu_seqlens: torch.Tensor, max_length: int) -> dict[str, torch.Tensor | int]:
+    return {
+        "cu_seq_lens_q": cu_seqlens,
+        "cu_seq_lens_k": cu_seqlens,
+        "max_length_q": max_length,
+        "max_length_k": max_length,
+    }
+
+
+def _use_varlen(model: nn.Module) -> None:
+    register_varlen()
+    model.set_attn_implementation(VARLEN)  # type: ignore[operator]
+
+
+class PackedEncoder(nn.Module):
+    """A transformers sequence classifier whose head reads the first token: BERT-style (pooler,
+    then a linear classifier) or RoBERTa-style (a `*ClassificationHead` on token 0)."""
+
+    model: Any  # a transformers *ForSequenceClassification (typed loosely: its parts vary)
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.model = classifier
+        base = getattr(classifier, "base_model", None)
+        head = getattr(classifier, "classifier", None)
+        self.uses_pooler = getattr(base, "pooler", None) is not None and isinstance(head, nn.Linear)
+        if not self.uses_pooler and not type(head).__name__.endswith("ClassificationHead"):
+            raise ModelLoadError(
+                f"--attention unpadded supports BERT- and RoBERTa-style cross-encoders; "
+                f"{type(classifier).__name__} has another head; use --attention padded"
+            )
+        config: Any = getattr(classifier, "config", None)
+        pad = int(config.pad_token_id or 0)
+        self.position_offset = pad + 1 if config.model_type in PADDING_OFFSET_TYPES else 0
+        _use_varlen(classifier)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        first: torch.Tensor,
+        last: torch.Tensor,
+        max_length: int,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        base = self.model.base_model
+        hidden = base(
+            input_ids=input_ids,
+            position_ids=position_ids,
+            token_type_ids=token_type_ids,
+            **_varlen_kwargs(cu_seqlens, max_length),
+        ).last_hidden_state
+        firsts = hidden[0, first].unsqueeze(1)  # [pairs, 1, hidden]: each pair's own token 0
+        if self.uses_pooler:
+            logits = self.model.classifier(self.model.dropout(base.pooler(firsts)))
+        else:
+            logits = self.model.classifier(firsts)
+        return logits.view(-1, 1).float()
+
+
+class PackedYesLogit(nn.Module):
+    """The LLM kind (pipeline.modeling.llm_scorer) over a packed row: the "Yes" logit at each pair's
+    last token."""
+
+    position_offset = 0
+
+    def __init__(self, scorer: YesLogitScorer) -> None:
+        super().__init__()
+        self.scorer = scorer
+        _use_varlen(scorer.decoder)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        first: torch.Tensor,
+        last: torch.Tensor,
+        max_length: int,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        s = self.scorer
+        hidden = s.decoder(
+            input_ids=input_ids,
+            position_ids=position_ids,
+            use_cache=False,
+            **_varlen_kwargs(cu_seqlens, max_length),
+        ).last_hidden_state
+        logits = F.linear(hidden[0, last], s.yes_row, s.yes_bias)
+        if s.softcap:
+            logits = torch.tanh(logits / s.softcap) * s.softcap
+        return logits.float()
+
+
+def _packed_layer(
+    layer: DecoderLayer,
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_length: int,
+) -> torch.Tensor:
+    """pipeline.modeling.minicpm_layerwise.DecoderLayer on [tokens, hidden], attention per pair."""
+    a = layer.self_attn
+    h = layer.input_layernorm(x)
+    q = a.q_proj(h).view(-1, a.heads, a.head_dim)
+    k = a.k_proj(h).view(-1, a.kv_heads, a.head_dim)
+    v = a.v_proj(h).view(-1, a.kv_heads, a.head_dim)
+    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    out = packed_attention(q, k, v, cu_seqlens, max_length, causal=True)
+    x = x + a.o_proj(out.reshape(-1, a.heads * a.head_dim)) * layer.residual_scale
+    return x + layer.mlp(layer.post_attention_layernorm(x)) * layer.residual_scale
+
+
+class PackedLayerwise(nn.Module):
+    """Our MiniCPM layerwise reranker over a packed row: the same layers, norms, heads and RoPE
+    tables, with each token's rotation taken at its position within its own pair."""
+
+    position_offset = 0
+
+    def __init__(self, reranker: LayerwiseReranker) -> None:
+        super().__init__()
+        self.reranker = reranker
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        first: torch.Tensor,
+        last: torch.Tensor,
+        max_length: int,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        r = self.reranker
+        hidden = r.model.embed_tokens(input_ids[0]) * r.cfg.scale_emb  # [tokens, hidden]
+        cos, sin = r.rotary(max_length, hidden.device, hidden.dtype)
+        cos, sin = cos[position_ids[0]].unsqueeze(1), sin[position_ids[0]].unsqueeze(1)
+        wanted = set(r.cutoff_layers)
+        at_layer: dict[int, torch.Tensor] = {}
+        for depth in range(max(r.cutoff_layers) + 1):
+            if depth in wanted:
+                at_layer[depth] = r.head(depth)(r.model.norm(hidden[last])).float()
+            if depth < len(r.model.layers):
+                layer = r.model.layers[depth]
+                hidden = _packed_layer(layer, hidden, cos, sin, cu_seqlens, max_length)  # type: ignore[arg-type]
+        return torch.cat([at_layer[k] for k in r.cutoff_layers], dim=1)
+
+
+def packed_scorer(scorer: nn.Module) -> nn.Module:
+    """The packed counterpart of a padded scoring module (pipeline.modeling.reranker.load_scorer)."""
+    flash_varlen()  # looked up here, before any forward is compiled
+    if isinstance(scorer, YesLogitScorer):
+        return PackedYesLogit(scorer)
+    if isinstance(scorer, LayerwiseReranker):
+        return PackedLayerwise(scorer)
+    inner = getattr(scorer, "model", None)  # EncoderScorer holds the transformers classifier
+    if isinstance(inner, nn.Module) and hasattr(inner, "base_model"):
+        return PackedEncoder(inner)
+    raise ModelLoadError(
+        f"--attention unpadded cannot pack batches for {type(scorer).__name__}; use --attention padded"
+    )

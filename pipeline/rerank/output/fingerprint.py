@@ -1,0 +1,62 @@
+"""What a run's OUTPUT was made with: a rerun resumes only an OUTPUT of the same fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pipeline.rerank.config import InputConfig, JobConfig
+
+
+def fingerprint(
+    cfg: JobConfig, resolved_dtype: str, model_identity: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """What makes two runs' outputs comparable; a resume must match it exactly. `model_identity`
+    (pipeline.models.identity) tells apart two models at the same path, URI or hub id."""
+    fp: dict[str, Any] = {
+        "model": cfg.model.name_or_path,
+        "max_length": cfg.model.max_length,
+        "query_max_length": cfg.model.resolved_query_max_length,
+        "dtype": resolved_dtype,
+        "normalize": cfg.ranking.normalize,
+        "top_k": cfg.ranking.top_k,
+        "columns": {
+            "query_id": cfg.input.query_id_column,
+            "query": cfg.input.query_column,
+            "doc_id": cfg.input.doc_id_column,
+            "passage": cfg.input.passage_column,
+        },
+    }
+    m = cfg.model
+    if m.kind not in ("auto", "encoder"):  # encoder runs keep the fingerprint they always had
+        fp["kind"] = m.kind
+        fp["prompt"] = m.resolved_prompt
+        fp["cutoff_layers"] = m.cutoff_layers
+    if model_identity is not None:
+        fp["model_identity"] = model_identity
+    fp |= input_shape_fingerprint(cfg.input)
+    return fp
+
+
+def input_shape_fingerprint(i: InputConfig) -> dict[str, Any]:
+    """The layout and cascade options, only where set: a run without them keeps its fingerprint."""
+    fp: dict[str, Any] = {}
+    if i.layout != "long":
+        fp["layout"] = {"layout": i.layout, "candidates_column": i.candidates_column}
+    if i.previous_prefix is not None:
+        fp["previous_prefix"] = i.previous_prefix
+    if i.prefilter_column is not None:
+        fp["prefilter"] = {"column": i.prefilter_column, "top_k": i.prefilter_top_k}
+    if i.long_passages != "truncate":
+        fp["long_passages"] = {
+            "mode": i.long_passages,
+            "chunk_overlap": i.chunk_overlap,
+            "max_chunks": i.max_chunks,
+            "chunk_aggregate": i.chunk_aggregate,
+        }
+    return fp
+
+
+def fingerprint_digest(fp: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,25 @@
+"""What OUTPUT holds, in one place. Every module that reads or writes OUTPUT takes its names here.
+
+OUTPUT/<relpath>.parquet              output shard, published atomically
+OUTPUT/_rejected/<relpath>.parquet    quarantined rows of that shard, with `reject_reason`
+OUTPUT/_rerank/run.json               the run's config fingerprint, written before any shard
+OUTPUT/_rerank/lease.json             one run per OUTPUT (pipeline/rerank/output/lease.py); survives --fresh
+OUTPUT/_rerank/done/<relpath>.json    done-marker, written after its shard is published
+OUTPUT/_rerank/shards.json            every input shard the last run saw (relpath, size, version)
+OUTPUT/_rerank/report.json, .html     the run report (pipeline/rerank/report/run_report.py)
+OUTPUT/_SUCCESS                       manifest, written last, once every shard is done
+"""
+
+from __future__ import annotations
+
+OWN = "_rerank/"  # everything of ours but the data shards, _rejected/ and _SUCCESS lives under it
+RUN_MANIFEST = "_rerank/run.json"
+LEASE = "_rerank/lease.json"
+MARKERS = "_rerank/done"
+SHARD_LIST = "_rerank/shards.json"
+REPORT_JSON = "_rerank/report.json"
+REPORT_HTML = "_rerank/report.html"
+SUCCESS = "_SUCCESS"
+REJECTED = "_rejected"
+# the row accounting of every done-marker: rows_in = rows_out + rows_rejected + rows_dropped_top_k
+ROW_COUNTS = ("rows_in", "rows_out", "rows_rejected", "rows_dropped_top_k")

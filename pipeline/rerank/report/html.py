@@ -1,0 +1,102 @@
+"""The run report's HTML page, made from report.json's numbers alone: inline CSS, the sections of
+`report_sections.py` (tables and inline SVG), no script and nothing fetched."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from html import escape
+from typing import Any
+
+from pipeline.rerank.report import svg
+from pipeline.rerank.report.sections import lengths, phases, problems, scores, table, throughput, work
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:920px;
+color:#111827}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #e5e7eb}
+.sub{color:#4b5563}.ok{color:#15803d}.bad{color:#b91c1c}
+table{border-collapse:collapse;margin:6px 0}
+td,th{padding:3px 10px;border-bottom:1px solid #f3f4f6;text-align:left}
+th{color:#374151;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+pre{background:#f9fafb;border:1px solid #e5e7eb;padding:10px;overflow:auto;font-size:12px}
+svg.chart{display:block;margin:8px 0;background:#fff}
+svg text{font-size:11px;fill:#374151}svg text.ct{font-size:13px;font-weight:600;fill:#111827}
+svg text.ml{fill:#4b5563}svg .grid{stroke:#f3f4f6}svg .axis{stroke:#9ca3af}
+"""
+
+
+def _when(epoch: float | None) -> str:
+    if not epoch:
+        return "?"
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def render_html(data: dict[str, Any]) -> str:
+    """The whole page for a report.json dict."""
+    s, sh, rows = data.get("summary") or {}, data.get("shards") or {}, data.get("rows") or {}
+    outcome = str(data.get("outcome", "?"))
+    status = "ok" if outcome == "complete" else "bad"
+    figures: list[list[Any]] = [
+        [
+            "shards (total / skipped as done / published / failed)",
+            " / ".join(str(sh.get(k, "?")) for k in ("total", "skipped", "published", "failed")),
+        ],
+        [
+            "rows in / out / rejected / dropped by top-k",
+            " / ".join(
+                str(rows.get(k, "?")) for k in ("rows_in", "rows_out", "rows_rejected", "rows_dropped_top_k")
+            ),
+        ],
+        ["pairs scored", s.get("pairs_scored")],
+        ["tokens (padded)", f"{s.get('tokens')} ({s.get('padded_tokens')})"],
+        ["padding efficiency", s.get("padding_efficiency")],
+        ["wall s", (data.get("phases") or {}).get("wall_s")],
+        ["pairs/s (whole run)", s.get("pairs_per_s")],
+        ["steady pairs/s (scoring calls)", s.get("steady_pairs_per_s")],
+        ["start-up s (to the first scored batch)", (data.get("phases") or {}).get("first_scored_s")],
+        ["scoring utilisation", s.get("scoring_utilisation")],
+        ["planning s", s.get("planning_s")],
+        ["driver peak RSS MiB", s.get("driver_peak_rss_mib")],
+    ]
+    busy = data.get("stage_busy_s") or {}
+    stage_items = [(k, float(busy[k])) for k in ("tokenize", "score", "publish") if busy.get(k) is not None]
+    body = [
+        "<h1>offline-rerank run report</h1>",
+        f'<p class="sub">{escape(str(data.get("output", "")))}<br>'
+        f"started {_when(data.get('started_at'))}, ended {_when(data.get('ended_at'))} — "
+        f'<b class="{status}">{escape(outcome)}</b></p>',
+        "<h2>Figures</h2>",
+        table(["figure", "value"], figures),
+        (
+            "<p>--long-passages chunk: below, a pair is one window of a passage (what one scoring "
+            "row holds); pairs scored above count rows.</p>"
+            if ((data.get("config") or {}).get("input") or {}).get("long_passages") == "chunk"
+            else ""
+        ),
+        "<h2>Where the time went</h2>",
+        svg.stacked_bar("phases", "Wall time by phase", phases(data)),
+        svg.bars("stage-busy", "Busy time per stage, summed over workers", stage_items, "s"),
+        "<p>Tokenize: Ray Data's task time of the tokenize stage; score: time inside scoring calls "
+        "(the actors' clocks); publish: from a shard's last score reaching the driver to its "
+        "done-marker (batching wait included). Stages overlap: the sum can exceed the wall time.</p>",
+        "<h2>Throughput over time</h2>",
+        throughput(data),
+        "<h2>Work per node and scoring actor</h2>",
+        work(data),
+        "<h2>Token lengths and padding</h2>",
+        lengths(data),
+        "<h2>Scores</h2>",
+        scores(data),
+        "<h2>Rejects and failures</h2>",
+        problems(data),
+        "<h2>Config (credentials masked) and fingerprint</h2>",
+        f"<p>digest <code>{escape(str(data.get('digest', '')))}</code></p>",
+        f"<pre>{escape(json.dumps(data.get('fingerprint'), indent=1, sort_keys=True))}</pre>",
+        f"<pre>{escape(json.dumps(data.get('config'), indent=1, sort_keys=True))}</pre>",
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>rerank report: {escape(str(data.get('output', '')))}</title><style>{CSS}</style></head>"
+        "<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )

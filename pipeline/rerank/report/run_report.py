@@ -1,0 +1,77 @@
+"""The run report: `OUTPUT/_rerank/report.json` (every number it draws) and `report.html` (one
+self-contained page: inline SVG and CSS, no script, nothing fetched), written at the end of each
+run that scored (also one that failed shards or was interrupted), through `pipeline.io` so it
+lands next to the output on any storage. The HTML is made from the JSON alone (`render_html`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pipeline.io import Storage, join
+from pipeline.rerank.output.paths import REPORT_HTML, REPORT_JSON
+from pipeline.rerank.report.html import render_html
+from pipeline.rerank.report.recorder import RunRecorder
+
+log = logging.getLogger(__name__)
+
+MAX_FAILURES = 200  # failed shards listed by name; the count is always whole
+VERSION = 1
+
+
+def report_data(
+    *,
+    recorder: RunRecorder,
+    output: str,
+    outcome: str,
+    shards: dict[str, int],
+    failed: dict[str, str],
+    summary: dict[str, Any],
+    config: dict[str, Any],
+    fingerprint: dict[str, Any],
+    digest: str,
+    totals: dict[str, Any] | None = None,
+    ended_at: float | None = None,
+) -> dict[str, Any]:
+    """What report.json holds: the run (`shards`: total, skipped, published, failed), the recorded
+    figures, failures with reasons, the final summary, the redacted config and the fingerprint.
+    `totals`: OUTPUT's row totals (`_SUCCESS`'s), else this run's published shards' are used."""
+    ended_at = time.time() if ended_at is None else ended_at
+    shown = dict(sorted(failed.items())[:MAX_FAILURES])
+    return {
+        "version": VERSION,
+        "output": output,
+        "outcome": outcome,
+        "started_at": recorder.started_at,
+        "ended_at": ended_at,
+        "shards": shards,
+        **recorder.to_dict(ended_at),
+        "rows": totals if totals else recorder.rows(),
+        "failures": {"count": len(failed), "shards": shown},
+        "summary": summary,
+        "config": config,
+        "fingerprint": fingerprint,
+        "digest": digest,
+    }
+
+
+def write_report(storage: Storage, output: str, data: dict[str, Any]) -> str:
+    """Writes report.json and report.html under OUTPUT/_rerank/ (each atomically); returns the
+    HTML's URI."""
+    storage.write_json_atomic(join(output, REPORT_JSON), data)
+    uri = join(output, REPORT_HTML)
+    storage.write_text_atomic(uri, render_html(data))
+    return uri
+
+
+def publish_report(storage: Storage, output: str, data: dict[str, Any]) -> None:
+    """`write_report`, logged; a report that cannot be written is a warning, never the run's
+    failure (its shards and `_SUCCESS` stand)."""
+    try:
+        uri = write_report(storage, output, data)
+    except Exception as e:
+        log.warning("could not write the run report under %s: %s: %s", output, type(e).__name__, e)
+        return
+    log.info("run report: %s", uri)

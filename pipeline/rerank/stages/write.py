@@ -1,0 +1,174 @@
+"""The write stage: a shard's scores joined to its rows, ranked, published, then marked done.
+
+`publish_shards` publishes a batch of complete shards (`publisher.py` forms them): each is
+published and its done-marker written right after, once it is checked that the run still holds
+OUTPUT's lease, so the driver neither waits on storage nor pays a round trip per shard. A
+`ShardWriter` (one of a few long-lived Ray actors of the run) runs it: one process each for the
+whole run, not a worker per task (on a small node, Ray ends an idle task worker within a second
+and starts a new one for the next task: seconds of CPU each, taken from the scoring actors). Kept
+apart from the scoring stage so the writers never import torch.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.errors import LeaseLostError
+from pipeline.faults import crash_point
+from pipeline.io import ShardFile, Storage
+from pipeline.rerank.config import InputConfig, RankingConfig
+from pipeline.rerank.input.layout import flatten_shard
+from pipeline.rerank.input.quarantine import duplicate_pairs, split_rejected
+from pipeline.rerank.output import checkpoint
+from pipeline.rerank.output.lease import LeaseClaim
+from pipeline.rerank.output.ranking import rank_table
+from pipeline.rerank.stages.shard_scores import ShardScores
+from pipeline.rerank.stages.unscored import null_unscored, split_unscored, unscored_order, with_unscored
+
+
+def publish_shard(
+    storage: Storage,
+    output: str,
+    shard: ShardFile,
+    scored: ShardScores,
+    columns: InputConfig,
+    ranking: RankingConfig,
+    digest: str,
+    query_id_hashes: str = "",
+    score_columns: list[str] | None = None,
+) -> dict[str, Any]:
+    """Ranks one shard's rows by their scores and publishes it (and its quarantined rows)
+    atomically; returns the stats for its done-marker, which the driver writes next. Every input
+    row is accounted for: rows_in = rows_out + rows_rejected + rows_dropped_top_k.
+    """
+    shape = flatten_shard(storage.read_table(shard.uri), columns)  # nested: a row per candidate
+    table = shape.flat
+    if table.num_rows != len(scored.scores):
+        raise RuntimeError(
+            f"shard {shard.uri} has {table.num_rows} rows but {len(scored.scores)} were scored; "
+            "was it modified during the run? rerun to redo it"
+        )
+    scored, unscored = split_unscored(scored)  # --prefilter-top-k's rows: published, not scored
+    keep, rejected = split_rejected(table, scored.rejected_rows, scored.reject_reasons)
+    rejected = shape.long_rows(rejected)
+    kept = with_unscored(table.filter(pa.array(keep)), unscored[keep])
+    chunked = scored.chunk_columns(keep) if columns.long_passages == "chunk" else {}
+    for name, values in chunked.items():  # ranked with their rows, then moved after the scores
+        kept = kept.append_column(name, values)
+    ranked = rank_table(
+        kept,
+        scored.scores[keep],
+        shape.group_column,
+        ranking.top_k,
+        ranking.normalize,
+        score_columns,
+        unscored_order=unscored_order(kept, columns),
+    )
+    if chunked:
+        ranked = ranked.select([c for c in ranked.column_names if c not in chunked] + list(chunked))
+    ranked = null_unscored(ranked, table.column_names)
+    rejected_uri = checkpoint.rejected_uri(output, shard.relpath)
+    if rejected.num_rows:
+        storage.write_parquet_atomic(rejected_uri, rejected)
+    else:
+        storage.remove(rejected_uri)  # a quarantine left by an earlier run of this shard
+    storage.write_parquet_atomic(checkpoint.shard_output_uri(output, shard.relpath), shape.nest(ranked))
+    stats = {
+        "rows_in": table.num_rows,
+        "rows_out": ranked.num_rows,
+        "rows_rejected": rejected.num_rows,
+        "rows_dropped_top_k": kept.num_rows - ranked.num_rows,
+        "rows_not_scored": int(unscored.sum()),  # --prefilter-top-k: in rows_out or dropped by top-k
+        "duplicate_pairs": duplicate_pairs(table, columns.query_id_column, columns.doc_id_column),
+        "query_id_hashes": query_id_hashes,  # read before scoring (discovery.py), kept for reruns
+        "tokens": scored.tokens,
+        "padded_tokens": scored.padded_tokens,
+    }
+    if chunked:  # windows of the rows scored; those past --max-chunks were not
+        stats |= {"windows_scored": scored.windows_scored, "windows_not_scored": scored.windows_not_scored}
+    if stats["rows_in"] != stats["rows_out"] + stats["rows_rejected"] + stats["rows_dropped_top_k"]:
+        raise RuntimeError(f"shard {shard.uri} does not reconcile: {stats}")
+    return stats
+
+
+def marker_summary(marker: dict[str, Any]) -> dict[str, Any]:
+    """What the driver keeps of a marker for `_SUCCESS`: the counts, not the query-id hashes."""
+    return {k: v for k, v in marker.items() if k != "query_id_hashes"}
+
+
+CLAIM_CHECK_S = 1.0  # a writer re-reads the lease before a write at most this often
+
+
+class ClaimCheck:
+    """Checks the run's lease claim before a write, re-reading it at most every `every_s`: a run
+    whose lease was taken over writes at most the file in hand, never a whole batch more."""
+
+    def __init__(self, storage: Storage, claim: LeaseClaim | None, every_s: float = CLAIM_CHECK_S) -> None:
+        self._storage, self._claim, self._every_s = storage, claim, every_s
+        self._checked_at = -float("inf")
+
+    def __call__(self) -> None:
+        if self._claim is None or time.monotonic() - self._checked_at < self._every_s:
+            return
+        self._claim.check(self._storage)  # raises LeaseLostError
+        self._checked_at = time.monotonic()
+
+
+def publish_shards(
+    storage: Storage,
+    output: str,
+    shards: list[tuple[ShardFile, ShardScores, str]],
+    columns: InputConfig,
+    ranking: RankingConfig,
+    digest: str,
+    score_columns: list[str] | None = None,
+    claim: LeaseClaim | None = None,
+) -> list[tuple[str, dict[str, Any] | None, str | None]]:
+    """Publishes and marks each (shard, scores, query-id hashes); returns (relpath, marker summary,
+    None) per shard, or (relpath, None, reason) for a shard that failed (the others go on). With a
+    lease `claim`, a lease found lost fails the shard in hand and every one after it, unwritten."""
+    results: list[tuple[str, dict[str, Any] | None, str | None]] = []
+    still_ours = ClaimCheck(storage, claim)
+    for i, (shard, scored, hashes) in enumerate(shards):
+        try:
+            still_ours()
+            stats = publish_shard(
+                storage, output, shard, scored, columns, ranking, digest, hashes, score_columns
+            )
+            crash_point("between_publish_and_marker")
+            still_ours()
+            marker = checkpoint.write_marker(storage, output, shard, digest, stats)
+        except LeaseLostError as e:
+            results += [(s.relpath, None, f"not published: {e}") for s, _, _ in shards[i:]]
+            break
+        except Exception as e:
+            results.append((shard.relpath, None, f"publish failed: {type(e).__name__}: {e}"))
+            continue
+        results.append((shard.relpath, marker_summary(marker), None))
+    return results
+
+
+class ShardWriter:
+    """The write stage as a long-lived worker: holds what every batch of this run shares."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        output: str,
+        columns: InputConfig,
+        ranking: RankingConfig,
+        digest: str,
+        score_columns: list[str] | None = None,
+        claim: LeaseClaim | None = None,
+    ) -> None:
+        self._common = (storage, output, columns, ranking, digest, score_columns, claim)
+
+    def publish(
+        self, shards: list[tuple[ShardFile, ShardScores, str]]
+    ) -> list[tuple[str, dict[str, Any] | None, str | None]]:
+        """`publish_shards` of this batch (see there)."""
+        storage, output, columns, ranking, digest, score_columns, claim = self._common
+        return publish_shards(storage, output, shards, columns, ranking, digest, score_columns, claim)
