@@ -60,8 +60,8 @@ bench-scale: $(INSTALLED)  ## 1,000,000 short pairs as 10, 1,000 and 10,000 shar
 	$(BIN)/python bench/scale.py
 
 .PHONY: gpu-check bench-gpu-smoke
-gpu-check:  ## on a CUDA machine (no network, no Ray): wheels, tests/gpu, bench/gpu.py -> $(GPU_OUT)
-	bench/gpu_check.sh $(or $(GPU_OUT),gpu-out)
+gpu-check:  ## on a CUDA machine (no network, no Ray): wheels, tests/gpu, python -m bench.gpu -> $(GPU_OUT)
+	bench/gpu/check.sh $(or $(GPU_OUT),gpu-out)
 
-bench-gpu-smoke: $(INSTALLED)  ## bench/gpu.py's whole code path on CPU with the tiny test models
-	$(BIN)/python bench/gpu.py --smoke --out $${TMPDIR:-/tmp}/gpu-smoke.json
+bench-gpu-smoke: $(INSTALLED)  ## the GPU benchmark's whole code path on CPU with the tiny test models
+	$(BIN)/python -m bench.gpu --smoke --out $${TMPDIR:-/tmp}/gpu-smoke.json

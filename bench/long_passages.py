@@ -24,45 +24,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.scale import timed_run, tiny_model  # noqa: E402
-from jobs.demo import WORDS, make_demo_model  # noqa: E402
+from pipeline.demo.corpus import LogNormalWords, make_corpus  # noqa: E402
+from pipeline.demo.model import make_demo_model  # noqa: E402
 
 CANDIDATES = 10
 SHARDS = 2
-MEDIAN_WORDS = 800
+PASSAGE_WORDS = LogNormalWords(mu=6.685, sigma=0.5, least=20, most=6000)  # e^6.685 ~ 800 words
 
 
 def write_corpus(directory: Path, pairs: int, seed: int = 0) -> list[int]:
     """`pairs` long-document pairs in SHARDS shards; returns each passage's word count."""
-    rng = random.Random(seed)
-    directory.mkdir(parents=True)
-    lengths: list[int] = []
     queries = max(1, pairs // CANDIDATES)
-    for s in range(SHARDS):
-        rows: dict[str, list[Any]] = {"query_id": [], "query": [], "doc_id": [], "passage": []}
-        for q in range(s, queries, SHARDS):
-            query = " ".join(rng.choices(WORDS, k=rng.randint(3, 12)))
-            for c in range(CANDIDATES):
-                n = max(20, min(6000, int(rng.lognormvariate(6.685, 0.5))))  # e^6.685 ~ 800 words
-                lengths.append(n)
-                rows["query_id"].append(f"q{q:05d}")
-                rows["query"].append(query)
-                rows["doc_id"].append(f"d{q:05d}-{c:02d}")
-                rows["passage"].append(" ".join(rng.choices(WORDS, k=n)))
-        pq.write_table(pa.table(rows), directory / f"part-{s}.parquet")
-    return lengths
+    make_corpus(directory, queries, CANDIDATES, SHARDS, seed, passage_words=PASSAGE_WORDS, sources=())
+    passages = pq.read_table(directory, columns=["passage"]).column("passage").to_pylist()
+    return [len(p.split(" ")) for p in passages]
 
 
 def rerank(input_dir: Path, output: Path, model: Path, flags: list[str]) -> tuple[float, dict[str, Any]]:

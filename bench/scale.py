@@ -24,13 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jobs.demo import WORDS  # noqa: E402  (real words: one token each in the MiniLM vocabulary)
+from pipeline.demo.corpus import make_corpus  # noqa: E402
+
+CANDIDATES = 10
 
 
 def tiny_model(directory: Path) -> Path:
@@ -58,23 +57,24 @@ def tiny_model(directory: Path) -> Path:
     return directory
 
 
+def short_passage_words(rng: random.Random) -> int:
+    return rng.randint(3, 8)
+
+
 def write_corpus(directory: Path, shards: int, pairs: int, seed: int = 0) -> None:
-    """`pairs` short pairs in `shards` shards; 10 candidates per query, each query in one shard."""
-    rng = random.Random(seed)
-    per_shard = pairs // shards
-    directory.mkdir(parents=True)
-    query = 0
-    for s in range(shards):
-        rows: dict[str, list[Any]] = {"query_id": [], "query": [], "doc_id": [], "passage": []}
-        while len(rows["query_id"]) < per_shard:
-            text = " ".join(rng.choices(WORDS, k=rng.randint(2, 4)))
-            for c in range(min(10, per_shard - len(rows["query_id"]))):
-                rows["query_id"].append(f"q{query}")
-                rows["query"].append(text)
-                rows["doc_id"].append(f"q{query}-d{c}")
-                rows["passage"].append(" ".join(rng.choices(WORDS, k=rng.randint(3, 8))))
-            query += 1
-        pq.write_table(pa.table(rows), directory / f"part-{s:05d}.parquet")
+    """`pairs` short pairs in `shards` shards (queries of 2-4 words, passages of 3-8, real words:
+    one token each in the MiniLM vocabulary); 10 candidates per query, each query in one shard."""
+    queries = max(shards, pairs // CANDIDATES)
+    make_corpus(
+        directory,
+        queries,
+        CANDIDATES,
+        shards,
+        seed,
+        query_words=(2, 4),
+        passage_words=short_passage_words,
+        sources=(),
+    )
 
 
 def timed_run(input_dir: Path, output: Path, model: Path, flags: list[str]) -> tuple[float, dict[str, Any]]:

@@ -29,16 +29,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.hardware import peak_flops, useful_flops  # noqa: E402
 from bench.throughput import gpu_model  # noqa: E402
-from jobs.demo import make_corpus, make_demo_model  # noqa: E402
+from pipeline.demo.corpus import make_corpus  # noqa: E402
+from pipeline.demo.model import make_demo_model  # noqa: E402
 from pipeline.io import Storage  # noqa: E402
 from pipeline.modeling.reranker import Reranker  # noqa: E402
-from pipeline.models.batching import longest_first, padded_tokens, plan_micro_batches  # noqa: E402
+from pipeline.models.batching import (  # noqa: E402
+    fixed_batches,
+    longest_first,
+    padded_tokens,
+    plan_micro_batches,
+)
 from pipeline.models.pair_tokenizer import PairTokenizer  # noqa: E402
 from pipeline.rerank.settings import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MIN_BATCH_FILL  # noqa: E402
-
-
-def fixed_batches(order: np.ndarray, size: int) -> list[np.ndarray]:
-    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def run_batches(reranker: Reranker, ids: pa.ListArray, types, batches, lengths) -> tuple[float, int]:

@@ -20,11 +20,12 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jobs.demo import make_corpus, make_demo_model  # noqa: E402
-from pipeline.cluster import connect_ray
+from pipeline.cluster import connect_ray  # noqa: E402
+from pipeline.demo.corpus import make_corpus  # noqa: E402
+from pipeline.demo.model import make_demo_model  # noqa: E402
+from pipeline.demo.s3_endpoint import MotoServer  # noqa: E402
 from pipeline.rerank.config import load_config  # noqa: E402
 from pipeline.rerank.runner import run  # noqa: E402
-from tests.s3_server import MotoServer  # noqa: E402
 
 
 def upload(fs, local: Path, remote: str) -> None:

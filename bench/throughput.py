@@ -66,9 +66,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.hardware import peak_flops, useful_flops  # noqa: E402
-from jobs.demo import make_corpus, make_demo_model  # noqa: E402
+from pipeline.demo.corpus import make_corpus  # noqa: E402
+from pipeline.demo.model import make_demo_model  # noqa: E402
 from pipeline.modeling.reranker import Reranker  # noqa: E402
-from pipeline.models.batching import longest_first, padded_tokens, plan_micro_batches  # noqa: E402
+from pipeline.models.batching import (  # noqa: E402
+    fixed_batches,
+    longest_first,
+    padded_tokens,
+    plan_micro_batches,
+)
 from pipeline.models.padding import right_pad  # noqa: E402
 from pipeline.models.pair_tokenizer import PairTokenizer  # noqa: E402
 from pipeline.rerank.settings import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MIN_BATCH_FILL  # noqa: E402
@@ -155,10 +161,6 @@ def load_corpus(input_dir: Path, model_dir: Path) -> Corpus:
     ids = enc["input_ids"]
     chars = np.array([len(q) + len(p) for q, p in zip(queries, passages, strict=True)], dtype=np.int64)
     return Corpus(ids, enc.get("token_type_ids"), np.diff(ids.offsets.to_numpy()), chars)
-
-
-def fixed_batches(order: np.ndarray, size: int) -> list[np.ndarray]:
-    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def pad_batches(

@@ -4,7 +4,7 @@ one exception-to-exit-code table in `jobs/entry.py`.
 
     rerank run INPUT OUTPUT --model M [flags]     score and re-sort every shard
     rerank nightly --date D --config C            a dated, scheduled run (one copy at a time)
-    rerank finetune --train T --model M --output O  fine-tune on Ray Train
+    rerank finetune TRAIN OUTPUT --model M [flags]  fine-tune on Ray Train
     rerank demo                                   the job end to end on generated data
     rerank status OUTPUT [--input INPUT] [--json]   where the run of OUTPUT stands
 """
@@ -41,8 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def take_late_positionals(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extras: list[str]
+) -> None:
+    """Optional positionals split by a flag (`finetune TRAIN --model M OUTPUT`): argparse (3.11 at
+    least) takes both at TRAIN, the second empty, and leaves OUTPUT unrecognized. Such values fill
+    the command's optional positionals still missing, in order; anything else is an error."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = sub.choices[args.command]
+    missing = [a for a in command._actions if a.nargs == "?" and not a.option_strings and a.dest not in args]
+    for value in extras:
+        if value.startswith("-") or not missing:
+            command.error(f"unrecognized arguments: {' '.join(extras)}")
+        setattr(args, missing.pop(0).dest, value)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    take_late_positionals(parser, args, extras)
     configure_logging(verbose=getattr(args, "verbose", False))
     return execute(COMMANDS[args.command][1], args)
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import runpy
+import sys
 from collections.abc import Callable
 
 from pipeline.errors import (
@@ -44,6 +46,13 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
 ]
 
 Command = Callable[[argparse.Namespace], int]
+
+
+def run_command_as_main(command: str) -> None:
+    """`python -m jobs.<module> ARGS` (what `ray job submit` runs) as `rerank <command> ARGS`: the
+    one CLI (jobs/cli.py), run as a script, so no entry point keeps a parser of its own."""
+    sys.argv[1:1] = [command]
+    runpy.run_module("jobs.cli", run_name="__main__")
 
 
 def add_console_flags(parser: argparse.ArgumentParser) -> None:

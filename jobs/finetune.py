@@ -1,8 +1,11 @@
 """`rerank finetune`: fine-tune a reranker on Ray Train. Parse → log config → train → exit code.
 
-    rerank finetune --train data.jsonl --model BAAI/bge-reranker-v2-m3 --output ./m3-ft --workers 4
-    python -m jobs.finetune --train s3://b/scored/ --model ./small --output s3://b/models/small-kd/ \\
+    rerank finetune data.jsonl ./m3-ft --model BAAI/bge-reranker-v2-m3 --workers 4
+    python -m jobs.finetune s3://b/scored/ s3://b/models/small-kd/ --model ./small \\
         --loss distill                                                        # ray job submit
+
+TRAIN and OUTPUT are positionals, as INPUT and OUTPUT of `rerank run` (or the config's
+data.train_uri and output.uri); `--train` and `--output` are their deprecated spellings.
 
 Exit codes (`jobs/entry.py`): 0 the model is published (or already was); 1 training failed (rerun
 the same command: it resumes from the last checkpoint); 2 bad usage, config, model, data or output
@@ -14,33 +17,42 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from typing import Any
 
-from jobs.entry import EXIT_FAILED, EXIT_OK, add_console_flags, configure_logging, execute
-from jobs.flags import FlagTable, add_config_file, add_field_flags, add_storage_option, flag_overrides
+from jobs.entry import EXIT_FAILED, EXIT_OK, run_command_as_main
+from jobs.flags import (
+    FRESH_FLAG,
+    MODEL_FLAGS,
+    RAY_FLAGS,
+    STORAGE_FLAGS,
+    FlagTable,
+    OldFlag,
+    add_config_file,
+    add_field_flags,
+    add_old_flags,
+    add_positionals,
+    add_storage_option,
+    flag_overrides,
+)
 from pipeline.errors import RerankError
 from pipeline.finetune.config import FinetuneConfig, load_finetune_config
 
 log = logging.getLogger("rerank.finetune")
 
+# the positionals: given, they win over the config file (each may be left to it)
+POSITIONALS: FlagTable = {"train": ("data", "train_uri"), "output": ("output", "uri")}
+
 # flag dest → (config section, field)
 FLAG_FIELDS: FlagTable = {
-    "train": ("data", "train_uri"),
     "eval": ("data", "eval_uri"),
     "format": ("data", "format"),
     "query_id_column": ("data", "query_id_column"),
     "query_column": ("data", "query_column"),
     "passage_column": ("data", "passage_column"),
     "score_column": ("data", "score_column"),
-    "model": ("model", "base"),
-    "kind": ("model", "kind"),
-    "prompt": ("model", "prompt"),
-    "max_length": ("model", "max_length"),
-    "query_max_length": ("model", "query_max_length"),
+    **MODEL_FLAGS,
     "lora_rank": ("model", "lora_rank"),
     "lora_alpha": ("model", "lora_alpha"),
-    "trust_remote_code": ("model", "trust_remote_code"),
     "loss": ("train", "loss"),
     "distill_weight": ("train", "distill_weight"),
     "temperature": ("train", "temperature"),
@@ -53,27 +65,21 @@ FLAG_FIELDS: FlagTable = {
     "precision": ("train", "precision"),
     "seed": ("train", "seed"),
     "log_every_steps": ("train", "log_every_steps"),
-    "output": ("run", "output_uri"),
-    "checkpoint_uri": ("run", "checkpoint_uri"),
+    **FRESH_FLAG,
+    "checkpoint_uri": ("output", "checkpoint_uri"),
     "checkpoint_every_steps": ("run", "checkpoint_every_steps"),
     "workers": ("run", "workers"),
     "cpus_per_worker": ("run", "cpus_per_worker"),
-    "device": ("run", "device"),
     "max_failures": ("run", "max_failures"),
-    "fresh": ("run", "fresh"),
-    "ray_address": ("run", "ray_address"),
-    "dashboard": ("run", "dashboard"),
-    "storage_endpoint_url": ("storage", "endpoint_url"),
-    "storage_region": ("storage", "region"),
-    "storage_profile": ("storage", "profile"),
-    "storage_anonymous": ("storage", "anonymous"),
+    **RAY_FLAGS,
+    **STORAGE_FLAGS,
 }
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_file(p, "data, model, train, run, storage")
-    add_field_flags(p, FinetuneConfig, FLAG_FIELDS)
-    add_storage_option(p)
+# the first spellings of TRAIN and OUTPUT, still accepted (with a warning)
+OLD_FLAGS = [
+    OldFlag("--train", "the positional TRAIN", "data", "train_uri"),
+    OldFlag("--output", "the positional OUTPUT", "output", "uri"),
+]
 
 
 def add_parser(sub: Any) -> None:
@@ -84,11 +90,16 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
-    add_arguments(p)
+    add_positionals(p, FinetuneConfig, POSITIONALS, is_optional=True)
+    add_config_file(p, "data, model, train, output, run, ray, storage")
+    add_field_flags(p, FinetuneConfig, FLAG_FIELDS)
+    add_old_flags(p, OLD_FLAGS)
+    add_storage_option(p)
 
 
 def command(args: argparse.Namespace) -> int:
-    cfg = load_finetune_config(getattr(args, "config", None), flag_overrides(vars(args), FLAG_FIELDS))
+    overrides = flag_overrides(vars(args), {**POSITIONALS, **FLAG_FIELDS})
+    cfg = load_finetune_config(getattr(args, "config", None), overrides)
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
     from pipeline.finetune.runner import finetune  # torch and Ray Train: only this command needs them
 
@@ -102,7 +113,7 @@ def command(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     log.info(
         "model at %s | steps %s | final loss %s | %s examples/s",
-        cfg.run.output_uri,
+        cfg.output.uri,
         report.get("steps"),
         report.get("final_loss"),
         report.get("examples_per_s"),
@@ -126,20 +137,5 @@ def log_eval(evaluation: dict[str, Any] | None) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m jobs.finetune ...` (for `ray job submit`): the same flags as `rerank finetune`."""
-    parser = argparse.ArgumentParser(
-        prog="finetune",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        argument_default=argparse.SUPPRESS,
-    )
-    add_arguments(parser)
-    add_console_flags(parser)
-    args = parser.parse_args(argv)
-    configure_logging(verbose=args.verbose)
-    return execute(command, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m jobs.finetune ...` (ray job submit): `rerank finetune ...`
+    run_command_as_main("finetune")

@@ -1,12 +1,17 @@
 """Command-line flags made from the config's pydantic fields: the field's type gives the argparse
 type or choices, its description (and default) the help text, so `--help`, the config file and
-the README say the same thing."""
+the README say the same thing. The one way every command declares its flags: a table of flag dest
+-> config field, the shared sections' rows (`MODEL_FLAGS`, `RAY_FLAGS`, `STORAGE_FLAGS`,
+`FRESH_FLAG`) the same in every command; positionals the same way; old spellings as `OldFlag`s."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import types
 import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
@@ -16,8 +21,56 @@ from pydantic_core import PydanticUndefined
 
 from pipeline.errors import ConfigError
 
+log = logging.getLogger("rerank")
+
 # flag dest -> (config section, field in it)
 FlagTable = dict[str, tuple[str, str]]
+
+# The sections both jobs share (pipeline/config.py): one flag, one YAML key, in every command.
+MODEL_FLAGS: FlagTable = {
+    "model": ("model", "name_or_path"),
+    "kind": ("model", "kind"),
+    "prompt": ("model", "prompt"),
+    "max_length": ("model", "max_length"),
+    "query_max_length": ("model", "query_max_length"),
+    "device": ("model", "device"),
+    "trust_remote_code": ("model", "trust_remote_code"),
+}
+RAY_FLAGS: FlagTable = {"ray_address": ("ray", "address"), "dashboard": ("ray", "dashboard")}
+STORAGE_FLAGS: FlagTable = {
+    "storage_endpoint_url": ("storage", "endpoint_url"),
+    "storage_region": ("storage", "region"),
+    "storage_profile": ("storage", "profile"),
+    "storage_anonymous": ("storage", "anonymous"),
+}
+FRESH_FLAG: FlagTable = {"fresh": ("output", "fresh")}
+
+
+@dataclass(frozen=True)
+class OldFlag:
+    """A flag's deprecated spelling, still accepted: it sets the same config field as `instead`,
+    with a warning."""
+
+    flag: str  # e.g. --train
+    instead: str  # what replaces it, e.g. "the positional TRAIN"
+    section: str
+    field: str
+
+    @property
+    def dest(self) -> str:
+        return "old_" + self.flag.lstrip("-").replace("-", "_")
+
+
+OLD_FLAGS_GIVEN = "old_flags_given"  # namespace attribute: [(OldFlag, value), ...] in command-line order
+
+
+class _OldFlagAction(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str, old: OldFlag, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.old = old
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, OLD_FLAGS_GIVEN, [*getattr(namespace, OLD_FLAGS_GIVEN, []), (self.old, values)])
 
 
 def parse_layers(value: str) -> list[int]:
@@ -84,6 +137,30 @@ def add_field_flags(parser: argparse.ArgumentParser, root: type[BaseModel], tabl
         parser.add_argument(flag, dest=dest, help=help_text(info), **argument_options(info))
 
 
+def add_positionals(
+    parser: argparse.ArgumentParser, root: type[BaseModel], table: FlagTable, is_optional: bool = False
+) -> None:
+    """One positional per table entry (shown as its dest in capitals), described by its config field;
+    `is_optional`: each may be left out (the config file, or an old flag spelling, gives it)."""
+    for dest, (section, name) in table.items():
+        more: dict[str, Any] = {"nargs": "?"} if is_optional else {}
+        info = field_info(root, section, name)
+        parser.add_argument(dest, metavar=dest.upper(), help=help_text(info), **more)
+
+
+def add_old_flags(parser: argparse.ArgumentParser, old_flags: Sequence[OldFlag]) -> None:
+    """The deprecated spellings, each shown in --help as such."""
+    for old in old_flags:
+        parser.add_argument(
+            old.flag,
+            dest=old.dest,
+            action=_OldFlagAction,
+            old=old,
+            metavar=old.flag.lstrip("-").upper(),
+            help=f"deprecated spelling of {old.instead} (still accepted, with a warning)",
+        )
+
+
 def add_storage_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage-option",
@@ -93,16 +170,32 @@ def add_storage_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_config_file(parser: argparse.ArgumentParser, sections: str) -> None:
-    parser.add_argument("--config", help=f"YAML job config (sections {sections}); flags given override it")
+def add_config_file(parser: argparse.ArgumentParser, sections: str, is_required: bool = False) -> None:
+    parser.add_argument(
+        "--config",
+        required=is_required,
+        help=f"YAML job config (sections {sections}); flags given override it",
+    )
 
 
 def flag_overrides(given: dict[str, Any], table: FlagTable) -> dict[str, Any]:
-    """Config overrides from the flags given, plus the repeatable `--storage-option KEY=VALUE`."""
+    """Config overrides from the flags (and positionals) given, the old spellings given (a warning
+    each; ConfigError if the new spelling is given too), and the repeatable `--storage-option KEY=VALUE`."""
     out: dict[str, Any] = {}
     for dest, (section, name) in table.items():
         if dest in given:
             out.setdefault(section, {})[name] = given[dest]
+    for old, value in given.get(OLD_FLAGS_GIVEN) or []:
+        section_given = out.setdefault(old.section, {})
+        if old.field in section_given:
+            raise ConfigError(
+                [
+                    f"{old.flag} and {old.instead} are both given ({value!r}, {section_given[old.field]!r}); "
+                    f"{old.flag} is the deprecated spelling: give {old.instead} only"
+                ]
+            )
+        log.warning("%s is deprecated; use %s", old.flag, old.instead)
+        section_given[old.field] = value
     for item in given.get("storage_option") or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:

@@ -4,7 +4,7 @@ The run holds OUTPUT's lease (`OUTPUT/_rerank/lease.json`, as `rerank nightly` d
 run on the same OUTPUT exits 3 while the first is alive. SIGINT/SIGTERM stop it at a safe point
 (exit 130/143); rerun the same command to resume.
 
-Flags are made from the config's fields (`jobs/flags.py`); exit codes are `jobs/exits.py`'s.
+Flags are made from the config's fields (`jobs/flags.py`); exit codes are `jobs/entry.py`'s.
 """
 
 from __future__ import annotations
@@ -15,30 +15,36 @@ import logging
 from typing import Any
 
 from jobs.entry import EXIT_FAILED, EXIT_OK
-from jobs.flags import FlagTable, add_config_file, add_field_flags, add_storage_option, flag_overrides
+from jobs.flags import (
+    FRESH_FLAG,
+    MODEL_FLAGS,
+    RAY_FLAGS,
+    STORAGE_FLAGS,
+    FlagTable,
+    add_config_file,
+    add_field_flags,
+    add_positionals,
+    add_storage_option,
+    flag_overrides,
+)
 from pipeline.rerank.config import JobConfig, load_config
-from pipeline.rerank.output.lease import RunLease
-from pipeline.rerank.preflight import check_paths, storage_from_config
-from pipeline.rerank.runner import RunReport, run
-from pipeline.rerank.stop import handling_signals, stop_when
+from pipeline.rerank.exclusive_run import run_exclusively
+from pipeline.rerank.runner import RunReport
 
 log = logging.getLogger("rerank")
 
+POSITIONALS: FlagTable = {"input": ("input", "uri"), "output": ("output", "uri")}
+
 # flag dest → (config section, field); --model is required, the rest optional
 FLAG_FIELDS: FlagTable = {
-    "model": ("model", "name_or_path"),
-    "kind": ("model", "kind"),
-    "prompt": ("model", "prompt"),
+    **MODEL_FLAGS,
     "cutoff_layers": ("model", "cutoff_layers"),
-    "max_length": ("model", "max_length"),
-    "query_max_length": ("model", "query_max_length"),
     "normalize": ("ranking", "normalize"),
     "top_k": ("ranking", "top_k"),
     "max_batch_tokens": ("scoring", "max_batch_tokens"),
     "min_batch_fill": ("scoring", "min_batch_fill"),
     "rows_per_call": ("scoring", "rows_per_call"),
     "torch_threads": ("scoring", "torch_threads"),
-    "device": ("model", "device"),
     "dtype": ("model", "dtype"),
     "attention": ("model", "attention"),
     "compile": ("model", "compile"),
@@ -56,16 +62,11 @@ FLAG_FIELDS: FlagTable = {
     "chunk_overlap": ("input", "chunk_overlap"),
     "max_chunks": ("input", "max_chunks"),
     "chunk_aggregate": ("input", "chunk_aggregate"),
-    "fresh": ("output", "fresh"),
+    **FRESH_FLAG,
     "lease_ttl_s": ("output", "lease_ttl_s"),
-    "trust_remote_code": ("model", "trust_remote_code"),
-    "ray_address": ("ray", "address"),
-    "dashboard": ("ray", "dashboard"),
+    **RAY_FLAGS,
     "progress_interval_s": ("progress", "interval_s"),
-    "storage_endpoint_url": ("storage", "endpoint_url"),
-    "storage_region": ("storage", "region"),
-    "storage_profile": ("storage", "profile"),
-    "storage_anonymous": ("storage", "anonymous"),
+    **STORAGE_FLAGS,
 }
 
 
@@ -80,8 +81,7 @@ def parse_actors(value: str) -> tuple[int, int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="Parquet shard, or directory/prefix of shards (recursive); any fsspec URI")
-    p.add_argument("output", help="output directory/prefix; any fsspec URI")
+    add_positionals(p, JobConfig, POSITIONALS)
     add_config_file(p, "input, output, model, ranking, scoring, ray, storage")
     add_field_flags(p, JobConfig, FLAG_FIELDS)
     p.add_argument(
@@ -107,9 +107,7 @@ def add_parser(sub: Any) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     given = vars(args)
-    out = flag_overrides(given, FLAG_FIELDS)
-    out["input"] = {**out.get("input", {}), "uri": given["input"]}
-    out["output"] = {**out.get("output", {}), "uri": given["output"]}
+    out = flag_overrides(given, {**POSITIONALS, **FLAG_FIELDS})
     if "actors" in given:
         lo, hi = given["actors"]
         out.setdefault("scoring", {}).update(min_actors=lo, max_actors=hi)
@@ -120,20 +118,6 @@ def command(args: argparse.Namespace) -> int:
     cfg = load_config(getattr(args, "config", None), overrides_from_args(args))
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
     return finish(run_exclusively(cfg), cfg)
-
-
-def run_exclusively(cfg: JobConfig) -> RunReport:
-    """`run(cfg)` as the one run of its OUTPUT: under OUTPUT's lease (LeaseHeldError while another
-    live run holds it), stopped at a safe point by SIGINT/SIGTERM, and at once if the lease is lost."""
-    check_paths(cfg)  # OUTPUT inside INPUT: exit 2 before the lease write creates anything there
-    storage = storage_from_config(cfg)
-    storage.check_root(cfg.output.uri, "OUTPUT")  # a bad bucket is exit 2, before the lease write
-    with (
-        handling_signals(),  # first: a signal while the lease is taken still releases it
-        RunLease(storage, cfg.output.uri, ttl_s=cfg.output.lease_ttl_s) as lease,
-        stop_when(lease.lost),
-    ):
-        return run(cfg, lease.claim)
 
 
 def log_summary(report: RunReport) -> None:

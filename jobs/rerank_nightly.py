@@ -18,22 +18,20 @@ import argparse
 import datetime as dt
 import json
 import logging
-import sys
 from typing import Any
 
-from jobs.entry import add_console_flags, configure_logging, execute
-from jobs.flags import FlagTable, add_field_flags
-from jobs.rerank import finish, run_exclusively
+from jobs import rerank
+from jobs.entry import run_command_as_main
+from jobs.flags import FlagTable, add_config_file, add_field_flags, flag_overrides
 from pipeline.config import deep_merge, read_yaml_config
 from pipeline.rerank.config import JobConfig, load_config
+from pipeline.rerank.exclusive_run import run_exclusively
 
 log = logging.getLogger("rerank.nightly")
 
+# the flags of `rerank run` a scheduled run may override its config with
 FLAG_FIELDS: FlagTable = {
-    "fresh": ("output", "fresh"),
-    "lease_ttl_s": ("output", "lease_ttl_s"),
-    "ray_address": ("ray", "address"),
-    "progress_interval_s": ("progress", "interval_s"),
+    dest: rerank.FLAG_FIELDS[dest] for dest in ("fresh", "lease_ttl_s", "ray_address", "progress_interval_s")
 }
 
 
@@ -55,30 +53,30 @@ def parse_date(text: str) -> str:
         raise argparse.ArgumentTypeError(f"--date must be YYYY-MM-DD, got {text!r}") from None
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--date",
-        type=parse_date,
-        default=dt.datetime.now(dt.timezone.utc).date().isoformat(),
-        help="run date YYYY-MM-DD, substituted for {date} in the config (default: today, UTC)",
-    )
-    p.add_argument("--config", required=True, help="YAML job config with {date} in its URIs")
-    add_field_flags(p, JobConfig, FLAG_FIELDS)
-
-
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "nightly",
         help="a dated, scheduled run of a job config (one copy at a time)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
     )
-    add_arguments(p)
+    p.add_argument(
+        "--date",
+        type=parse_date,
+        default=dt.datetime.now(dt.timezone.utc).date().isoformat(),
+        help="run date YYYY-MM-DD, substituted for {date} in the config (default: today, UTC)",
+    )
+    add_config_file(p, "as `rerank run`'s, with {date} in its URIs", is_required=True)
+    add_field_flags(p, JobConfig, FLAG_FIELDS)
 
 
 def dated_config(path: str, date: str) -> dict[str, Any]:
+    """The config file with `{date}` replaced; a section that is not a mapping is left to the
+    config's validation to name (exit 2)."""
     data = read_yaml_config(path, hint=" (quote URIs holding {date})")
-    uris = [data.get("input", {}).get("uri", ""), data.get("output", {}).get("uri", "")]
+    sections = [data.get("input"), data.get("output")]
+    uris = [section.get("uri", "") for section in sections if isinstance(section, dict)]
     if not any("{date}" in str(u) for u in uris):
         log.warning(
             "neither input.uri nor output.uri of %s contains {date}: every night writes the same OUTPUT", path
@@ -87,31 +85,11 @@ def dated_config(path: str, date: str) -> dict[str, Any]:
 
 
 def command(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {}
-    if args.fresh:
-        overrides["output"] = {"fresh": True}
-    if args.lease_ttl_s is not None:
-        overrides.setdefault("output", {})["lease_ttl_s"] = args.lease_ttl_s
-    if args.ray_address:
-        overrides["ray"] = {"address": args.ray_address}
-    if args.progress_interval_s is not None:
-        overrides["progress"] = {"interval_s": args.progress_interval_s}
+    overrides = flag_overrides(vars(args), FLAG_FIELDS)
     cfg = load_config(None, deep_merge(dated_config(args.config, args.date), overrides))
     log.info("nightly run %s: config %s", args.date, json.dumps(cfg.redacted(), sort_keys=True))
-    return finish(run_exclusively(cfg), cfg)
+    return rerank.finish(run_exclusively(cfg), cfg)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m jobs.rerank_nightly ...` (for `ray job submit`): the flags of `rerank nightly`."""
-    parser = argparse.ArgumentParser(
-        prog="rerank_nightly", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_arguments(parser)
-    add_console_flags(parser)
-    args = parser.parse_args(argv)
-    configure_logging(verbose=args.verbose)
-    return execute(command, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m jobs.rerank_nightly ...` (ray job submit): `rerank nightly ...`
+    run_command_as_main("nightly")

@@ -15,7 +15,14 @@ import sys
 from typing import Any
 
 from jobs.entry import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from jobs.flags import FlagTable, add_field_flags, add_storage_option, flag_overrides
+from jobs.flags import (
+    STORAGE_FLAGS,
+    FlagTable,
+    add_config_file,
+    add_field_flags,
+    add_storage_option,
+    flag_overrides,
+)
 from pipeline.config import StorageConfig, read_yaml_config, validate_config
 from pipeline.io import Storage, storage_error
 from pipeline.rerank.config import JobConfig
@@ -23,12 +30,7 @@ from pipeline.rerank.output.status import RunStatus, run_status
 
 SHOWN = 20  # pending / failed shards named one by one
 
-FLAG_FIELDS: FlagTable = {
-    "storage_endpoint_url": ("storage", "endpoint_url"),
-    "storage_region": ("storage", "region"),
-    "storage_profile": ("storage", "profile"),
-    "storage_anonymous": ("storage", "anonymous"),
-}
+FLAG_FIELDS: FlagTable = {**STORAGE_FLAGS}
 
 
 def add_parser(sub: Any) -> None:
@@ -39,13 +41,13 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("output", help="the run's OUTPUT directory/prefix; any fsspec URI")
+    p.add_argument("output", metavar="OUTPUT", help="the run's OUTPUT directory/prefix; any fsspec URI")
     p.add_argument(
         "--input",
         help="INPUT to compare with (listed now); default: the shard list the last run wrote",
     )
     p.add_argument("--json", action="store_true", help="print the status as one JSON object")
-    p.add_argument("--config", help="YAML job config: its storage section is used (flags override it)")
+    add_config_file(p, "as `rerank run`'s; only storage is read")
     add_field_flags(p, JobConfig, FLAG_FIELDS)
     add_storage_option(p)
 

@@ -3,7 +3,8 @@ loading (YAML file + flag overrides, validated all at once into one ConfigError)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -22,6 +23,10 @@ Attention = Literal["auto", "padded", "unpadded"]
 ResolvedAttention = Literal["padded", "unpadded"]
 Compile = Literal["auto", "on", "off"]
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+# a deprecated YAML key -> the key that replaced it, each as (section, field)
+RenamedKeys = Mapping[tuple[str, str], tuple[str, str]]
+
+log = logging.getLogger(__name__)
 
 # FlagEmbedding's prompt for LLM and layerwise rerankers (BaseLLMReranker / LayerWiseLLMReranker).
 DEFAULT_PROMPT = (
@@ -65,7 +70,10 @@ class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ModelConfig(Section):
+class RerankerSection(Section):
+    """What both jobs' model sections share: the reranker, its kind, the prompt, pair lengths and
+    the device. Each job's section adds its own options (`ModelConfig`, the fine-tuning one)."""
+
     name_or_path: str = Field(description="Local model directory, storage URI or hub id of a reranker.")
     kind: Kind = Field(
         "auto",
@@ -73,12 +81,9 @@ class ModelConfig(Section):
         "token), layerwise (minicpm-layerwise heads); auto = read from the model's config.json.",
     )
     prompt: str | None = Field(
-        None, description="llm/layerwise: the instruction after the pair; default FlagEmbedding's."
-    )
-    cutoff_layers: list[int] | None = Field(
         None,
-        description="layerwise: layers whose heads score (default: the last). Several give one "
-        "column each (score_l<k>); score and rank come from the first listed.",
+        description="llm/layerwise: the instruction after the pair (fine-tuning: for lines without "
+        "their own); default FlagEmbedding's.",
     )
     max_length: int = Field(
         512, ge=8, description="Max tokens of a (query, passage) pair, specials included."
@@ -86,21 +91,9 @@ class ModelConfig(Section):
     query_max_length: int | None = Field(
         None, ge=1, description="Max query tokens; default max_length * 3 // 4 (FlagEmbedding's)."
     )
-    dtype: Dtype = Field("auto", description="Weights/compute dtype; auto = float16 on CUDA, float32 on CPU.")
     device: Device = Field("auto", description="auto = cuda when the Ray cluster has GPUs, else cpu.")
     trust_remote_code: bool = Field(
         False, description="Allow model code from the model repo. Off by default."
-    )
-    # Neither changes scores beyond 1e-5 (fp32, tests/unit/test_kernel_parity.py): not fingerprinted.
-    attention: Attention = Field(
-        "auto",
-        description="padded (right-padded micro-batches, SDPA attention) or unpadded (a micro-batch's "
-        "pairs packed end to end, attention per pair: no padding); auto = padded. Same scores.",
-    )
-    compile: Compile = Field(
-        "auto",
-        description="torch.compile the scoring module (dynamic shapes: no recompile per micro-batch); "
-        "auto = off until bench/gpu.py measures it to win on a GPU. Same scores.",
     )
 
     @property
@@ -112,6 +105,28 @@ class ModelConfig(Section):
     @property
     def resolved_prompt(self) -> str:
         return self.prompt if self.prompt is not None else DEFAULT_PROMPT
+
+
+class ModelConfig(RerankerSection):
+    """The scoring job's model section: the shared one plus layers, dtype and kernels."""
+
+    cutoff_layers: list[int] | None = Field(
+        None,
+        description="layerwise: layers whose heads score (default: the last). Several give one "
+        "column each (score_l<k>); score and rank come from the first listed.",
+    )
+    dtype: Dtype = Field("auto", description="Weights/compute dtype; auto = float16 on CUDA, float32 on CPU.")
+    # Neither changes scores beyond 1e-5 (fp32, tests/unit/test_kernel_parity.py): not fingerprinted.
+    attention: Attention = Field(
+        "auto",
+        description="padded (right-padded micro-batches, SDPA attention) or unpadded (a micro-batch's "
+        "pairs packed end to end, attention per pair: no padding); auto = padded. Same scores.",
+    )
+    compile: Compile = Field(
+        "auto",
+        description="torch.compile the scoring module (dynamic shapes: no recompile per micro-batch); "
+        "auto = off until the GPU benchmark (bench/gpu/) measures it to win. Same scores.",
+    )
 
     @property
     def score_columns(self) -> list[str]:
@@ -206,15 +221,44 @@ def read_yaml_config(path: str | Path | None, hint: str = "") -> dict[str, Any]:
     return loaded or {}
 
 
+def moved_renamed_keys(data: dict[str, Any], renamed: RenamedKeys) -> tuple[dict[str, Any], list[str]]:
+    """`data` with every deprecated key given moved to the key that replaced it (a warning each), and
+    the problems: a key given under both its old and its new name."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    problems = []
+    for (old_section, old_key), (section, key) in renamed.items():
+        old = out.get(old_section)
+        if not isinstance(old, dict) or old_key not in old:
+            continue
+        value = old.pop(old_key)
+        new = out.setdefault(section, {})
+        if not isinstance(new, dict):
+            continue  # field validation names the section that is not a mapping
+        if key in new:
+            problems.append(
+                f"{old_section}.{old_key} and {section}.{key} are both given; {old_section}.{old_key} is "
+                f"the deprecated name of {section}.{key}: keep only {section}.{key}"
+            )
+            continue
+        log.warning("config key %s.%s is deprecated; use %s.%s", old_section, old_key, section, key)
+        new[key] = value
+    return out, problems
+
+
 def validate_config(
-    model: type[ConfigT], data: dict[str, Any], cross_field_problems: Callable[[ConfigT], list[str]]
+    model: type[ConfigT],
+    data: dict[str, Any],
+    cross_field_problems: Callable[[ConfigT], list[str]],
+    early_problems: Sequence[str] = (),
 ) -> ConfigT:
-    """Field validation, then cross-field checks; every problem of a stage in one ConfigError."""
+    """Field validation, then cross-field checks; every problem of a stage in one ConfigError,
+    after `early_problems` (found while reading the config, e.g. a key given under two names)."""
+    early = list(early_problems)
     try:
         cfg = model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e)) from None
-    problems = cross_field_problems(cfg)
+        raise ConfigError(early + format_validation_error(e)) from None
+    problems = early + cross_field_problems(cfg)
     if problems:
         raise ConfigError(problems)
     return cfg

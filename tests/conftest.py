@@ -12,10 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
+from pipeline.demo.s3_endpoint import FlakyProxy, MotoServer
+
 # MODELS is also imported from here by a few unit tests; new code imports it from tests.helpers.
 from tests.helpers import MODELS, pairs_table
 from tests.model_fixtures import decoder_goldens, goldens, tiny_bert, tiny_gemma, tiny_layerwise, tiny_xlmr
-from tests.s3_server import FlakyProxy, MotoServer
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,17 +1,13 @@
 """Helpers shared by test modules (tests import these, never each other). Fixtures live in the
-conftest.py files; the processes they run (moto S3, a two-node Ray) in tests/s3_server.py and
-tests/ray_cluster.py, which only conftest.py imports."""
+conftest.py files; the processes they run in pipeline/demo/s3_endpoint.py (moto S3, shared with the
+benchmarks) and tests/ray_cluster.py (a two-node Ray), which only conftest.py files import. Waiting
+and free ports: pipeline/demo/processes.py."""
 
 from __future__ import annotations
 
 import json
 import random
-import socket
-import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import ResolvedDevice, ResolvedKind
+from pipeline.demo.words import syllable_word
 from pipeline.io import Storage, join
 from pipeline.rerank.config import JobConfig, ScoringConfig, load_config
 from pipeline.rerank.output import paths
@@ -27,8 +24,6 @@ from pipeline.rerank.settings import ScoringSettings, resolve_settings
 ASSETS = Path(__file__).parent / "assets"
 MODELS = ASSETS / "models"
 STORAGE = Storage()
-
-T = TypeVar("T")
 
 
 def scoring_settings(
@@ -49,38 +44,6 @@ def scoring_settings(
     )
 
 
-# --- waiting and ports ---------------------------------------------------------------------------
-
-
-def wait_until(
-    predicate: Callable[[], T],
-    timeout_s: float,
-    interval_s: float = 0.05,
-    what: str = "the condition",
-    *,
-    process: subprocess.Popen | None = None,
-) -> T:
-    """Polls `predicate` until it returns something truthy, and returns that. Raises TimeoutError
-    naming `what` after `timeout_s`, or AssertionError as soon as `process` (when given) has exited
-    with the condition still false: waiting on a dead run would only burn the timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"process {process.pid} exited ({process.returncode}) before {what}")
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"gave up after {timeout_s:g} s waiting for {what}")
-        time.sleep(interval_s)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # --- inputs ----------------------------------------------------------------------------------------
 
 
@@ -90,7 +53,7 @@ def pairs_table(n_queries: int, candidates: int, seed: int = 0, prefix: str = "q
     syll = ["ka", "lo", "mi", "ter", "sun", "ra", "vel", "on", "is", "zo", "pe", "dre"]
 
     def words(n: int) -> str:
-        return " ".join("".join(rng.choice(syll) for _ in range(rng.randint(1, 3))) for _ in range(n))
+        return " ".join(syllable_word(rng, syll, max_syllables=3) for _ in range(n))
 
     rows: dict[str, list] = {"query_id": [], "query": [], "doc_id": [], "passage": [], "extra": []}
     for q in range(n_queries):

@@ -1,6 +1,6 @@
 """The committed tiny models and FlagEmbedding goldens as session fixtures, with no test tool
 imported (no s3fs, moto or Ray): tests/conftest.py and tests/gpu/conftest.py (which
-bench/gpu_check.sh runs alone on a CUDA machine without them) both take them from here."""
+bench/gpu/check.sh runs alone on a CUDA machine without them) both take them from here."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import free_port, wait_until
+from pipeline.demo.processes import free_port, wait_until
 
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 
@@ -92,7 +92,7 @@ class TwoNodeCluster:
         self.address = f"{HEAD_IP}:{self.gcs_port}"
         self.dashboard = f"http://{HEAD_IP}:{self.dashboard_port}"
         self._sessions: list[int] = []
-        # The head keeps its job server on loopback (see README, "Local multi-node cluster").
+        # The head keeps its job server on loopback (see deploy/README.md, `ray job submit`).
         head_env = {**cluster_env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
         def own_ports() -> list[str]:

@@ -8,11 +8,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from pipeline.config import (
-    DEFAULT_PROMPT,
     JobSection,
+    RayConfig,
+    RenamedKeys,
+    RerankerSection,
     Section,
     deep_merge,
-    default_query_max_length,
+    moved_renamed_keys,
     query_room_problems,
     read_yaml_config,
     validate_config,
@@ -48,40 +50,16 @@ class DataConfig(Section):
     score_column: str = Field("score", description="scored shards: the teacher score column.")
 
 
-class ModelSection(Section):
-    base: str = Field(description="The model to start from: local directory, storage URI or hub id.")
-    kind: Literal["auto", "encoder", "llm"] = Field(
-        "auto",
-        description="encoder (trained fully) or llm (LoRA on the 'Yes' logit); auto = from config.json.",
-    )
-    prompt: str | None = Field(
-        None, description="llm: the instruction after the pair when a line has none; default FlagEmbedding's."
-    )
-    max_length: int = Field(
-        512, ge=8, description="Max tokens of a (query, passage) pair, specials included."
-    )
-    query_max_length: int | None = Field(
-        None, ge=1, description="Max query tokens; default max_length * 3 // 4 (as in scoring)."
-    )
+class ModelSection(RerankerSection):
+    """The model to start from (the shared model section: `--model`, kind, prompt, lengths, device)
+    and the LoRA options of llm rerankers."""
+
     lora_rank: int = Field(16, ge=1, description="llm: LoRA rank r.")
     lora_alpha: int = Field(32, ge=1, description="llm: LoRA alpha (scale = alpha / r).")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="llm: dropout on the LoRA input.")
     lora_target_modules: list[str] | None = Field(
         None, description="llm: module names LoRA adapts; default every linear layer but the LM head."
     )
-    trust_remote_code: bool = Field(
-        False, description="Allow model code from the model repo. Off by default."
-    )
-
-    @property
-    def resolved_prompt(self) -> str:
-        return self.prompt if self.prompt is not None else DEFAULT_PROMPT
-
-    @property
-    def resolved_query_max_length(self) -> int:
-        if self.query_max_length is not None:
-            return self.query_max_length
-        return default_query_max_length(self.max_length)
 
 
 class TrainSection(Section):
@@ -146,64 +124,78 @@ class TrainSection(Section):
         return self.epochs
 
 
-class RunSection(Section):
-    output_uri: str = Field(description="Where the fine-tuned model directory is published; any fsspec URI.")
+class OutputSection(Section):
+    uri: str = Field(description="Where the fine-tuned model directory is published; any fsspec URI.")
+    fresh: bool = Field(False, description="Discard earlier checkpoints and start over.")
     checkpoint_uri: str | None = Field(
         None, description="Where Ray Train keeps checkpoints; default OUTPUT + '.checkpoints' (same storage)."
-    )
-    checkpoint_every_steps: int = Field(100, ge=1, description="Checkpoint every N optimizer steps.")
-    checkpoints_to_keep: int = Field(2, ge=1, description="Newest checkpoints kept.")
-    fresh: bool = Field(False, description="Discard earlier checkpoints and start over.")
-    workers: int = Field(1, ge=1, description="Ray Train workers (one GPU each on CUDA).")
-    cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs reserved by each training worker.")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto = cuda when the cluster has GPUs."
-    )
-    max_failures: int = Field(
-        0, ge=0, description="Worker failures Ray Train recovers from (from the last checkpoint)."
-    )
-    ray_address: str | None = Field(
-        None, description="Ray cluster to join; default $RAY_ADDRESS, else a local one."
-    )
-    dashboard: bool = Field(
-        False,
-        description="Start the local Ray's dashboard on 127.0.0.1 and print its URL (a live view of "
-        "the workers; usage stats stay off). Joining a cluster, print the cluster's.",
     )
 
     @property
     def resolved_checkpoint_uri(self) -> str:
-        return self.checkpoint_uri or self.output_uri.rstrip("/") + ".checkpoints"
+        return self.checkpoint_uri or self.uri.rstrip("/") + ".checkpoints"
+
+
+class RunSection(Section):
+    checkpoint_every_steps: int = Field(100, ge=1, description="Checkpoint every N optimizer steps.")
+    checkpoints_to_keep: int = Field(2, ge=1, description="Newest checkpoints kept.")
+    workers: int = Field(1, ge=1, description="Ray Train workers (one GPU each on CUDA).")
+    cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs reserved by each training worker.")
+    max_failures: int = Field(
+        0, ge=0, description="Worker failures Ray Train recovers from (from the last checkpoint)."
+    )
+
+
+# the keys of the first layout, still read (with a warning): the model, output and Ray options that
+# both jobs share now have the same keys in both
+RENAMED_KEYS: RenamedKeys = {
+    ("model", "base"): ("model", "name_or_path"),
+    ("run", "output_uri"): ("output", "uri"),
+    ("run", "fresh"): ("output", "fresh"),
+    ("run", "checkpoint_uri"): ("output", "checkpoint_uri"),
+    ("run", "device"): ("model", "device"),
+    ("run", "ray_address"): ("ray", "address"),
+    ("run", "dashboard"): ("ray", "dashboard"),
+}
 
 
 class FinetuneConfig(JobSection):
     data: DataConfig = Field(description="Training and held-out data.")
     model: ModelSection = Field(description="The base model, tokenization and LoRA options.")
     train: TrainSection = Field(default_factory=TrainSection, description="Optimisation options.")
-    run: RunSection = Field(description="Output, checkpoints and the Ray Train workers.")
+    output: OutputSection = Field(description="Where the model and the checkpoints go.")
+    run: RunSection = Field(default_factory=RunSection, description="Checkpoints and the Ray Train workers.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection options.")
 
     def fingerprint(self) -> dict[str, Any]:
-        """What a resumed run must share with the run whose checkpoints it continues."""
-        return {
-            "data": self.data.model_dump(),
-            "model": self.model.model_dump(),
-            "train": self.train.model_dump(),
-        }
+        """What a resumed run must share with the run whose checkpoints it continues (recorded as
+        checkpoints have always recorded it: the model under `base`; the device may change)."""
+        model = self.model.model_dump(exclude={"device"})
+        model["base"] = model.pop("name_or_path")
+        return {"data": self.data.model_dump(), "model": model, "train": self.train.model_dump()}
 
 
 def _cross_field_problems(cfg: FinetuneConfig) -> list[str]:
-    m, t, r = cfg.model, cfg.train, cfg.run
+    m, t, o = cfg.model, cfg.train, cfg.output
     problems = query_room_problems(m.max_length, m.resolved_query_max_length)
+    if m.kind == "layerwise":
+        problems.append(
+            "model.kind=layerwise: fine-tuning supports encoder and llm rerankers; set --kind encoder, "
+            "llm or auto"
+        )
     if m.kind == "encoder" and m.prompt is not None:
         problems.append("model.prompt is for llm rerankers; drop --prompt or set --kind llm")
-    if t.precision in ("float16", "bfloat16") and r.device == "cpu":
+    if t.precision in ("float16", "bfloat16") and m.device == "cpu":
         problems.append(
             f"train.precision={t.precision} needs CUDA; use --precision float32 with --device cpu"
         )
-    if r.output_uri.rstrip("/") == r.resolved_checkpoint_uri.rstrip("/"):
-        problems.append(f"run.checkpoint_uri must differ from the output {r.output_uri!r}")
-    if t.loss == "ce" and t.distill_weight != 0.5:
-        problems.append("train.distill_weight applies to --loss mixed; drop it or set --loss mixed")
+    if o.uri.rstrip("/") == o.resolved_checkpoint_uri.rstrip("/"):
+        problems.append(f"output.checkpoint_uri must differ from the output {o.uri!r}")
+    if t.loss != "mixed" and "distill_weight" in t.model_fields_set:  # given, whatever its value
+        problems.append(
+            f"train.distill_weight={t.distill_weight} applies to --loss mixed, not --loss {t.loss}; "
+            "drop it or set --loss mixed"
+        )
     return problems
 
 
@@ -220,6 +212,9 @@ def with_kind_defaults(cfg: FinetuneConfig, kind: str) -> FinetuneConfig:
 
 
 def load_finetune_config(path: str | Path | None, overrides: dict[str, Any]) -> FinetuneConfig:
-    """Loads the YAML file (if any), applies CLI overrides, validates; raises one ConfigError."""
-    data = deep_merge(read_yaml_config(path), overrides)
-    return validate_config(FinetuneConfig, data, _cross_field_problems)
+    """Loads the YAML file (if any), applies CLI overrides, validates; raises one ConfigError.
+    Keys of the first layout (`RENAMED_KEYS`) are read as their new ones, with a warning."""
+    from_file, file_problems = moved_renamed_keys(read_yaml_config(path), RENAMED_KEYS)
+    given, given_problems = moved_renamed_keys(overrides, RENAMED_KEYS)
+    data = deep_merge(from_file, given)
+    return validate_config(FinetuneConfig, data, _cross_field_problems, file_problems + given_problems)

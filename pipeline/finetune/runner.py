@@ -13,10 +13,10 @@ import os
 from typing import Any
 
 from pipeline.cluster import connect_ray, resolve_device
-from pipeline.config import RayConfig
+from pipeline.config import ResolvedKind
 from pipeline.errors import ConfigError, OutputStateError
 from pipeline.faults import ENV as CRASH_ENV
-from pipeline.finetune.config import FinetuneConfig, with_kind_defaults
+from pipeline.finetune.config import FinetuneConfig, TrainSection, with_kind_defaults
 from pipeline.finetune.data import TrainQuery, load_queries
 from pipeline.finetune.diagnostics import schedule_warning
 from pipeline.finetune.groups import schedule_for
@@ -54,8 +54,8 @@ def _check_teacher(queries: list[TrainQuery], loss: str) -> None:
 def _check_checkpoints(storage: Storage, cfg: FinetuneConfig) -> None:
     """Checkpoints under the checkpoint URI must come from this config (`--fresh`: they will be
     discarded, so any config may follow). Reads only; `_claim_checkpoints` writes."""
-    uri = cfg.run.resolved_checkpoint_uri
-    if cfg.run.fresh:
+    uri = cfg.output.resolved_checkpoint_uri
+    if cfg.output.fresh:
         return
     found = storage.read_json(join(uri, RUN_FILE))
     mine = cfg.fingerprint()
@@ -75,8 +75,8 @@ def _check_checkpoints(storage: Storage, cfg: FinetuneConfig) -> None:
 def _claim_checkpoints(storage: Storage, cfg: FinetuneConfig) -> None:
     """The run's first writes, once every check passed: `--fresh` discards the checkpoints, and
     the checkpoint URI records this config."""
-    uri = cfg.run.resolved_checkpoint_uri
-    if cfg.run.fresh:
+    uri = cfg.output.resolved_checkpoint_uri
+    if cfg.output.fresh:
         storage.remove(uri)
     if storage.read_json(join(uri, RUN_FILE)) is None:
         storage.write_json_atomic(join(uri, RUN_FILE), cfg.fingerprint())
@@ -102,7 +102,7 @@ def _trainer(cfg: FinetuneConfig, storage: Storage, kind: str, train: Any, evals
     r = cfg.run
     use_gpu = device == "cuda"
     run_options: dict[str, Any] = {
-        **_ray_storage(storage, r.resolved_checkpoint_uri),
+        **_ray_storage(storage, cfg.output.resolved_checkpoint_uri),
         "checkpoint_config": CheckpointConfig(num_to_keep=r.checkpoints_to_keep),
         "failure_config": FailureConfig(max_failures=r.max_failures),
         # Ray Train's own console lines (its file logs keep everything): errors only unless --verbose
@@ -134,49 +134,55 @@ def _absolute(uri: str) -> str:
 
 def with_absolute_paths(cfg: FinetuneConfig) -> FinetuneConfig:
     """Local paths made absolute: Ray Train workers run in another working directory."""
-    run = cfg.run.model_copy(
+    output = cfg.output.model_copy(
         update={
-            "output_uri": _absolute(cfg.run.output_uri),
-            "checkpoint_uri": _absolute(cfg.run.resolved_checkpoint_uri),
+            "uri": _absolute(cfg.output.uri),
+            "checkpoint_uri": _absolute(cfg.output.resolved_checkpoint_uri),
         }
     )
-    base = cfg.model.base
-    model = cfg.model.model_copy(update={"base": _absolute(base) if os.path.exists(base) else base})
-    return cfg.model_copy(update={"run": run, "model": model})
+    base = cfg.model.name_or_path
+    model = cfg.model.model_copy(update={"name_or_path": _absolute(base) if os.path.exists(base) else base})
+    return cfg.model_copy(update={"output": output, "model": model})
 
 
-def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
-    """Fine-tunes and publishes the model; returns its training report (also at OUTPUT/REPORT).
-    Every check comes before the first write (`_claim_checkpoints`)."""
-    cfg = with_absolute_paths(cfg)
-    storage = storage_of(cfg)
-    out = cfg.run.output_uri
+def published_report(storage: Storage, out: str) -> dict[str, Any] | None:
+    """The report of the model OUTPUT already holds (nothing to do then), or None when OUTPUT is
+    empty; OutputStateError when it holds anything else."""
     try:
-        storage.check_root(out, "--output")
+        storage.check_root(out, "OUTPUT")
         done = storage.read_json(join(out, REPORT))
         existing = storage.list_files(out)
     except OSError as e:
-        raise storage_error(out, "--output", e) from e
+        raise storage_error(out, "OUTPUT", e) from e
     if done is not None:
-        log.info("%s already holds a fine-tuned model (its %s exists); nothing to do", out, REPORT)
         return dict(done)
     if existing:
         raise OutputStateError(
-            f"--output {out!r} is not empty ({len(existing)} file(s), e.g. {existing[0]!r}) and holds no "
+            f"OUTPUT {out!r} is not empty ({len(existing)} file(s), e.g. {existing[0]!r}) and holds no "
             f"{REPORT}; choose a new directory or remove it"
         )
-    check_model_path(cfg.model.base)
+    return None
+
+
+def trainable_kind(cfg: FinetuneConfig, storage: Storage) -> ResolvedKind:
+    """The base model's kind (fetching it into this node's cache if remote), checked trainable and
+    its position limit against --max-length."""
+    m = cfg.model
+    check_model_path(m.name_or_path)
     try:
-        local = local_model_path(cfg.model.base, storage)
+        local = local_model_path(m.name_or_path, storage)
     except OSError as e:
-        raise storage_error(cfg.model.base, "--model", e) from e
-    kind = resolve_kind(local, cfg.model.kind)
+        raise storage_error(m.name_or_path, "--model", e) from e
+    kind = resolve_kind(local, m.kind)
     if kind not in ("encoder", "llm"):
         raise ConfigError(
-            [f"--model {cfg.model.base!r} is a {kind} reranker; fine-tuning supports encoder and llm"]
+            [f"--model {m.name_or_path!r} is a {kind} reranker; fine-tuning supports encoder and llm"]
         )
-    cfg = with_kind_defaults(cfg, kind)
-    t = cfg.train
+    check_max_length(local, m.name_or_path, m.max_length, kind)
+    return kind
+
+
+def log_recipe(t: TrainSection, kind: str) -> None:
     log.info(
         "training: learning rate %g, %g epoch(s), warm-up ratio %g, %d queries per step per worker "
         "(defaults: FlagEmbedding's recipe for %s rerankers)",
@@ -186,7 +192,21 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         t.queries_per_step,
         kind,
     )
-    check_max_length(local, cfg.model.base, cfg.model.max_length, kind)
+
+
+def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Fine-tunes and publishes the model; returns its training report (also at OUTPUT/REPORT).
+    Every check comes before the first write (`_claim_checkpoints`)."""
+    cfg = with_absolute_paths(cfg)
+    storage = storage_of(cfg)
+    out = cfg.output.uri
+    done = published_report(storage, out)
+    if done is not None:
+        log.info("%s already holds a fine-tuned model (its %s exists); nothing to do", out, REPORT)
+        return done
+    kind = trainable_kind(cfg, storage)
+    cfg = with_kind_defaults(cfg, kind)
+    log_recipe(cfg.train, kind)
     train = load_queries(storage, cfg.data.train_uri, cfg.data)
     _check_teacher(train, cfg.train.loss)
     evals = load_queries(storage, cfg.data.eval_uri, cfg.data) if cfg.data.eval_uri else None
@@ -195,10 +215,10 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if early_warning:
         log.warning("%s", early_warning)
     _check_checkpoints(storage, cfg)
-    connect_ray(RayConfig(address=cfg.run.ray_address, dashboard=cfg.run.dashboard))
+    connect_ray(cfg.ray)
     import ray
 
-    device = resolve_device(cfg.run.device)
+    device = resolve_device(cfg.model.device)
     if device == "cpu" and cfg.train.precision in ("float16", "bfloat16"):
         raise ConfigError(
             [f"--precision {cfg.train.precision} needs CUDA workers; the Ray cluster has no GPUs"]
@@ -206,7 +226,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     try:
         _claim_checkpoints(storage, cfg)
     except OSError as e:
-        raise storage_error(cfg.run.resolved_checkpoint_uri, "--checkpoint-uri", e) from e
+        raise storage_error(cfg.output.resolved_checkpoint_uri, "--checkpoint-uri", e) from e
     trainer = _trainer(cfg, storage, kind, ray.put(train), ray.put(evals) if evals else None, device)
     trainer.fit()
     report = storage.read_json(join(out, REPORT))

@@ -63,7 +63,7 @@ class Student:
 def scoring_model_config(section: ModelSection, kind: ResolvedKind) -> ModelConfig:
     """The scoring job's model config for the same model, lengths and prompt."""
     return ModelConfig(
-        name_or_path=section.base,
+        name_or_path=section.name_or_path,
         kind=kind,
         prompt=section.prompt if kind == "llm" else None,
         max_length=section.max_length,

@@ -88,7 +88,7 @@ def build_worker(config: dict[str, Any], num_queries: int) -> Worker:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.train.seed)  # same initial weights (LoRA, new heads) on every worker
-    path = local_model_path(cfg.model.base, config["storage"])
+    path = local_model_path(cfg.model.name_or_path, config["storage"])
     student = load_student(path, cfg.model, config["kind"])
     scoring = scoring_model_config(cfg.model, config["kind"])
     encoder = GroupEncoder(path, scoring, getattr(student.model.config, "pad_token_id", None))
@@ -245,7 +245,7 @@ def finish(
         "workers": w.world,
         "precision": w.precision,
         "kind": config["kind"],
-        "base_model": w.cfg.model.base,
+        "base_model": w.cfg.model.name_or_path,
         "learning_rate": w.cfg.train.peak_learning_rate,
         "epochs": w.cfg.train.num_epochs,
         "warnings": run_warnings(w.schedule, w.cfg.train, state.losses),
@@ -257,8 +257,8 @@ def finish(
     with tempfile.TemporaryDirectory() as directory:
         w.student.save_pretrained(directory, w.encoder.tokenizer)
         storage: Storage = config["storage"]
-        publish_model(storage, directory, w.cfg.run.output_uri, report_doc)
-    log.info("published the fine-tuned model at %s", w.cfg.run.output_uri)
+        publish_model(storage, directory, w.cfg.output.uri, report_doc)
+    log.info("published the fine-tuned model at %s", w.cfg.output.uri)
 
 
 def _configure_logging() -> None:

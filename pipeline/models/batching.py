@@ -40,3 +40,9 @@ def padded_tokens(lengths: np.ndarray, batches: list[np.ndarray]) -> int:
     """Tokens a padded forward over `batches` processes (rows x longest row, summed)."""
     lengths = np.asarray(lengths, dtype=np.int64)
     return int(sum(len(b) * int(lengths[b].max()) for b in batches if len(b)))
+
+
+def fixed_batches(order: np.ndarray, size: int) -> list[np.ndarray]:
+    """`order` cut into batches of `size` rows (the last may be short): the fixed-count batching of
+    other rerankers' APIs, which the benchmarks compare the token budget against."""
+    return [order[i : i + size] for i in range(0, len(order), size)]

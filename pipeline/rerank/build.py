@@ -1,9 +1,10 @@
 """The Ray Data plan, in one place: shards → tokenize/sort (CPU) → score (actor pool).
 
-The write stage is `publish_shard`, launched by the runner as a Ray task for each shard the
-moment all of its scores have streamed out of this dataset: Ray Data's own writers neither map
-one input file to one output file nor publish atomically per file, and our output must be
-re-sorted per query within each shard.
+The write stage is not part of this dataset: the runner hands each shard, the moment all of its
+scores have streamed out of it, to a few long-lived writer actors (`ShardWriter`,
+pipeline/rerank/stages/write.py, fed by pipeline/rerank/stream/publisher.py), which publish it
+and write its done-marker. Ray Data's own writers neither map one input file to one output file
+nor publish atomically per file, and our output must be re-sorted per query within each shard.
 """
 
 from __future__ import annotations

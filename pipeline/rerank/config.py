@@ -24,6 +24,7 @@ from pipeline.config import (
 
 REJECT_REASON = "reject_reason"  # the column quarantined rows carry (pipeline/rerank/input/quarantine.py)
 CHUNKS, BEST_CHUNK_CHAR = "chunks", "best_chunk_char"  # what --long-passages chunk adds per row
+MIN_BATCH_TOKENS = 64  # the smallest --max-batch-tokens, whatever --max-length
 
 
 class InputConfig(Section):
@@ -165,11 +166,7 @@ def _cross_field_problems(cfg: JobConfig) -> list[str]:
             f"scoring.min_actors={s.min_actors} > scoring.max_actors={s.max_actors}; "
             "use --actors N or --actors MIN:MAX with MIN <= MAX"
         )
-    if isinstance(s.max_batch_tokens, int) and s.max_batch_tokens < max(m.max_length, 64):
-        problems.append(
-            f"scoring.max_batch_tokens={s.max_batch_tokens} is below model.max_length={m.max_length}; "
-            "a single full-length pair would not fit a batch; raise --max-batch-tokens"
-        )
+    problems += budget_problems(s.max_batch_tokens, m.max_length)
     cols = [
         cfg.input.query_id_column,
         cfg.input.query_column,
@@ -186,6 +183,20 @@ def _cross_field_problems(cfg: JobConfig) -> list[str]:
         if reserved in cols:
             problems.append(f"input column {reserved!r} clashes with an output column; rename it")
     return problems
+
+
+def budget_problems(max_batch_tokens: int | str | None, max_length: int) -> list[str]:
+    """A micro-batch must hold one full-length pair, and at least MIN_BATCH_TOKENS tokens."""
+    if not isinstance(max_batch_tokens, int) or max_batch_tokens >= max(max_length, MIN_BATCH_TOKENS):
+        return []
+    if max_batch_tokens < max_length:
+        why = f"is below model.max_length={max_length}: a single full-length pair would not fit a batch"
+    else:
+        why = f"is below the smallest budget, {MIN_BATCH_TOKENS} tokens"
+    return [
+        f"scoring.max_batch_tokens={max_batch_tokens} {why}; raise --max-batch-tokens to at least "
+        f"{max(max_length, MIN_BATCH_TOKENS)}"
+    ]
 
 
 def cascade_problems(i: InputConfig) -> list[str]:

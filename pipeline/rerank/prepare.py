@@ -61,14 +61,23 @@ def resume_state(
     return files, done, legacy is not None
 
 
-def prepare(cfg: JobConfig) -> PreparedRun:
-    """Phase 1: every check, and the settings; writes nothing. Raises RerankError on bad usage."""
-    check_paths(cfg)
+def check_locations(cfg: JobConfig) -> Storage:
+    """Phase 1's first checks, which come before anything is written (OUTPUT's lease included):
+    INPUT and OUTPUT apart, OUTPUT's storage usable. Returns the job's storage."""
+    check_paths(cfg)  # OUTPUT inside INPUT: refused before any write creates anything there
     storage = storage_from_config(cfg)
     log.info("storage options: %s", storage.redacted())
+    storage.check_root(cfg.output.uri, "OUTPUT")  # a missing bucket, denied access: named, exit 2
+    return storage
+
+
+def prepare(cfg: JobConfig, storage: Storage | None = None) -> PreparedRun:
+    """Phase 1: every check, and the settings; writes nothing. Raises RerankError on bad usage.
+    `storage`: what `check_locations(cfg)` returned when the caller ran it first (to take OUTPUT's
+    lease in between); without it, prepare runs it."""
+    storage = storage if storage is not None else check_locations(cfg)
     output = cfg.output.uri
     shards = find_shards(storage, cfg.input.uri)
-    storage.check_root(output, "OUTPUT")
     cfg, kind = load_model_locally(cfg, storage)
     connect_ray(cfg.ray)
     reinstall_signal_handlers()  # ray.init installs its own SIGTERM handler

@@ -21,18 +21,18 @@ import pyarrow as pa
 
 from pipeline.errors import RunInterrupted
 from pipeline.faults import crash_point
-from pipeline.io import ShardFile, join, storage_error
+from pipeline.io import ShardFile, Storage, join, storage_error
 from pipeline.rerank.build import build
 from pipeline.rerank.config import JobConfig
 from pipeline.rerank.output import checkpoint, legacy_manifest, paths
 from pipeline.rerank.output.lease import LeaseClaim
 from pipeline.rerank.output.status import write_shard_list
 from pipeline.rerank.prepare import PreparedRun, prepare
+from pipeline.rerank.report.collector import RunCollector
 from pipeline.rerank.report.console import open_console
-from pipeline.rerank.report.progress import Progress
-from pipeline.rerank.report.recorder import RunRecorder
 from pipeline.rerank.report.run_report import publish_report, report_data
 from pipeline.rerank.stages.shard_scores import ShardScores
+from pipeline.rerank.stages.write import WriteSettings
 from pipeline.rerank.stop import counting_shards, raise_if_stopped
 from pipeline.rerank.stream.assembly import ShardAssembler
 from pipeline.rerank.stream.publisher import ShardPublisher, writers_for
@@ -50,7 +50,7 @@ class RunReport:
     failed: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     success_manifest: dict[str, Any] | None = None
-    recorder: RunRecorder | None = None  # the run report's figures (pipeline/rerank/report/run_report.py)
+    collector: RunCollector | None = None  # the run's figures (pipeline/rerank/report/collector.py)
 
     @property
     def ok(self) -> bool:
@@ -81,10 +81,11 @@ def claim(run: PreparedRun) -> None:
 
 
 def score_and_publish(
-    run: PreparedRun, report: RunReport, claim: LeaseClaim | None = None
+    run: PreparedRun, report: RunReport, collector: RunCollector, claim: LeaseClaim | None = None
 ) -> list[dict[str, Any]]:
     """Phase 3: streams every pending shard through the plan and publishes each one complete
-    (checking, with a lease `claim`, that the run still holds OUTPUT before each write)."""
+    (checking, with a lease `claim`, that the run still holds OUTPUT before each write); every
+    figure goes to `collector`."""
     cfg = run.cfg
     run.storage.remove(join(cfg.output.uri, paths.SUCCESS))
     by_id: dict[int, ShardFile] = {}
@@ -95,21 +96,12 @@ def score_and_publish(
             by_id[i] = p.shard
     rows = {i: run.pending[i].num_rows for i in by_id}
     shards_total, pairs_total = len(run.pending), sum(rows.values())
-    progress = Progress(
-        shards_total=shards_total,
-        pairs_total=pairs_total,
-        console=open_console(cfg.progress.interval_s, shards_total, pairs_total),
-    )
+    console = open_console(cfg.progress.interval_s, shards_total, pairs_total)
+    collector.show_progress(console, shards_total=shards_total, pairs_total=pairs_total)
     publisher = ShardPublisher(
-        storage=run.storage,
-        output=cfg.output.uri,
-        columns=cfg.input,
-        ranking=cfg.ranking,
-        digest=run.digest,
-        score_columns=cfg.model.score_columns,
+        settings=write_settings(run, claim),
         query_id_hashes={p.shard.relpath: p.query_hashes for p in run.pending},
-        progress=progress,
-        claim=claim,
+        on_published=collector.published,
         writers=writers_for(cfg.scoring.max_actors),
     )
     empty = [p.shard for p in run.pending if p.num_rows == 0]  # nothing to score: published empty
@@ -118,19 +110,31 @@ def score_and_publish(
     assembler = ShardAssembler(rows, cfg.model.score_columns, cfg.input.chunk_aggregate if chunked else None)
     try:
         if by_id:
-            stream_scores(run, by_id, assembler, publisher, progress, report)
+            stream_scores(run, by_id, assembler, publisher, collector, report)
         publisher.drain()
     finally:
-        progress.close()  # the live bar ends before anything else is printed
+        collector.close()  # the live bar ends before anything else is printed
         publisher.close()
-    if report.recorder is not None:
-        report.recorder.published(publisher.markers)
     report.failed.update(publisher.failed)
     report.shards_published = len(publisher.markers)
     for s, reason in {**assembler.failed, **assembler.incomplete()}.items():
         report.failed.setdefault(by_id[s].relpath, reason)
-    report.summary = progress.summary()
+    report.summary = collector.summary()
     return publisher.markers
+
+
+def write_settings(run: PreparedRun, claim: LeaseClaim | None) -> WriteSettings:
+    """What every shard of this run is published with (the writers hold it)."""
+    cfg = run.cfg
+    return WriteSettings(
+        storage=run.storage,
+        output=cfg.output.uri,
+        columns=cfg.input,
+        ranking=cfg.ranking,
+        digest=run.digest,
+        score_columns=cfg.model.score_columns,
+        claim=claim,
+    )
 
 
 def stream_scores(
@@ -138,7 +142,7 @@ def stream_scores(
     by_id: dict[int, ShardFile],
     assembler: ShardAssembler,
     publisher: ShardPublisher,
-    progress: Progress,
+    collector: RunCollector,
     report: RunReport,
 ) -> None:
     """Iterates the plan's output; hands each shard to the publisher the moment it is complete."""
@@ -158,24 +162,19 @@ def stream_scores(
         # nothing until the end
         for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
             batch = cast(pa.Table, block)
-            added = assembler.add(batch)
-            progress.scored(added.pairs, added.tokens, added.padded_tokens)
-            progress.placed(batch)
-            progress.timed(batch)
-            if report.recorder is not None:
-                report.recorder.add(batch)
-                report.recorder.completed([by_id[s].relpath for s in added.complete])
+            added = assembler.add(batch)  # which rows count: the assembler's to say (collector.py)
+            collector.add(batch, scored=added.scored, fresh=added.fresh)
+            collector.completed([by_id[s].relpath for s in added.complete])
             publisher.submit([(by_id[s], assembler.take(s)) for s in added.complete])
             publisher.reap(timeout=0)
     except Exception as e:  # the pipeline itself died: every unfinished shard fails with it
         log.error("scoring pipeline failed: %s", e)
         for s, reason in assembler.incomplete().items():
             report.failed[by_id[s].relpath] = f"scoring pipeline failed: {e} ({reason})"
-    if report.recorder is not None:
-        try:  # Ray Data's own figures of the plan (a developer API): the tokenize stage's time
-            report.recorder.operator_stats(ds.get_stats_summary())
-        except Exception as e:
-            log.debug("no Ray Data stats for the run report: %s", e)
+    try:  # Ray Data's own figures of the plan (a developer API): the tokenize stage's time
+        collector.operator_stats(ds.get_stats_summary())
+    except Exception as e:
+        log.debug("no Ray Data stats for the run report: %s", e)
 
 
 def finalize(run: PreparedRun, markers: list[dict[str, Any]], report: RunReport, planning_s: float) -> None:
@@ -194,17 +193,18 @@ def finalize(run: PreparedRun, markers: list[dict[str, Any]], report: RunReport,
     )
 
 
-def run(cfg: JobConfig, lease_claim: LeaseClaim | None = None) -> RunReport:
+def run(cfg: JobConfig, lease_claim: LeaseClaim | None = None, storage: Storage | None = None) -> RunReport:
     """Runs the job to completion (or to the shards that failed). Raises RerankError on bad usage.
-    `lease_claim`: the OUTPUT lease this run holds (jobs/rerank.py), checked by every writer."""
+    `lease_claim`: the OUTPUT lease this run holds (exclusive_run.py), checked by every writer;
+    `storage`: what `prepare.check_locations` returned before that lease was taken."""
     started, started_at = time.monotonic(), time.time()
     raise_if_stopped()  # SIGINT/SIGTERM before any work
-    prepared = prepare(cfg)
+    prepared = prepare(cfg, storage)
     planning_s = time.monotonic() - started
     log.info("planning took %.2fs", planning_s)
     crash_point("before_write")  # every check passed; nothing written yet
     report = RunReport(shards_total=len(prepared.shards), shards_skipped=len(prepared.done))
-    report.recorder = RunRecorder(
+    report.collector = collector = RunCollector(
         started_at=started_at, max_length=cfg.model.max_length, score_columns=cfg.model.score_columns
     )
     with (
@@ -216,8 +216,9 @@ def run(cfg: JobConfig, lease_claim: LeaseClaim | None = None) -> RunReport:
         write_shard_list(prepared.storage, cfg.output.uri, cfg.input.uri, prepared.shards)
         markers = list(prepared.done.values())
         if prepared.pending:
-            report.recorder.plan_started(planning_s)
-            markers += score_and_publish(prepared, report, lease_claim)  # stops at a safe point (stop.py)
+            collector.plan_started(planning_s)
+            # stops at a safe point (stop.py)
+            markers += score_and_publish(prepared, report, collector, lease_claim)
         raise_if_stopped()  # no _SUCCESS once told to stop (a lost lease forbids any write)
     finalize(prepared, markers, report, planning_s)
     write_run_report(prepared, report)
@@ -227,11 +228,11 @@ def run(cfg: JobConfig, lease_claim: LeaseClaim | None = None) -> RunReport:
 def write_run_report(run: PreparedRun, report: RunReport, outcome: str | None = None) -> None:
     """OUTPUT/_rerank/report.{json,html} of a run that scored (pipeline/rerank/report/run_report.py); a run
     with nothing to score keeps the report of the last one that did."""
-    if report.recorder is None or not report.recorder.has_numbers:
+    if report.collector is None or not report.collector.has_numbers:
         return
     counts = (report.shards_total, report.shards_skipped, report.shards_published, len(report.failed))
     data = report_data(
-        recorder=report.recorder,
+        collector=report.collector,
         output=run.cfg.output.uri,
         outcome=outcome or ("complete" if report.ok else f"{len(report.failed)} shard(s) failed"),
         shards=dict(zip(("total", "skipped", "published", "failed"), counts, strict=True)),

@@ -51,6 +51,10 @@ from transformers import (
     XLMRobertaTokenizerFast,
 )
 
+# run as a script in the side venv, where the package is not installed: the repository's root
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from pipeline.demo.words import syllable_word  # noqa: E402  (standard library only)
+
 ASSETS = Path(__file__).resolve().parent / "models"
 SEED = 20261127
 
@@ -58,33 +62,7 @@ SEED = 20261127
 def synthetic_corpus(n_lines: int = 4000) -> list[str]:
     """Deterministic English-like text: syllable words, punctuation, digits, a little non-ASCII."""
     rng = random.Random(SEED)
-    syllables = [
-        "ka",
-        "lo",
-        "mi",
-        "ter",
-        "sun",
-        "ra",
-        "vel",
-        "on",
-        "is",
-        "qu",
-        "ant",
-        "zo",
-        "pe",
-        "dre",
-        "ul",
-        "ix",
-        "bar",
-        "nem",
-        "to",
-        "see",
-        "wha",
-        "gr",
-        "ai",
-        "ne",
-    ]
-    words = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(3000)]
+    words = [syllable_word(rng) for _ in range(3000)]  # the syllables the GPU benchmark also uses
     words += ["what", "is", "the", "how", "does", "a", "of", "and", "to", "in", "café", "naïve"]
     lines = []
     for _ in range(n_lines):

@@ -1,4 +1,4 @@
-"""Fixtures of the CUDA tier, self-contained: bench/gpu_check.sh runs this folder alone
+"""Fixtures of the CUDA tier, self-contained: bench/gpu/check.sh runs this folder alone
 (`pytest --confcutdir tests/gpu tests/gpu`) on a CUDA machine that has torch and transformers but
 not the suite's S3 and Ray test tools, which tests/conftest.py imports. Its fixtures come from
 tests/model_fixtures.py, as tests/conftest.py's do."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.demo.processes import wait_until
 from pipeline.io import Storage
 from tests.helpers import (
     assert_output_invariants,
@@ -21,7 +22,6 @@ from tests.helpers import (
     pairs_table,
     read_output,
     tables_equal,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration

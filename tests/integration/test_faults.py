@@ -12,13 +12,13 @@ import sys
 import pytest
 
 from jobs.cli import main
+from pipeline.demo.processes import wait_until
 from tests.helpers import (
     assert_output_invariants,
     assert_reconciled,
     done_markers,
     read_output,
     tables_equal,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration

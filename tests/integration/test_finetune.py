@@ -39,9 +39,10 @@ def config(
 ):
     overrides = {
         "data": {"train_uri": str(train), **({"eval_uri": str(evals)} if evals else {})},
-        "model": {"base": model, **FAST},
+        "model": {"name_or_path": model, **FAST},
         "train": {"learning_rate": 3e-3, "queries_per_step": 8, "train_group_size": 8, **train_opts},
-        "run": {"output_uri": str(output), "checkpoint_every_steps": 20, **TWO_WORKERS},
+        "output": {"uri": str(output)},
+        "run": {"checkpoint_every_steps": 20, **TWO_WORKERS},
         **({"storage": storage} if storage else {}),
     }
     return load_finetune_config(None, overrides)
@@ -100,13 +101,14 @@ def test_the_defaults_learn_a_small_set_and_say_it_was_small(
 ):
     """Every training option at its default (FlagEmbedding's recipe), 2 workers, groups of 8, on a
     small set: held-out MRR@10 clearly above the base model's, and a warning that the run had
-    too few optimizer steps. (The issue's 300 queries: see the README for the measured figures.)"""
+    too few optimizer steps. (The issue's 300 queries: see docs/performance.md for the measured figures.)"""
     _, evals, _ = synthetic
     train = write_jsonl(tmp_path / "train.jsonl", synthetic_records(64, 7, seed=1))
     overrides = {
         "data": {"train_uri": str(train), "eval_uri": str(evals)},
-        "model": {"base": small_pretrained, **FAST},
-        "run": {"output_uri": str(tmp_path / "model"), **TWO_WORKERS},
+        "model": {"name_or_path": small_pretrained, **FAST},
+        "output": {"uri": str(tmp_path / "model")},
+        "run": TWO_WORKERS,
     }
     report = finetune(load_finetune_config(None, overrides))
     before, after = report["eval"]["before"]["mrr@10"], report["eval"]["after"]["mrr@10"]

@@ -1,6 +1,6 @@
-"""bench/gpu.py --smoke: the GPU benchmark's whole code path (model shapes, corpus, tokenizing
+"""python -m bench.gpu --smoke: the GPU benchmark's whole code path (model shapes, corpus, tokenizing
 workers -> queue -> ScorePairs, baselines, sentence-transformers, parity, report) on CPU with the
-tiny test models, so the script bench/gpu_check.sh runs on a GPU cannot rot. No Ray: it is here
+tiny test models, so the benchmark bench/gpu/check.sh runs on a GPU cannot rot. No Ray: it is here
 for its length (a subprocess of about a minute), not for the cluster."""
 
 from __future__ import annotations
@@ -32,7 +32,16 @@ def test_the_gpu_benchmark_smoke_run_writes_its_json(tmp_path):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(
-        [sys.executable, "bench/gpu.py", "--smoke", "--out", str(out), "--workdir", str(tmp_path / "work")],
+        [
+            sys.executable,
+            "-m",
+            "bench.gpu",
+            "--smoke",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

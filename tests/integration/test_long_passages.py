@@ -19,7 +19,7 @@ from pipeline.io import Storage
 from pipeline.rerank.config import InputConfig, RankingConfig
 from pipeline.rerank.stages.score import ScorePairs
 from pipeline.rerank.stages.tokenize import TokenizeShard
-from pipeline.rerank.stages.write import publish_shard
+from pipeline.rerank.stages.write import WriteSettings, publish_shard
 from pipeline.rerank.stream.assembly import ShardAssembler
 from tests.helpers import assert_reconciled, pairs_table, read_output, scoring_settings, tables_equal
 
@@ -56,7 +56,11 @@ def publish_without_ray(input_dir, output, model, columns):
         assembler = ShardAssembler({0: rows}, ["score"], columns.chunk_aggregate)
         for block in tokenize({"shards": [[0]], "uris": [[shard.uri]]}):
             assembler.add(score(block))
-        publish_shard(STORAGE, str(output), shard, assembler.take(0), columns, RankingConfig(), "reference")
+        publish_shard(
+            shard,
+            assembler.take(0),
+            WriteSettings(STORAGE, str(output), columns, RankingConfig(), "reference"),
+        )
 
 
 @pytest.mark.timeout(600)

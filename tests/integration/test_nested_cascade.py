@@ -138,3 +138,5 @@ def test_stage_one_output_feeds_stage_two(runs, tmp_path, caplog):
     assert [s["rows_not_scored"] for s in manifest["shards"]] == [4 * 3 - 1, 4 * 3, 4 * 3]  # 6 a query but 1
     assert manifest["totals"]["rows_not_scored"] == 3 * 4 * 3 - 1
     assert manifest["last_run"]["pairs_scored"] == 3 * 4 * 3
+    # every figure counts pairs by one rule: not the prefilter's unscored rows, not the quarantined one
+    assert sum(n["pairs"] for n in manifest["last_run"]["nodes"].values()) == 3 * 4 * 3

@@ -11,9 +11,10 @@ import time
 import pytest
 
 from jobs.cli import main
+from pipeline.demo.processes import wait_until
 from pipeline.io import Storage, join
 from pipeline.rerank.output import paths
-from tests.helpers import done_markers, wait_until
+from tests.helpers import done_markers
 
 pytestmark = pytest.mark.integration
 

@@ -17,6 +17,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from jobs.cli import main
+from pipeline.demo.processes import wait_until
 from pipeline.io import Storage, join
 from pipeline.rerank.output import paths
 from pipeline.rerank.output.fingerprint import fingerprint_digest
@@ -27,7 +28,6 @@ from tests.helpers import (
     done_markers,
     read_output,
     tables_equal,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration

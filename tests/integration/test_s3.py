@@ -13,10 +13,11 @@ import pytest
 import s3fs
 
 from jobs.cli import main
+from pipeline.demo.processes import free_port, wait_until
 from pipeline.io import Storage
 from pipeline.model_cache import default_cache_dir
 from pipeline.rerank.input import discovery
-from tests.helpers import assert_output_invariants, free_port, read_output, tables_equal, wait_until
+from tests.helpers import assert_output_invariants, read_output, tables_equal
 
 pytestmark = pytest.mark.integration
 

@@ -93,3 +93,61 @@ def test_layers_depend_one_way(layer, forbidden):
 def test_top_level_pipeline_modules_are_the_shared_ones():
     top = sorted(p.stem for p in (ROOT / "pipeline").glob("*.py") if p.stem != "__init__")
     assert top == ["cluster", "config", "errors", "faults", "io", "logs", "model_cache"]
+
+
+@pytest.mark.parametrize(
+    ("layer", "forbidden"),
+    [
+        # the torch-free half of the models: the driver and the tokenize stage import only it
+        ("pipeline.models", ("pipeline.modeling",)),
+        # the stages run in Ray workers: they know the inputs and the output, not the driver
+        (
+            "pipeline.rerank.stages",
+            ("pipeline.rerank.stream", "pipeline.rerank.report", "pipeline.rerank.runner"),
+        ),
+        (
+            "pipeline.rerank.input",
+            ("pipeline.rerank.stages", "pipeline.rerank.stream", "pipeline.rerank.output"),
+        ),
+        (
+            "pipeline.rerank.output",
+            ("pipeline.rerank.stages", "pipeline.rerank.stream", "pipeline.rerank.input"),
+        ),
+        (
+            "pipeline.rerank.report",
+            ("pipeline.rerank.stages", "pipeline.rerank.stream", "pipeline.rerank.input"),
+        ),
+    ],
+)
+def test_rerank_roles_depend_one_way(layer, forbidden):
+    test_layers_depend_one_way(layer, forbidden)
+
+
+MAX_MODULES_PER_FOLDER = 12
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 60  # from `def` to its last line, docstring included
+
+
+def test_folders_stay_small():
+    crowded = {}
+    for folder in [ROOT / "pipeline", *(p for p in (ROOT / "pipeline").rglob("*") if p.is_dir())]:
+        count = len([p for p in folder.glob("*.py") if p.name != "__init__.py"])
+        if count > MAX_MODULES_PER_FOLDER:
+            crowded[str(folder.relative_to(ROOT))] = count
+    assert not crowded, f"group these modules by role in sub-packages: {crowded}"
+
+
+def test_files_and_functions_stay_short():
+    long = []
+    for package in ("pipeline", "jobs"):
+        for path in (ROOT / package).rglob("*.py"):
+            text = path.read_text()
+            name = path.relative_to(ROOT)
+            if text.count("\n") > MAX_FILE_LINES:
+                long.append(f"{name}: {text.count(chr(10))} lines")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                    if lines > MAX_FUNCTION_LINES:
+                        long.append(f"{name}:{node.lineno} {node.name}: {lines} lines")
+    assert not long, "split these: " + "; ".join(long)

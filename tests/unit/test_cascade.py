@@ -25,7 +25,7 @@ from pipeline.rerank.output import checkpoint
 from pipeline.rerank.output.fingerprint import fingerprint
 from pipeline.rerank.output.ranking import rank_table
 from pipeline.rerank.stages.shard_scores import ShardScores
-from pipeline.rerank.stages.write import publish_shard
+from pipeline.rerank.stages.write import WriteSettings, publish_shard
 from tests.helpers import job, nest_pairs
 
 STORAGE = Storage()
@@ -161,7 +161,9 @@ def test_publish_puts_unscored_after_scored_with_null_scores(tmp_path):
         i: NOT_SCORED for i, skip in enumerate(pairs.column(UNSCORED_COLUMN).to_pylist()) if skip
     }
     out = str(tmp_path / "out")
-    stats = publish_shard(STORAGE, out, shard, scored, PREFILTER, RankingConfig(normalize=True), "dg")
+    stats = publish_shard(
+        shard, scored, WriteSettings(STORAGE, out, PREFILTER, RankingConfig(normalize=True), "dg")
+    )
     ranked = STORAGE.read_table(checkpoint.shard_output_uri(out, shard.relpath))
     assert ranked.column("doc_id").to_pylist() == ["d3", "d1", "d4", "d0", "d7", "d6", "d5"]
     assert ranked.column("rank").to_pylist() == [1, 2, 3, 4, 1, 2, 3]
@@ -169,7 +171,9 @@ def test_publish_puts_unscored_after_scored_with_null_scores(tmp_path):
     assert ranked.column("score").to_pylist()[2:4] == [None, None]
     assert stats["rows_not_scored"] == 3 and stats["rows_rejected"] == 1
     assert stats["rows_in"] == stats["rows_out"] + stats["rows_rejected"] + stats["rows_dropped_top_k"]
-    top = publish_shard(STORAGE, out, shard, scored, PREFILTER, RankingConfig(top_k=3), "dg")  # then top-k
+    top = publish_shard(
+        shard, scored, WriteSettings(STORAGE, out, PREFILTER, RankingConfig(top_k=3), "dg")
+    )  # then top-k
     ranked = STORAGE.read_table(checkpoint.shard_output_uri(out, shard.relpath))
     assert ranked.column("doc_id").to_pylist() == ["d3", "d1", "d4", "d7", "d6", "d5"]
     assert (top["rows_out"], top["rows_dropped_top_k"], top["rows_not_scored"]) == (6, 1, 3)
@@ -202,7 +206,7 @@ def test_a_previous_stage_is_renamed_and_prefiltered_in_the_nested_layout(tmp_pa
     scored = ShardScores.empty(3)
     scored.scores[:, 0] = [0.1, 0.8, np.nan]
     scored.rejected = {2: NOT_SCORED}
-    publish_shard(STORAGE, str(tmp_path / "out"), shard, scored, cfg, RankingConfig(), "dg")
+    publish_shard(shard, scored, WriteSettings(STORAGE, str(tmp_path / "out"), cfg, RankingConfig(), "dg"))
     (lst,) = STORAGE.read_table(str(tmp_path / "out" / "a.parquet")).column("candidates").to_pylist()
     assert [(c["doc_id"], c["stage1_score"], c["stage1_rank"], c["score"], c["rank"]) for c in lst] == [
         ("d1", 1.0, 2, pytest.approx(0.8), 1),

@@ -14,7 +14,7 @@ from pipeline.rerank.output import checkpoint
 from pipeline.rerank.stages.score import ScorePairs
 from pipeline.rerank.stages.shard_scores import ShardScores
 from pipeline.rerank.stages.tokenize import TokenizeShard
-from pipeline.rerank.stages.write import publish_shard
+from pipeline.rerank.stages.write import WriteSettings, publish_shard
 from pipeline.rerank.stream.assembly import ShardAssembler
 from tests.helpers import MODELS, scoring_settings
 
@@ -90,7 +90,9 @@ def test_chunk_output_columns_follow_the_scores(shard, tmp_path, tiny_bert):
     score = ScorePairs(model, STORAGE, scoring_settings(512))
     scored, _ = score_shard(shard, model, score, chunk)
     out = str(tmp_path / "out")
-    stats = publish_shard(STORAGE, out, shard, scored, chunk, RankingConfig(normalize=True, top_k=3), "dg")
+    stats = publish_shard(
+        shard, scored, WriteSettings(STORAGE, out, chunk, RankingConfig(normalize=True, top_k=3), "dg")
+    )
     table = STORAGE.read_table(checkpoint.shard_output_uri(out, shard.relpath))
     assert table.column_names == [
         "query_id",
@@ -119,6 +121,6 @@ def test_chunk_output_columns_follow_the_scores(shard, tmp_path, tiny_bert):
     empty_path.parent.mkdir()
     pq.write_table(STORAGE.read_table(shard.uri).slice(0, 0), empty_path)
     (empty,) = STORAGE.list_shards(str(empty_path.parent))
-    publish_shard(STORAGE, out, empty, ShardScores.empty(0), chunk, RankingConfig(), "dg")
+    publish_shard(empty, ShardScores.empty(0), WriteSettings(STORAGE, out, chunk, RankingConfig(), "dg"))
     published = STORAGE.read_table(checkpoint.shard_output_uri(out, empty.relpath))
     assert published.column_names[-2:] == ["chunks", "best_chunk_char"] and published.num_rows == 0

@@ -47,6 +47,18 @@ def test_cross_field_problems_collected():
     assert "--query-max-length" in str(err.value) and "--actors" in str(err.value)
 
 
+def test_batch_budget_message_names_the_floor_it_failed():
+    short = {**BASE, "model": {"name_or_path": "m", "max_length": 32}, "scoring": {"max_batch_tokens": 40}}
+    with pytest.raises(ConfigError) as err:
+        load_config(None, short)
+    (problem,) = err.value.problems
+    assert "below the smallest budget, 64 tokens" in problem and "at least 64" in problem
+    assert "max_length" not in problem  # 40 holds a full 32-token pair: that is not what failed
+    long = {**BASE, "model": {"name_or_path": "m", "max_length": 128}, "scoring": {"max_batch_tokens": 100}}
+    with pytest.raises(ConfigError, match="below model.max_length=128.*at least 128"):
+        load_config(None, long)
+
+
 def test_yaml_then_flags_win(tmp_path: Path):
     path = tmp_path / "job.yaml"
     path.write_text("model:\n  name_or_path: from-yaml\n  max_length: 256\nranking:\n  top_k: 5\n")

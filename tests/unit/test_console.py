@@ -8,12 +8,15 @@ import io
 import json
 import logging
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from jobs.entry import configure_logging
 from pipeline import cluster, logs
+from pipeline.rerank.report.collector import RunCollector
 from pipeline.rerank.report.console import IntervalLog, LiveBar, Snapshot, open_console, progress_line
-from pipeline.rerank.report.progress import Progress
+from pipeline.rerank.stages.score import scored_schema
 
 
 @pytest.fixture
@@ -45,7 +48,7 @@ def test_verbose_shows_our_debug_lines_and_the_libraries_info(console, caplog):
     console(verbose=True)
     assert logs.is_verbose()
     with caplog.at_level(logging.DEBUG, logger="pipeline"):
-        logging.getLogger("pipeline.rerank.report.progress").debug("shard a.parquet (3 rows) published")
+        logging.getLogger("pipeline.rerank.report.collector").debug("shard a.parquet (3 rows) published")
     assert "shard a.parquet (3 rows) published" in caplog.text
     assert logging.getLogger("ray").isEnabledFor(logging.INFO)
     assert logging.getLogger("botocore").isEnabledFor(logging.INFO)
@@ -124,11 +127,12 @@ def test_on_a_terminal_one_live_bar_follows_the_run():
     stream = Terminal()
     bar = open_console(30.0, shards_total=2, pairs_total=100, stream=stream)
     assert isinstance(bar, LiveBar)
-    progress = Progress(shards_total=2, pairs_total=100, console=bar)
-    progress.scored(60, 600, 640)
-    progress.published("a.parquet", 60)
-    progress.scored(40, 400, 420)
-    progress.published("b.parquet", 40)
+    progress = RunCollector(started_at=0.0, max_length=64, score_columns=["score"])
+    progress.show_progress(bar, shards_total=2, pairs_total=100)
+    scored(progress, 60)
+    progress.published({"shard": "a.parquet", "rows_out": 60})
+    scored(progress, 40)
+    progress.published({"shard": "b.parquet", "rows_out": 40})
     progress.close()
     shown = stream.getvalue()
     assert "shards 2/2" in shown and "100/100" in shown and "\r" in shown  # redrawn in place
@@ -137,8 +141,30 @@ def test_on_a_terminal_one_live_bar_follows_the_run():
 
 
 def test_each_published_shard_is_a_debug_line(caplog):
-    progress = Progress(shards_total=1, pairs_total=5)
+    progress = RunCollector(started_at=0.0, max_length=64, score_columns=["score"])
+    progress.show_progress(None, shards_total=1, pairs_total=5)
     with caplog.at_level(logging.DEBUG, logger="pipeline"):
-        progress.published("a.parquet", 5)
+        progress.published({"shard": "a.parquet", "rows_out": 5})
     assert [r.levelno for r in caplog.records] == [logging.DEBUG]
     assert "a.parquet (5 rows) published: 1/1 shards" in caplog.text
+
+
+def scored(collector: RunCollector, pairs: int) -> None:
+    """One scoring call's block of `pairs` rows, each a pair scored for the first time."""
+    block = pa.Table.from_pydict(
+        {
+            "shard": np.zeros(pairs, np.int32),
+            "row": np.arange(pairs),
+            "score": np.zeros(pairs, np.float32),
+            "tokens": np.full(pairs, 10, np.int32),
+            "padded_tokens": np.full(pairs, 11, np.int32),
+            "error": [None] * pairs,
+            "reject": [None] * pairs,
+            "node": ["n"] * pairs,
+            "actor": np.ones(pairs, np.int32),
+            "call_start": np.full(pairs, 1.0),
+            "call_end": np.full(pairs, 2.0),
+        },
+        schema=scored_schema(["score"]),
+    )
+    collector.add(block, scored=np.ones(pairs, bool), fresh=np.ones(pairs, bool))

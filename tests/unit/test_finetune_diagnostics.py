@@ -21,9 +21,9 @@ def config(**train):
         None,
         {
             "data": {"train_uri": "t.jsonl"},
-            "model": {"base": "m"},
+            "model": {"name_or_path": "m"},
             "train": train,
-            "run": {"output_uri": "o"},
+            "output": {"uri": "o"},
         },
     )
 

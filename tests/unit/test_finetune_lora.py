@@ -21,7 +21,7 @@ def group_scores(student, encoder, group) -> torch.Tensor:
 
 def test_lora_step_changes_yes_logits_and_merged_model_loads_as_llm_reranker(tiny_gemma, tmp_path):
     torch.manual_seed(0)
-    section = ModelSection(base=tiny_gemma, max_length=64)
+    section = ModelSection(name_or_path=tiny_gemma, max_length=64)
     student = load_student(tiny_gemma, section, "llm")
     trainable = [n for n, p in student.scorer.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
@@ -48,7 +48,7 @@ def test_lora_step_changes_yes_logits_and_merged_model_loads_as_llm_reranker(tin
     merged = str(tmp_path / "merged")
     reranker = Reranker.load(merged, "cpu", "float32", 4096, kind="llm")
     tokenizer = load_pair_tokenizer(
-        merged, scoring_model_config(section.model_copy(update={"base": merged}), "llm")
+        merged, scoring_model_config(section.model_copy(update={"name_or_path": merged}), "llm")
     )
     encoded = tokenizer.encode([group.query] * len(PASSAGES), list(PASSAGES))
     scored = reranker.score(encoded["input_ids"]).scores

@@ -1,6 +1,7 @@
-"""bench/gpu_check.sh can run on a CUDA machine that has torch and transformers but no network, no
+"""bench/gpu/check.sh can run on a CUDA machine that has torch and transformers but no network, no
 Ray and none of the suite's S3 tools: its wheels are there and consistent, the script parses and
-plans, and everything it imports (bench/gpu.py, the tests/gpu tier) imports without those tools."""
+plans, and everything it imports (the bench.gpu package, the tests/gpu tier) imports without those
+tools."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "bench" / "gpu_check.sh"
+SCRIPT = ROOT / "bench" / "gpu" / "check.sh"
 WHEELS = ROOT / "bench" / "wheels"
 NEEDED = {"pydantic", "pydantic_core", "annotated_types", "typing_inspection", "typing_extensions", "pyyaml"}
 # absent on the CUDA image (or, for the S3 tools, never installed there)
@@ -36,7 +37,7 @@ def test_the_script_parses_and_its_dry_run_plans(tmp_path):
     assert subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True).returncode == 0
     done = subprocess.run([str(SCRIPT), str(tmp_path / "out"), "--dry-run"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "pydantic-" in done.stdout and "tests/gpu" in done.stdout and "bench/gpu.py" in done.stdout
+    assert "pydantic-" in done.stdout and "tests/gpu" in done.stdout and "-m bench.gpu " in done.stdout
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
 
@@ -68,7 +69,8 @@ sys.meta_path.insert(0, Absent())
 
 def test_the_gpu_check_imports_nothing_the_cuda_image_lacks():
     modules = (
-        "bench.gpu, bench.gpu_pipeline, tests.gpu.conftest, tests.gpu.test_cuda, tests.gpu.test_kernels_cuda"
+        "bench.gpu.__main__, bench.gpu.benchmark, bench.gpu.overlap, "
+        "tests.gpu.conftest, tests.gpu.test_cuda, tests.gpu.test_kernels_cuda"
     )
     collect = ["--collect-only", "-q", "-p", "no:cacheprovider", "--confcutdir", "tests/gpu", "tests/gpu"]
     code = BLOCKER + f"import {modules}\nimport pytest\nsys.exit(pytest.main({collect!r}))\n"

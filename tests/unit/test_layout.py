@@ -20,7 +20,7 @@ from pipeline.rerank.input.layout import (
 from pipeline.rerank.output import checkpoint
 from pipeline.rerank.stages.shard_scores import ShardScores
 from pipeline.rerank.stages.tokenize import TokenizeShard
-from pipeline.rerank.stages.write import publish_shard
+from pipeline.rerank.stages.write import WriteSettings, publish_shard
 from tests.helpers import nest_pairs, pairs_table, unnest_output
 
 STORAGE = Storage()
@@ -138,7 +138,9 @@ def _publish(tmp_path, table, scores, ranking: RankingConfig | None = None, colu
         if passage is None:
             scored.rejected[row] = "null passage"
     out = str(tmp_path / "out")
-    stats = publish_shard(STORAGE, out, shard, scored, columns, ranking or RankingConfig(), "dg")
+    stats = publish_shard(
+        shard, scored, WriteSettings(STORAGE, out, columns, ranking or RankingConfig(), "dg")
+    )
     published = STORAGE.read_table(checkpoint.shard_output_uri(out, shard.relpath))
     rejected_uri = checkpoint.rejected_uri(out, shard.relpath)
     rejected = (

@@ -4,11 +4,11 @@ import sys
 
 import pytest
 
+from pipeline.demo.processes import wait_until
 from pipeline.errors import LeaseHeldError, LeaseLostError
 from pipeline.io import ShardFile, Storage, join
 from pipeline.rerank.output import checkpoint, paths
 from pipeline.rerank.output.lease import RunLease, is_gone
-from tests.helpers import wait_until
 
 STORAGE = Storage()
 

@@ -18,9 +18,8 @@ from pipeline.rerank.config import InputConfig, RankingConfig
 from pipeline.rerank.input.split_queries import encode_hashes
 from pipeline.rerank.output import paths
 from pipeline.rerank.output.lease import LeaseClaim
-from pipeline.rerank.report.progress import Progress
 from pipeline.rerank.stages.shard_scores import ShardScores
-from pipeline.rerank.stages.write import publish_shards
+from pipeline.rerank.stages.write import WriteSettings, publish_shards
 from pipeline.rerank.stream.publisher import ShardPublisher
 from tests.helpers import pairs_table
 
@@ -49,14 +48,10 @@ def shard(i: int, rows: int) -> tuple[ShardFile, ShardScores]:
 def publisher(tmp_path: Path, writers: int = 2, **flush: Any) -> tuple[ShardPublisher, FakeWriters]:
     fake = FakeWriters(writers)
     p = ShardPublisher(
-        storage=Storage(),
-        output=str(tmp_path),
-        columns=InputConfig(uri=str(tmp_path / "in")),
-        ranking=RankingConfig(),
-        digest="d",
-        score_columns=["score"],
+        settings=WriteSettings(
+            Storage(), str(tmp_path), InputConfig(uri=str(tmp_path / "in")), RankingConfig(), "d", ["score"]
+        ),
         query_id_hashes={f"part-{i}.parquet": np.zeros(1, np.uint64) for i in range(10)},
-        progress=Progress(shards_total=10, pairs_total=100),
         should_stop=lambda: None,
         writers=fake.handles,
         **flush,
@@ -130,10 +125,10 @@ def test_a_publish_task_of_a_run_that_holds_the_lease_publishes_and_marks(tmp_pa
     shards = write_inputs(tmp_path, 2)
     out = tmp_path / "out"
     claim = lease_held_by(out, "me")
-    results = publish_shards(
-        Storage(), str(out), batch_of(shards), InputConfig(uri=str(tmp_path / "in")), RankingConfig(), "d",
-        claim=claim,
-    )  # fmt: skip
+    settings = WriteSettings(
+        Storage(), str(out), InputConfig(uri=str(tmp_path / "in")), RankingConfig(), "d", claim=claim
+    )
+    results = publish_shards(batch_of(shards), settings)
     assert [error for _, _, error in results] == [None, None]
     assert (out / "part-0.parquet").exists() and (out / paths.MARKERS / "part-1.parquet.json").exists()
 
@@ -144,10 +139,10 @@ def test_a_publish_task_of_a_run_that_lost_its_lease_writes_nothing(tmp_path):
     claim = lease_held_by(out, "the-run-that-took-over")
     with pytest.raises(LeaseLostError, match="the-run-that-took-over"):
         claim.check(Storage())
-    results = publish_shards(
-        Storage(), str(out), batch_of(shards), InputConfig(uri=str(tmp_path / "in")), RankingConfig(), "d",
-        claim=claim,
-    )  # fmt: skip
+    settings = WriteSettings(
+        Storage(), str(out), InputConfig(uri=str(tmp_path / "in")), RankingConfig(), "d", claim=claim
+    )
+    results = publish_shards(batch_of(shards), settings)
     assert [relpath for relpath, marker, _ in results if marker is None] == [s.relpath for s in shards]
     assert all("lease" in (error or "") for _, _, error in results)
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["lease.json"]  # nothing else written

@@ -52,3 +52,11 @@ def test_empty_table_and_length_mismatch():
     assert rank_table(t, np.array([], np.float32), "query_id").num_rows == 0
     with pytest.raises(ValueError, match="2 scores for 0 rows"):
         rank_table(t, np.zeros(2, np.float32), "query_id")
+
+
+def test_a_length_mismatch_is_named_before_the_reshape_could_hide_or_garble_it():
+    t = pa.table({"query_id": ["q", "q", "r"]})
+    with pytest.raises(ValueError, match="5 scores for 3 rows"):
+        rank_table(t, np.zeros(5, np.float32), "query_id")  # reshape(3, -1) fails on its own
+    with pytest.raises(ValueError, match="4 scores for 3 rows"):
+        rank_table(t, np.zeros((4, 2), np.float32), "query_id")

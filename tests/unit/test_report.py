@@ -1,10 +1,11 @@
-"""The run report without Ray: the bounded recorders, report.json's numbers, the HTML page."""
+"""The run report without Ray: the bounded collector, report.json's numbers, the HTML page."""
 
 from __future__ import annotations
 
 import json
 import re
 import signal
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -13,14 +14,16 @@ import pytest
 from pipeline.errors import RunInterrupted
 from pipeline.io import Storage
 from pipeline.rerank.output.paths import REPORT_HTML, REPORT_JSON
-from pipeline.rerank.report import recorder as recorder_module
+from pipeline.rerank.report import collector as collector_module
+from pipeline.rerank.report.collector import RunCollector
+from pipeline.rerank.report.histogram import LENGTH_BINS
 from pipeline.rerank.report.html import render_html
-from pipeline.rerank.report.recorder import LENGTH_BINS, RunRecorder
 from pipeline.rerank.report.run_report import report_data, write_report
 from pipeline.rerank.report.svg import nice_ticks
 from pipeline.rerank.report.timeline import TimeBins
 from pipeline.rerank.runner import PreparedRun, RunReport, reporting_stops, write_run_report
 from pipeline.rerank.stages.score import scored_schema
+from pipeline.rerank.stream.assembly import ShardAssembler
 from tests.helpers import job, scoring_settings
 
 T0 = 1_800_000_000.0
@@ -30,6 +33,7 @@ def call(
     start: float,
     n: int = 8,
     *,
+    shard: int = 0,
     node: str = "n1",
     actor: int = 7,
     duration: float = 1.0,
@@ -45,7 +49,7 @@ def call(
     tok = np.full(n, tokens, np.int32)
     return pa.Table.from_pydict(
         {
-            "shard": np.zeros(n, np.int32),
+            "shard": np.full(n, shard, np.int32),
             "row": np.arange(n, dtype=np.int64),
             "score": rng.normal(0.0, 2.0, n).astype(np.float32),
             "tokens": tok,
@@ -61,11 +65,23 @@ def call(
     )
 
 
-def recorder() -> RunRecorder:
-    rec = RunRecorder(started_at=T0, max_length=128, score_columns=["score"])
+def recorder() -> RunCollector:
+    rec = RunCollector(started_at=T0, max_length=128, score_columns=["score"])
     rec.planning_s = 2.0
     rec.scoring_started_at = T0 + 2.5
     return rec
+
+
+def feeder(rec: RunCollector) -> Callable[[pa.Table], None]:
+    """Feeds `rec` as the runner does: each block through the assembler first, which says which
+    of its rows count (shards of up to 8 rows)."""
+    assembler = ShardAssembler(dict.fromkeys(range(1000), 8))
+
+    def feed(block: pa.Table) -> None:
+        added = assembler.add(block)
+        rec.add(block, scored=added.scored, fresh=added.fresh)
+
+    return feed
 
 
 def test_time_bins_keep_every_amount_and_their_size_as_the_run_grows():
@@ -83,9 +99,10 @@ def test_time_bins_keep_every_amount_and_their_size_as_the_run_grows():
 
 def test_recorder_counts_calls_actors_rejects_lengths_and_scores():
     rec = recorder()
-    rec.add(call(T0 + 5.0, rejects={0: "empty passage", 1: "null query_id"}))
-    rec.add(call(T0 + 6.0, actor=8, node="n2", tokens=90, seed=1))
-    rec.add(call(T0 + 5.0))  # the first call's block delivered again: counted once
+    feed = feeder(rec)
+    feed(call(T0 + 5.0, rejects={0: "empty passage", 1: "null query_id"}))
+    feed(call(T0 + 6.0, shard=1, actor=8, node="n2", tokens=90, seed=1))
+    feed(call(T0 + 5.0))  # the first call's block delivered again: counted once
     d = rec.to_dict(ended_at=T0 + 10.0)
     assert d["rejects"] == {"empty passage": 1, "null query_id": 1}
     assert d["actors"]["n1:7"]["pairs"] == 6 and d["actors"]["n1:7"]["calls"] == 1
@@ -102,11 +119,12 @@ def test_recorder_counts_calls_actors_rejects_lengths_and_scores():
 
 
 def test_recorder_stays_bounded_whatever_the_corpus(monkeypatch):
-    monkeypatch.setattr(recorder_module, "RECENT_CALLS", 64)  # calls remembered to drop a repeat
+    monkeypatch.setattr(collector_module, "RECENT_CALLS", 64)  # calls remembered to drop a repeat
     rec = recorder()
+    feed = feeder(rec)
     for i in range(400):  # many calls, many actors and reasons
         rejects = {0: f"reason {i % 80}"}
-        rec.add(call(T0 + i, n=4, actor=i % 100, duration=0.5, tokens=1 + i % 500, rejects=rejects))
+        feed(call(T0 + i, n=4, shard=i, actor=i % 100, duration=0.5, tokens=1 + i % 500, rejects=rejects))
     d = rec.to_dict(ended_at=T0 + 5000)
     assert len(d["actors"]) == 65  # 64 of their own and "other"
     assert len(d["rejects"]) == 51  # 50 reasons and "other"
@@ -119,18 +137,17 @@ def test_recorder_stays_bounded_whatever_the_corpus(monkeypatch):
 def test_publish_time_and_rows_come_from_the_markers():
     rec = recorder()
     rec._completed_at = {"a.parquet": T0 + 8.0, "b.parquet": T0 + 9.0}
-    rec.published(
-        [
-            {
-                "shard": "a.parquet",
-                "published_at": T0 + 8.5,
-                "rows_in": 10,
-                "rows_out": 9,
-                "rows_rejected": 1,
-            },
-            {"shard": "b.parquet", "published_at": T0 + 10.0, "rows_in": 5, "rows_out": 5},
-        ]
-    )
+    for marker in [
+        {
+            "shard": "a.parquet",
+            "published_at": T0 + 8.5,
+            "rows_in": 10,
+            "rows_out": 9,
+            "rows_rejected": 1,
+        },
+        {"shard": "b.parquet", "published_at": T0 + 10.0, "rows_in": 5, "rows_out": 5},
+    ]:
+        rec.published(marker)
     assert rec.stage_busy_s["publish"] == 1.5
     assert rec.rows() == {"rows_in": 15, "rows_out": 14, "rows_rejected": 1, "rows_dropped_top_k": 0}
 
@@ -153,8 +170,9 @@ def test_tokenize_time_is_read_from_ray_data_stats():
 
 def report(tmp_path, **overrides) -> dict:
     rec = recorder()
-    rec.add(call(T0 + 5.0, rejects={3: "empty <passage>"}))
-    rec.add(call(T0 + 6.5, actor=8))
+    feed = feeder(rec)
+    feed(call(T0 + 5.0, rejects={3: "empty <passage>"}))
+    feed(call(T0 + 6.5, shard=1, actor=8))
     cfg = job(
         tmp_path / "in",
         tmp_path / "out <b>",
@@ -162,7 +180,7 @@ def report(tmp_path, **overrides) -> dict:
         storage={"options": {"secret": "SUPERSECRET-1", "key": "AKIA-XYZ"}},
     )
     args = {
-        "recorder": rec,
+        "collector": rec,
         "output": cfg.output.uri,
         "outcome": "1 shard(s) failed",
         "shards": {"total": 3, "skipped": 0, "published": 2, "failed": 1},
@@ -248,13 +266,13 @@ def prepared(tmp_path) -> PreparedRun:
 def test_a_run_with_failed_shards_and_one_interrupted_write_their_report(tmp_path):
     run = prepared(tmp_path)
     failed = RunReport(shards_total=2, shards_skipped=0, failed={"b.parquet": "publish failed: boom"})
-    failed.recorder = recorder()
-    failed.recorder.add(call(T0 + 5.0))
+    failed.collector = recorder()
+    feeder(failed.collector)(call(T0 + 5.0))
     write_run_report(run, failed)
     data = json.loads((tmp_path / "out" / REPORT_JSON).read_text())
     assert data["outcome"] == "1 shard(s) failed" and data["failures"]["count"] == 1
 
-    stopped = RunReport(shards_total=2, shards_skipped=0, recorder=recorder())
+    stopped = RunReport(shards_total=2, shards_skipped=0, collector=recorder())
     stop = RunInterrupted(signal.SIGTERM)
     stop.published_now = 1
     with pytest.raises(RunInterrupted), reporting_stops(run, stopped):
@@ -266,6 +284,6 @@ def test_a_run_with_failed_shards_and_one_interrupted_write_their_report(tmp_pat
 
 def test_a_run_that_scored_nothing_keeps_the_last_report(tmp_path):
     nothing = RunReport(shards_total=2, shards_skipped=2)
-    nothing.recorder = RunRecorder(started_at=T0, max_length=128, score_columns=["score"])
+    nothing.collector = RunCollector(started_at=T0, max_length=128, score_columns=["score"])
     write_run_report(prepared(tmp_path), nothing)
     assert not (tmp_path / "out" / REPORT_JSON).exists()

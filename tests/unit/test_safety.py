@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main
+from pipeline.demo.processes import free_port
 from pipeline.errors import ConfigError, InputContractError
 from pipeline.io import ShardFile, Storage, join, location, storage_error
 from pipeline.models.limits import position_limit
@@ -26,7 +27,6 @@ from pipeline.rerank.input.quarantine import duplicate_pairs, reject_reasons, sp
 from pipeline.rerank.input.split_queries import query_id_hashes
 from pipeline.rerank.output import checkpoint
 from pipeline.rerank.output.ranking import rank_table
-from tests.helpers import free_port
 
 STORAGE = Storage()
 FP = {"model": "m", "max_length": 512}

@@ -14,7 +14,7 @@ from pipeline.rerank.output import checkpoint
 from pipeline.rerank.stages.score import ScorePairs
 from pipeline.rerank.stages.shard_scores import ShardScores
 from pipeline.rerank.stages.tokenize import TokenizeShard
-from pipeline.rerank.stages.write import publish_shard
+from pipeline.rerank.stages.write import WriteSettings, publish_shard
 from pipeline.rerank.stream.assembly import ShardAssembler
 from tests.helpers import scoring_settings
 
@@ -83,7 +83,9 @@ def test_null_and_empty_rows_are_quarantined_not_scored(tmp_path, tiny_bert):
     result = assembler.take(0)
     assert result.rejected == {1: "null passage", 2: "empty query", 3: "empty passage", 4: "null query"}
     out = str(tmp_path / "out")
-    marker = publish_shard(STORAGE, out, shard, result, InputConfig(uri="x"), RankingConfig(), "dg")
+    marker = publish_shard(
+        shard, result, WriteSettings(STORAGE, out, InputConfig(uri="x"), RankingConfig(), "dg")
+    )
     assert (marker["rows_in"], marker["rows_out"], marker["rows_rejected"]) == (5, 1, 4)
     assert STORAGE.read_table(checkpoint.shard_output_uri(out, shard.relpath)).column(
         "doc_id"
@@ -104,15 +106,21 @@ def test_publish_writes_ranked_shard_then_marker(shard, tmp_path):
     scored.scores[:, 0] = np.linspace(-1, 1, table.num_rows)
     scored.tokens, scored.padded_tokens = 100, 120
     out = str(tmp_path / "out")
-    stats = publish_shard(STORAGE, out, shard, scored, InputConfig(uri="x"), RankingConfig(top_k=2), "dg")
+    stats = publish_shard(
+        shard, scored, WriteSettings(STORAGE, out, InputConfig(uri="x"), RankingConfig(top_k=2), "dg")
+    )
     published = STORAGE.read_table(checkpoint.shard_output_uri(out, shard.relpath))
     assert published.num_rows == 3 * 2  # top-2 of each of 3 queries
-    assert STORAGE.read_json(checkpoint.marker_uri(out, shard.relpath)) is None  # the driver writes it
+    assert STORAGE.read_json(checkpoint.marker_uri(out, shard.relpath)) is None  # publish_shards writes it
     assert (stats["rows_in"], stats["rows_out"], stats["rows_dropped_top_k"]) == (12, 6, 6)
     assert stats["rows_rejected"] == 0
     assert not STORAGE.list_files(str(tmp_path / "out" / "_rejected"))
     with pytest.raises(RuntimeError, match="12 rows but 3 were scored"):
-        publish_shard(STORAGE, out, shard, ShardScores.empty(3), InputConfig(uri="x"), RankingConfig(), "dg")
+        publish_shard(
+            shard,
+            ShardScores.empty(3),
+            WriteSettings(STORAGE, out, InputConfig(uri="x"), RankingConfig(), "dg"),
+        )
 
 
 def _scores(shard, rows, error=None, reject=None):

@@ -16,7 +16,7 @@ from pipeline.rerank.output.fingerprint import fingerprint_digest
 from pipeline.rerank.output.lease import process_tag
 from pipeline.rerank.output.paths import REPORT_HTML, REPORT_JSON
 from pipeline.rerank.output.status import write_shard_list
-from pipeline.rerank.report.recorder import RunRecorder
+from pipeline.rerank.report.collector import RunCollector
 from pipeline.rerank.report.run_report import report_data, write_report
 from tests.helpers import pairs_table
 
@@ -149,9 +149,9 @@ def test_status_on_object_storage(s3, capsys, tmp_path):
     storage = Storage.from_settings(endpoint_url=endpoint)
     write_input(storage, "s3://status-out/in", 3)
     craft(storage, "s3://status-out/in", "s3://status-out/day1", done=2)
-    recorder = RunRecorder(started_at=time.time(), max_length=128, score_columns=["score"])
+    collector = RunCollector(started_at=time.time(), max_length=128, score_columns=["score"])
     data = report_data(
-        recorder=recorder, output="s3://status-out/day1", outcome="interrupted by SIGTERM", shards={},
+        collector=collector, output="s3://status-out/day1", outcome="interrupted by SIGTERM", shards={},
         failed={}, summary={}, config={}, fingerprint=FP, digest=DIGEST,
     )  # fmt: skip
     assert write_report(storage, "s3://status-out/day1", data) == "s3://status-out/day1/" + REPORT_HTML

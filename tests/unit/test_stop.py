@@ -13,21 +13,17 @@ from jobs.entry import execute, exit_code_for
 from pipeline.errors import LeaseLostError, RunInterrupted, RunStopped
 from pipeline.io import Storage
 from pipeline.rerank.config import InputConfig, RankingConfig
-from pipeline.rerank.report.progress import Progress
+from pipeline.rerank.stages.write import WriteSettings
 from pipeline.rerank.stop import counting_shards, handling_signals, raise_if_stopped, stop_reason, stop_when
 from pipeline.rerank.stream.publisher import ShardPublisher
 
 
 def publisher(tmp_path, should_stop) -> ShardPublisher:
     return ShardPublisher(
-        storage=Storage(),
-        output=str(tmp_path),
-        columns=InputConfig(uri=str(tmp_path / "in")),
-        ranking=RankingConfig(),
-        digest="d",
-        score_columns=["score"],
+        settings=WriteSettings(
+            Storage(), str(tmp_path), InputConfig(uri=str(tmp_path / "in")), RankingConfig(), "d", ["score"]
+        ),
         query_id_hashes={},
-        progress=Progress(shards_total=4, pairs_total=40),
         should_stop=should_stop,
         writers=[],  # nothing is submitted: no Ray actors
     )

@@ -31,7 +31,7 @@ VARLEN = "rerank_varlen"
 
 
 def resolve_attention(attention: Attention, device: str) -> ResolvedAttention:
-    """`auto` is `padded` on every device until bench/gpu_check.sh shows `unpadded` winning on a
+    """`auto` is `padded` on every device until bench/gpu/check.sh shows `unpadded` winning on a
     GPU: length-sorted token-budget batches already waste little on padding."""
     return "padded" if attention == "auto" else attention
 

@@ -30,7 +30,7 @@ WIDTH_MULTIPLE = 8
 
 def resolve_compile(setting: Compile, device: str) -> bool:
     """`auto` does not compile yet, on any device: on a CPU the compile time is not won back, and
-    on CUDA it has not been measured to win (bench/gpu.py); `on` compiles."""
+    on CUDA it has not been measured to win (python -m bench.gpu); `on` compiles."""
     del device  # the measured devices where it wins go here
     return setting == "on"
 

@@ -35,9 +35,14 @@ def rank_table(
     input order (the prefilter column's order, `pipeline.rerank.input.cascade`).
     """
     n = table.num_rows
-    matrix = np.asarray(scores, dtype=np.float32).reshape(n, -1) if n else np.zeros((0, 1), np.float32)
-    if len(np.asarray(scores)) != n:
-        raise ValueError(f"{len(scores)} scores for {n} rows")
+    given = np.asarray(scores, dtype=np.float32)
+    count = len(given) if given.ndim else 1
+    if count != n or given.ndim > 2:  # before the reshape, which would hide it or fail on its own
+        raise ValueError(
+            f"{count} scores for {n} rows (shape {given.shape}); pass one score, or one row of "
+            "score columns, per row"
+        )
+    matrix = given.reshape(n, -1) if n else np.zeros((0, 1), np.float32)
     main = matrix[:, 0]
     # dictionary_encode numbers values in order of first appearance: exactly our query order.
     encoded = pc.dictionary_encode(table.column(query_id_column), null_encoding="encode")

@@ -14,13 +14,12 @@ from typing import Any
 from pipeline.io import ShardFile, Storage, join
 from pipeline.rerank.output import checkpoint, paths
 from pipeline.rerank.output.lease import is_gone
-from pipeline.rerank.output.paths import REPORT_HTML, REPORT_JSON, ROW_COUNTS, SHARD_LIST
 
 
 def write_shard_list(storage: Storage, output: str, input_uri: str, shards: list[ShardFile]) -> None:
     """Records the run's input shards, so that `rerank status` can tell what is pending without INPUT."""
     storage.write_json_atomic(
-        join(output, SHARD_LIST),
+        join(output, paths.SHARD_LIST),
         {
             "input": input_uri,
             "written_at": time.time(),
@@ -76,9 +75,9 @@ def _listed_shards(
     """The shards the run covers: INPUT listed now, else the last run's shard list (or None)."""
     if input_uri is not None:
         return storage.list_shards(input_uri), f"INPUT {input_uri}"
-    if SHARD_LIST not in files:
+    if paths.SHARD_LIST not in files:
         return None, None
-    record = storage.read_json(join(output, SHARD_LIST)) or {}
+    record = storage.read_json(join(output, paths.SHARD_LIST)) or {}
     root = str(record.get("input", ""))
     shards = [
         ShardFile(join(root, s["path"]), s["path"], int(s.get("size", 0)), str(s.get("version", "")))
@@ -136,16 +135,16 @@ def run_status(
         status.notes.append("_SUCCESS is from a run with another fingerprint; ignored")
         success = None
     status.has_success = success is not None
-    report = storage.read_json(join(output, REPORT_JSON)) if REPORT_JSON in files else None
-    if REPORT_HTML in files:
-        status.report = join(output, REPORT_HTML)
+    report = storage.read_json(join(output, paths.REPORT_JSON)) if paths.REPORT_JSON in files else None
+    if paths.REPORT_HTML in files:
+        status.report = join(output, paths.REPORT_HTML)
     shards, status.pending_from = _listed_shards(storage, output, input_uri, files)
     if success is not None and shards is None:  # finished, nothing to compare with: its list
         done = [{"shard": s["path"], **s} for s in success.get("shards", [])]
     else:
         done = _done_markers(storage, output, str(status.digest), shards, listing)
     status.shards_done = len(done)
-    status.rows = {k: sum(int(m.get(k, 0)) for m in done) for k in ROW_COUNTS}
+    status.rows = {k: sum(int(m.get(k, 0)) for m in done) for k in paths.ROW_COUNTS}
     if shards is not None:
         finished = {m["shard"] for m in done}
         status.shards_total = len(shards)

@@ -1,5 +1,5 @@
 """The run report's HTML page, made from report.json's numbers alone: inline CSS, the sections of
-`report_sections.py` (tables and inline SVG), no script and nothing fetched."""
+`sections.py` (tables and inline SVG), no script and nothing fetched."""
 
 from __future__ import annotations
 
@@ -34,10 +34,39 @@ def _when(epoch: float | None) -> str:
 
 def render_html(data: dict[str, Any]) -> str:
     """The whole page for a report.json dict."""
-    s, sh, rows = data.get("summary") or {}, data.get("shards") or {}, data.get("rows") or {}
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>rerank report: {escape(str(data.get('output', '')))}</title><style>{CSS}</style></head>"
+        "<body>\n" + "\n".join(_header(data) + _body(data)) + "\n</body></html>\n"
+    )
+
+
+def _header(data: dict[str, Any]) -> list[str]:
+    """The title, the run's output, times and outcome, and its figures."""
     outcome = str(data.get("outcome", "?"))
     status = "ok" if outcome == "complete" else "bad"
-    figures: list[list[Any]] = [
+    chunked = ((data.get("config") or {}).get("input") or {}).get("long_passages") == "chunk"
+    return [
+        "<h1>offline-rerank run report</h1>",
+        f'<p class="sub">{escape(str(data.get("output", "")))}<br>'
+        f"started {_when(data.get('started_at'))}, ended {_when(data.get('ended_at'))} — "
+        f'<b class="{status}">{escape(outcome)}</b></p>',
+        "<h2>Figures</h2>",
+        table(["figure", "value"], _figures(data)),
+        (
+            "<p>--long-passages chunk: pairs count rows (a row once, when its last window is "
+            "scored); tokens, token lengths and scores count windows (what one scoring row holds).</p>"
+            if chunked
+            else ""
+        ),
+    ]
+
+
+def _figures(data: dict[str, Any]) -> list[list[Any]]:
+    """The figures table's rows: shards, rows, pairs, tokens, rates, start-up, resources."""
+    s, sh, rows = data.get("summary") or {}, data.get("shards") or {}, data.get("rows") or {}
+    phases_s = data.get("phases") or {}
+    return [
         [
             "shards (total / skipped as done / published / failed)",
             " / ".join(str(sh.get(k, "?")) for k in ("total", "skipped", "published", "failed")),
@@ -51,29 +80,21 @@ def render_html(data: dict[str, Any]) -> str:
         ["pairs scored", s.get("pairs_scored")],
         ["tokens (padded)", f"{s.get('tokens')} ({s.get('padded_tokens')})"],
         ["padding efficiency", s.get("padding_efficiency")],
-        ["wall s", (data.get("phases") or {}).get("wall_s")],
+        ["wall s", phases_s.get("wall_s")],
         ["pairs/s (whole run)", s.get("pairs_per_s")],
         ["steady pairs/s (scoring calls)", s.get("steady_pairs_per_s")],
-        ["start-up s (to the first scored batch)", (data.get("phases") or {}).get("first_scored_s")],
+        ["start-up s (to the first scored batch)", phases_s.get("first_scored_s")],
         ["scoring utilisation", s.get("scoring_utilisation")],
         ["planning s", s.get("planning_s")],
         ["driver peak RSS MiB", s.get("driver_peak_rss_mib")],
     ]
+
+
+def _body(data: dict[str, Any]) -> list[str]:
+    """The sections after the figures: time, throughput, work, lengths, scores, problems, config."""
     busy = data.get("stage_busy_s") or {}
     stage_items = [(k, float(busy[k])) for k in ("tokenize", "score", "publish") if busy.get(k) is not None]
-    body = [
-        "<h1>offline-rerank run report</h1>",
-        f'<p class="sub">{escape(str(data.get("output", "")))}<br>'
-        f"started {_when(data.get('started_at'))}, ended {_when(data.get('ended_at'))} — "
-        f'<b class="{status}">{escape(outcome)}</b></p>',
-        "<h2>Figures</h2>",
-        table(["figure", "value"], figures),
-        (
-            "<p>--long-passages chunk: below, a pair is one window of a passage (what one scoring "
-            "row holds); pairs scored above count rows.</p>"
-            if ((data.get("config") or {}).get("input") or {}).get("long_passages") == "chunk"
-            else ""
-        ),
+    return [
         "<h2>Where the time went</h2>",
         svg.stacked_bar("phases", "Wall time by phase", phases(data)),
         svg.bars("stage-busy", "Busy time per stage, summed over workers", stage_items, "s"),
@@ -95,8 +116,3 @@ def render_html(data: dict[str, Any]) -> str:
         f"<pre>{escape(json.dumps(data.get('fingerprint'), indent=1, sort_keys=True))}</pre>",
         f"<pre>{escape(json.dumps(data.get('config'), indent=1, sort_keys=True))}</pre>",
     ]
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>rerank report: {escape(str(data.get('output', '')))}</title><style>{CSS}</style></head>"
-        "<body>\n" + "\n".join(body) + "\n</body></html>\n"
-    )

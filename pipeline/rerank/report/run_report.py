@@ -12,8 +12,8 @@ from typing import Any
 
 from pipeline.io import Storage, join
 from pipeline.rerank.output.paths import REPORT_HTML, REPORT_JSON
+from pipeline.rerank.report.collector import RunCollector
 from pipeline.rerank.report.html import render_html
-from pipeline.rerank.report.recorder import RunRecorder
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ VERSION = 1
 
 def report_data(
     *,
-    recorder: RunRecorder,
+    collector: RunCollector,
     output: str,
     outcome: str,
     shards: dict[str, int],
@@ -35,7 +35,7 @@ def report_data(
     totals: dict[str, Any] | None = None,
     ended_at: float | None = None,
 ) -> dict[str, Any]:
-    """What report.json holds: the run (`shards`: total, skipped, published, failed), the recorded
+    """What report.json holds: the run (`shards`: total, skipped, published, failed), the collected
     figures, failures with reasons, the final summary, the redacted config and the fingerprint.
     `totals`: OUTPUT's row totals (`_SUCCESS`'s), else this run's published shards' are used."""
     ended_at = time.time() if ended_at is None else ended_at
@@ -44,11 +44,11 @@ def report_data(
         "version": VERSION,
         "output": output,
         "outcome": outcome,
-        "started_at": recorder.started_at,
+        "started_at": collector.started_at,
         "ended_at": ended_at,
         "shards": shards,
-        **recorder.to_dict(ended_at),
-        "rows": totals if totals else recorder.rows(),
+        **collector.to_dict(ended_at),
+        "rows": totals if totals else collector.rows(),
         "failures": {"count": len(failed), "shards": shown},
         "summary": summary,
         "config": config,

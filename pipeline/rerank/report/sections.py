@@ -1,5 +1,5 @@
 """The sections of the run report's page, each made from report.json's numbers: tables and the
-SVG charts of `report_svg.py`; every string from the run is escaped."""
+SVG charts of `svg.py`; every string from the run is escaped."""
 
 from __future__ import annotations
 
@@ -57,17 +57,11 @@ def throughput(data: dict[str, Any]) -> str:
         return [sum(values[i : i + k]) / len(values[i : i + k]) for i in range(0, len(values), k)]
 
     x = [(i + k / 2) * bin_s / scale for i in range(0, n, k)]
-    p = data.get("phases", {})
-    marks = [
-        (p[key] / scale, text)
-        for key, text in (
-            ("planning_s", "planning done"),
-            ("first_call_s", "first scoring call"),
-            ("first_scored_s", "first scored batch (start-up)"),
-        )
-        if p.get(key) is not None
-    ]
-    x_label = f"{unit} since the run started (points {k * bin_s:g} s apart)"
+    x_label, marks = f"{unit} since the run started (points {k * bin_s:g} s apart)", _start_marks(data, scale)
+
+    def chart(chart_id: str, title: str, series: dict[str, list[float]], y_label: str) -> str:
+        return svg.line_chart(chart_id, title, x, series, x_label=x_label, y_label=y_label, marks=marks)
+
     nodes = tp.get("nodes", {})
     pairs = {"all nodes": points(tp.get("pairs_per_s", []))}
     tokens = {"all nodes": points(tp.get("tokens_per_s", []))}
@@ -75,24 +69,8 @@ def throughput(data: dict[str, Any]) -> str:
         pairs |= {f"node {name}": points(v.get("pairs", [])) for name, v in nodes.items()}
         tokens |= {f"node {name}": points(v.get("tokens", [])) for name, v in nodes.items()}
     parts = [
-        svg.line_chart(
-            "pairs-per-s",
-            "Pairs scored per second",
-            x,
-            pairs,
-            x_label=x_label,
-            y_label="pairs/s",
-            marks=marks,
-        ),
-        svg.line_chart(
-            "tokens-per-s",
-            "Tokens scored per second",
-            x,
-            tokens,
-            x_label=x_label,
-            y_label="tokens/s",
-            marks=marks,
-        ),
+        chart("pairs-per-s", "Pairs scored per second", pairs, "pairs/s"),
+        chart("tokens-per-s", "Tokens scored per second", tokens, "tokens/s"),
     ]
     actors = sorted(tp.get("actors", {}).items(), key=lambda kv: -sum(kv[1].get("pairs", [])))
     if actors:
@@ -102,18 +80,28 @@ def throughput(data: dict[str, Any]) -> str:
             if len(actors) > ACTOR_SERIES_SHOWN
             else ""
         )
-        parts.append(
-            svg.line_chart(
-                "actor-pairs-per-s", title, x, shown, x_label=x_label, y_label="pairs/s", marks=marks
-            )
-        )
+        parts.append(chart("actor-pairs-per-s", title, shown, "pairs/s"))
     return "\n".join(parts)
 
 
+def _start_marks(data: dict[str, Any], scale: float) -> list[tuple[float, str]]:
+    """The start-up marks of the throughput plots, on their time axis."""
+    p = data.get("phases", {})
+    return [
+        (p[key] / scale, text)
+        for key, text in (
+            ("planning_s", "planning done"),
+            ("first_call_s", "first scoring call"),
+            ("first_scored_s", "first scored batch (start-up)"),
+        )
+        if p.get(key) is not None
+    ]
+
+
 def work(data: dict[str, Any]) -> str:
-    nodes = (data.get("summary") or {}).get("nodes") or {}
+    nodes = data.get("nodes") or (data.get("summary") or {}).get("nodes") or {}
     actors = data.get("actors") or {}
-    if not nodes and actors:  # an interrupted run has no summary: add up the actors
+    if not nodes and actors:  # a report without per-node figures: add up the actors
         for a in actors.values():
             n = nodes.setdefault(a["node"], {"pairs": 0, "scoring_actors": 0})
             n["pairs"] += a["pairs"]

@@ -87,7 +87,7 @@ class ScorePairs:
 
     @property
     def reranker(self) -> Reranker:
-        """The reranker this stage scores with (bench/gpu.py times it bare, outside the stage)."""
+        """The reranker this stage scores with (the GPU benchmark, bench/gpu/, times it bare)."""
         return self._reranker
 
     def __call__(self, batch: pa.Table) -> pa.Table:

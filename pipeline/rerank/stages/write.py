@@ -5,15 +5,18 @@ published and its done-marker written right after, once it is checked that the r
 OUTPUT's lease, so the driver neither waits on storage nor pays a round trip per shard. A
 `ShardWriter` (one of a few long-lived Ray actors of the run) runs it: one process each for the
 whole run, not a worker per task (on a small node, Ray ends an idle task worker within a second
-and starts a new one for the next task: seconds of CPU each, taken from the scoring actors). Kept
-apart from the scoring stage so the writers never import torch.
+and starts a new one for the next task: seconds of CPU each, taken from the scoring actors). What
+every shard of the run is published with travels as one `WriteSettings`. Kept apart from the
+scoring stage so the writers never import torch.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline.errors import LeaseLostError
@@ -29,22 +32,30 @@ from pipeline.rerank.stages.shard_scores import ShardScores
 from pipeline.rerank.stages.unscored import null_unscored, split_unscored, unscored_order, with_unscored
 
 
+@dataclass(frozen=True)
+class WriteSettings:
+    """What every shard of a run is published with: where (`storage`, `output`), how (`columns`,
+    `ranking`, `score_columns`), the run's identity in each done-marker (`digest`) and the lease
+    claim checked before each write (`claim`; None: no lease, e.g. a test)."""
+
+    storage: Storage
+    output: str
+    columns: InputConfig
+    ranking: RankingConfig
+    digest: str
+    score_columns: list[str] | None = None
+    claim: LeaseClaim | None = None
+
+
 def publish_shard(
-    storage: Storage,
-    output: str,
-    shard: ShardFile,
-    scored: ShardScores,
-    columns: InputConfig,
-    ranking: RankingConfig,
-    digest: str,
-    query_id_hashes: str = "",
-    score_columns: list[str] | None = None,
+    shard: ShardFile, scored: ShardScores, settings: WriteSettings, query_id_hashes: str = ""
 ) -> dict[str, Any]:
     """Ranks one shard's rows by their scores and publishes it (and its quarantined rows)
-    atomically; returns the stats for its done-marker, which the driver writes next. Every input
+    atomically; returns the stats for its done-marker, which `publish_shards` writes next. Every input
     row is accounted for: rows_in = rows_out + rows_rejected + rows_dropped_top_k.
     """
-    shape = flatten_shard(storage.read_table(shard.uri), columns)  # nested: a row per candidate
+    columns = settings.columns
+    shape = flatten_shard(settings.storage.read_table(shard.uri), columns)  # nested: a row per candidate
     table = shape.flat
     if table.num_rows != len(scored.scores):
         raise RuntimeError(
@@ -56,26 +67,9 @@ def publish_shard(
     rejected = shape.long_rows(rejected)
     kept = with_unscored(table.filter(pa.array(keep)), unscored[keep])
     chunked = scored.chunk_columns(keep) if columns.long_passages == "chunk" else {}
-    for name, values in chunked.items():  # ranked with their rows, then moved after the scores
-        kept = kept.append_column(name, values)
-    ranked = rank_table(
-        kept,
-        scored.scores[keep],
-        shape.group_column,
-        ranking.top_k,
-        ranking.normalize,
-        score_columns,
-        unscored_order=unscored_order(kept, columns),
-    )
-    if chunked:
-        ranked = ranked.select([c for c in ranked.column_names if c not in chunked] + list(chunked))
+    ranked = rank_kept(kept, scored.scores[keep], chunked, shape.group_column, settings)
     ranked = null_unscored(ranked, table.column_names)
-    rejected_uri = checkpoint.rejected_uri(output, shard.relpath)
-    if rejected.num_rows:
-        storage.write_parquet_atomic(rejected_uri, rejected)
-    else:
-        storage.remove(rejected_uri)  # a quarantine left by an earlier run of this shard
-    storage.write_parquet_atomic(checkpoint.shard_output_uri(output, shard.relpath), shape.nest(ranked))
+    write_published(settings, shard, shape.nest(ranked), rejected)
     stats = {
         "rows_in": table.num_rows,
         "rows_out": ranked.num_rows,
@@ -92,6 +86,42 @@ def publish_shard(
     if stats["rows_in"] != stats["rows_out"] + stats["rows_rejected"] + stats["rows_dropped_top_k"]:
         raise RuntimeError(f"shard {shard.uri} does not reconcile: {stats}")
     return stats
+
+
+def rank_kept(
+    kept: pa.Table,
+    scores: np.ndarray,
+    chunked: dict[str, pa.Array],
+    group_column: str,
+    settings: WriteSettings,
+) -> pa.Table:
+    """The kept rows ranked by `scores` (top-k applied); chunk mode's columns (`chunked`) ranked
+    with their rows, then moved after the scores."""
+    for name, values in chunked.items():
+        kept = kept.append_column(name, values)
+    ranked = rank_table(
+        kept,
+        scores,
+        group_column,
+        settings.ranking.top_k,
+        settings.ranking.normalize,
+        settings.score_columns,
+        unscored_order=unscored_order(kept, settings.columns),
+    )
+    if chunked:
+        ranked = ranked.select([c for c in ranked.column_names if c not in chunked] + list(chunked))
+    return ranked
+
+
+def write_published(settings: WriteSettings, shard: ShardFile, ranked: pa.Table, rejected: pa.Table) -> None:
+    """Writes the shard's quarantine (or removes one an earlier run left), then its output."""
+    storage, output = settings.storage, settings.output
+    rejected_uri = checkpoint.rejected_uri(output, shard.relpath)
+    if rejected.num_rows:
+        storage.write_parquet_atomic(rejected_uri, rejected)
+    else:
+        storage.remove(rejected_uri)  # a quarantine left by an earlier run of this shard
+    storage.write_parquet_atomic(checkpoint.shard_output_uri(output, shard.relpath), ranked)
 
 
 def marker_summary(marker: dict[str, Any]) -> dict[str, Any]:
@@ -118,29 +148,21 @@ class ClaimCheck:
 
 
 def publish_shards(
-    storage: Storage,
-    output: str,
-    shards: list[tuple[ShardFile, ShardScores, str]],
-    columns: InputConfig,
-    ranking: RankingConfig,
-    digest: str,
-    score_columns: list[str] | None = None,
-    claim: LeaseClaim | None = None,
+    shards: list[tuple[ShardFile, ShardScores, str]], settings: WriteSettings
 ) -> list[tuple[str, dict[str, Any] | None, str | None]]:
     """Publishes and marks each (shard, scores, query-id hashes); returns (relpath, marker summary,
     None) per shard, or (relpath, None, reason) for a shard that failed (the others go on). With a
-    lease `claim`, a lease found lost fails the shard in hand and every one after it, unwritten."""
+    lease claim (`settings.claim`), a lease found lost fails the shard in hand and every one after
+    it, unwritten."""
     results: list[tuple[str, dict[str, Any] | None, str | None]] = []
-    still_ours = ClaimCheck(storage, claim)
+    still_ours = ClaimCheck(settings.storage, settings.claim)
     for i, (shard, scored, hashes) in enumerate(shards):
         try:
             still_ours()
-            stats = publish_shard(
-                storage, output, shard, scored, columns, ranking, digest, hashes, score_columns
-            )
+            stats = publish_shard(shard, scored, settings, hashes)
             crash_point("between_publish_and_marker")
             still_ours()
-            marker = checkpoint.write_marker(storage, output, shard, digest, stats)
+            marker = checkpoint.write_marker(settings.storage, settings.output, shard, settings.digest, stats)
         except LeaseLostError as e:
             results += [(s.relpath, None, f"not published: {e}") for s, _, _ in shards[i:]]
             break
@@ -154,21 +176,11 @@ def publish_shards(
 class ShardWriter:
     """The write stage as a long-lived worker: holds what every batch of this run shares."""
 
-    def __init__(
-        self,
-        storage: Storage,
-        output: str,
-        columns: InputConfig,
-        ranking: RankingConfig,
-        digest: str,
-        score_columns: list[str] | None = None,
-        claim: LeaseClaim | None = None,
-    ) -> None:
-        self._common = (storage, output, columns, ranking, digest, score_columns, claim)
+    def __init__(self, settings: WriteSettings) -> None:
+        self._settings = settings
 
     def publish(
         self, shards: list[tuple[ShardFile, ShardScores, str]]
     ) -> list[tuple[str, dict[str, Any] | None, str | None]]:
         """`publish_shards` of this batch (see there)."""
-        storage, output, columns, ranking, digest, score_columns, claim = self._common
-        return publish_shards(storage, output, shards, columns, ranking, digest, score_columns, claim)
+        return publish_shards(shards, self._settings)

@@ -18,19 +18,32 @@ from pipeline.rerank.stream.chunk_scores import Aggregate, ChunkScores
 
 @dataclass
 class Added:
+    """What one block of scores added: the shards it completed, and per position of the block
+    whether that row counts as a pair scored now (`scored`) and whether it arrived for the first
+    time (`fresh`). `ShardAssembler` says which rows count; the run's collector
+    (`pipeline.rerank.report.collector`) counts them, so every figure of the run agrees."""
+
     complete: list[int]
-    pairs: int = 0
+    scored: np.ndarray  # bool per position: a pair scored, counted now and never again
+    fresh: np.ndarray  # bool per position: first arrival (in chunk mode: of that window)
     tokens: int = 0
     padded_tokens: int = 0
+
+    @property
+    def pairs(self) -> int:
+        return int(self.scored.sum())
 
 
 class ShardAssembler:
     """Collects streamed scores per shard; says when a shard has all of its rows.
 
     Rows are keyed by (shard, row): a row delivered twice (a retried task) counts once. A
-    quarantined row counts as arrived (it is published to _rejected/), a shard-level error row
-    fails its shard. A shard's score array exists only between its first rows' arrival and its
-    `take`: the driver holds the shards in flight, not the corpus.
+    quarantined row counts as arrived (it is published to _rejected/) but not as a pair scored
+    (nor does a row the prefilter left unscored: it is quarantined until published); a
+    shard-level error row fails its shard. In chunk mode a row counts as one pair, at the position
+    of the window that completed it (its windows count once each as arrived, not as pairs). A
+    shard's score array exists only between its first rows' arrival and its `take`: the driver
+    holds the shards in flight, not the corpus.
     """
 
     def __init__(
@@ -59,10 +72,27 @@ class ShardAssembler:
         return self.shards[shard]
 
     def add(self, batch: pa.Table) -> Added:
-        shard_col = batch.column("shard").to_numpy()
-        row_col = batch.column("row").to_numpy()
+        """Takes one block of scores; returns the shards it completed and which of its rows count
+        (see `Added`)."""
+        cols = self._columns(batch)
+        self._fail_on_errors(batch)
+        rejects = batch.column("reject")
+        has_rejects = rejects.null_count < batch.num_rows
+        reasons = rejects.to_pylist() if has_rejects else []
+        rejected = (
+            rejects.is_valid().to_numpy(zero_copy_only=False)
+            if has_rejects
+            else np.zeros(batch.num_rows, bool)
+        )
+        added = Added([], np.zeros(batch.num_rows, bool), np.zeros(batch.num_rows, bool))
+        for shard in np.unique(cols["shard"]):
+            self._add_shard(int(shard), cols, rejected, reasons, added)
+        return added
+
+    def _columns(self, batch: pa.Table) -> dict[str, np.ndarray]:
         cols = {
-            "row": row_col,
+            "shard": batch.column("shard").to_numpy(),
+            "row": batch.column("row").to_numpy(),
             "scores": np.column_stack([batch.column(c).to_numpy() for c in self.score_columns]),
             "tokens": batch.column("tokens").to_numpy().astype(np.int64),
             "padded": batch.column("padded_tokens").to_numpy().astype(np.int64),
@@ -71,49 +101,59 @@ class ShardAssembler:
             cols |= {
                 c: batch.column(c).to_numpy() for c in (WINDOW, WINDOWS, WINDOW_CHAR, WINDOWS_NOT_SCORED)
             }
-        errors, rejects = batch.column("error"), batch.column("reject")
-        if errors.null_count < batch.num_rows:
-            for shard, err in zip(shard_col, errors.to_pylist(), strict=True):
-                if err is not None and int(shard) in self.expected:
-                    self.failed[int(shard)] = err
-                    self._drop(int(shard))
-        has_rejects = rejects.null_count < batch.num_rows
-        reasons = rejects.to_pylist() if has_rejects else None
-        rejected = rejects.is_valid().to_numpy(zero_copy_only=False) if has_rejects else None
-        added = Added(complete=[])
-        for shard in np.unique(shard_col):
-            s = int(shard)
-            acc = self._scores(s)
-            if acc is None:
-                continue
-            idx = np.flatnonzero((shard_col == shard) & (row_col >= 0))
-            idx = idx[~acc.seen[row_col[idx]]]
-            if self.aggregate is None:
-                rows = row_col[idx]
-                acc.seen[rows] = True
-                acc.scores[rows] = cols["scores"][idx]
-                acc.filled += len(rows)
-            else:
-                idx, rows = self._add_windows(s, acc, idx, cols)
-            newly_rejected = 0
-            if reasons is not None and rejected is not None:
-                for i in idx[rejected[idx]]:  # a rejected row is one pair (one window): complete
-                    acc.rejected[int(row_col[i])] = reasons[i]
-                    newly_rejected += 1
-                    if acc.chunks is not None:
-                        acc.chunks[row_col[i]] = 0  # no window of it was scored
-            if self.aggregate is not None:
-                acc.windows_scored += len(idx) - newly_rejected
-                acc.windows_not_scored += int(self.windows[s].not_scored[rows].sum())
-            tokens, padded = int(cols["tokens"][idx].sum()), int(cols["padded"][idx].sum())
-            acc.tokens += tokens
-            acc.padded_tokens += padded
-            added.pairs += len(rows) - newly_rejected
-            added.tokens += tokens
-            added.padded_tokens += padded
-            if acc.filled == self.expected[s]:
-                added.complete.append(s)
-        return added
+        return cols
+
+    def _fail_on_errors(self, batch: pa.Table) -> None:
+        """A shard with an error row fails: what was collected of it is dropped."""
+        errors = batch.column("error")
+        if errors.null_count == batch.num_rows:
+            return
+        for shard, err in zip(batch.column("shard").to_numpy(), errors.to_pylist(), strict=True):
+            if err is not None and int(shard) in self.expected:
+                self.failed[int(shard)] = err
+                self._drop(int(shard))
+
+    def _add_shard(
+        self,
+        s: int,
+        cols: dict[str, np.ndarray],
+        rejected: np.ndarray,
+        reasons: list[str | None],
+        added: Added,
+    ) -> None:
+        """Adds the block's rows of shard `s` not seen before; marks them in `added`."""
+        acc = self._scores(s)
+        if acc is None:
+            return
+        row_col = cols["row"]
+        idx = np.flatnonzero((cols["shard"] == s) & (row_col >= 0))
+        idx = idx[~acc.seen[row_col[idx]]]
+        if self.aggregate is None:
+            rows = row_col[idx]
+            acc.seen[rows] = True
+            acc.scores[rows] = cols["scores"][idx]
+            acc.filled += len(rows)
+            counted = idx
+        else:
+            idx, rows = self._add_windows(s, acc, idx, cols)
+            counted = completing_positions(idx, row_col[idx], rows)
+        fresh_rejected = idx[rejected[idx]]
+        for i in fresh_rejected:  # a rejected row is one pair (one window): complete
+            acc.rejected[int(row_col[i])] = str(reasons[i])
+            if acc.chunks is not None:
+                acc.chunks[row_col[i]] = 0  # no window of it was scored
+        if self.aggregate is not None:
+            acc.windows_scored += len(idx) - len(fresh_rejected)
+            acc.windows_not_scored += int(self.windows[s].not_scored[rows].sum())
+        tokens, padded = int(cols["tokens"][idx].sum()), int(cols["padded"][idx].sum())
+        acc.tokens += tokens
+        acc.padded_tokens += padded
+        added.fresh[idx] = True
+        added.scored[counted[~rejected[counted]]] = True
+        added.tokens += tokens
+        added.padded_tokens += padded
+        if acc.filled == self.expected[s]:
+            added.complete.append(s)
 
     def _add_windows(
         self, shard: int, acc: ShardScores, idx: np.ndarray, cols: dict[str, np.ndarray]
@@ -155,3 +195,12 @@ class ShardAssembler:
     def incomplete(self) -> dict[int, str]:
         filled = {s: self.shards[s].filled if s in self.shards else 0 for s in self.expected}
         return {s: f"only {filled[s]} of {self.expected[s]} rows were scored" for s in self.expected}
+
+
+def completing_positions(idx: np.ndarray, rows: np.ndarray, done: np.ndarray) -> np.ndarray:
+    """Chunk mode: for each row in `done`, the position (among the fresh windows at `idx`, whose
+    rows are `rows`) of its last window in the block, where the row counts as one pair."""
+    mask = np.isin(rows, done)
+    positions, of_row = idx[mask][::-1], rows[mask][::-1]
+    _, last = np.unique(of_row, return_index=True)
+    return positions[last]

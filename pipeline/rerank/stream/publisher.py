@@ -6,10 +6,11 @@ once, else they wait and go together, as soon as a writer is idle (checked at ev
 or its oldest shard has waited `flush_s` (then to the writer with the fewest batches queued): the
 first shards publish the moment they are complete, and a thousand small ones cost a few calls, not
 one each. The writers are Ray actors started with the publisher, one process each for the whole
-run (`publish.py` says why not a task per batch); a writer whose process dies is restarted and its
-batch retried. A writer publishes each shard and writes its done-marker (what makes a shard count
-as done on a rerun) right after, checking first that the run still holds its lease. `reap`
-collects finished batches' marker summaries. The test-only crash point `publish_in_flight` is
+run (pipeline/rerank/stages/write.py says why not a task per batch); a writer whose process dies
+is restarted and its batch retried. A writer publishes each shard and writes its done-marker (what
+makes a shard count as done on a rerun) right after, checking first that the run still holds its
+lease. `reap` collects finished batches' marker summaries, each handed to the run's collector as it
+comes (`on_published`). The test-only crash point `publish_in_flight` is
 where a killed driver leaves publishes running; the writers carry `between_publish_and_marker`
 (the crash-point variable is passed on to their processes).
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,13 +33,10 @@ import ray
 
 from pipeline.faults import ENV as CRASH_ENV
 from pipeline.faults import crash_point
-from pipeline.io import ShardFile, Storage
-from pipeline.rerank.config import InputConfig, RankingConfig
+from pipeline.io import ShardFile
 from pipeline.rerank.input.split_queries import encode_hashes
-from pipeline.rerank.output.lease import LeaseClaim
-from pipeline.rerank.report.progress import Progress
 from pipeline.rerank.stages.shard_scores import ShardScores
-from pipeline.rerank.stages.write import ShardWriter
+from pipeline.rerank.stages.write import ShardWriter, WriteSettings
 from pipeline.rerank.stop import StopCheck, stop_reason
 
 log = logging.getLogger(__name__)
@@ -56,23 +55,20 @@ FLUSH_ROWS = 65_536
 FLUSH_SHARDS = 64
 FLUSH_S = 1.0
 
+MarkerSink = Callable[[dict[str, Any]], None]  # told of each published shard's marker summary
+
 
 class ShardPublisher:
-    """Publishes shards as they complete; collects their marker summaries and the shards that failed."""
+    """Publishes shards as they complete; collects their marker summaries and the shards that
+    failed, and hands each marker to `on_published` as it comes (the run's collector)."""
 
     def __init__(
         self,
         *,
-        storage: Storage,
-        output: str,
-        columns: InputConfig,
-        ranking: RankingConfig,
-        digest: str,
-        score_columns: list[str],
+        settings: WriteSettings,
         query_id_hashes: dict[str, np.ndarray],
-        progress: Progress,
+        on_published: MarkerSink | None = None,
         should_stop: StopCheck = stop_reason,
-        claim: LeaseClaim | None = None,
         writers: int | list[Any] = WRITERS,
         flush_rows: int = FLUSH_ROWS,
         flush_shards: int = FLUSH_SHARDS,
@@ -84,22 +80,13 @@ class ShardPublisher:
         self._waiting_since = 0.0
         self._stopping = False
         self._query_id_hashes = query_id_hashes
-        self._progress = progress
-        common = {
-            "storage": storage,
-            "output": output,
-            "columns": columns,
-            "ranking": ranking,
-            "digest": digest,
-            "score_columns": score_columns,
-            "claim": claim,
-        }
+        self._on_published = on_published
         # one writer starts now, its process up by the time the first shard is complete (started
         # then, it would hold that publish for a couple of seconds); the others when first needed
         # (a small run may need one only), not competing with the scoring actors' start-up
-        self._start = (writers, common) if isinstance(writers, int) else None
+        self._start = (writers, settings) if isinstance(writers, int) else None
         self._writers: list[Any] = (
-            start_writers(min(1, writers), common) if isinstance(writers, int) else writers
+            start_writers(min(1, writers), settings) if isinstance(writers, int) else writers
         )
         self._inflight: dict[Any, tuple[Any, list[ShardFile]]] = {}
         self.markers: list[dict[str, Any]] = []
@@ -168,7 +155,8 @@ class ShardPublisher:
                     self.failed[relpath] = error or "publish failed"
                     continue
                 self.markers.append(marker)
-                self._progress.published(relpath, marker["rows_out"])
+                if self._on_published is not None:
+                    self._on_published(marker)
         self._launch(force=False)
 
     def drain(self) -> None:
@@ -208,8 +196,8 @@ def writers_for(scoring_actors: int) -> int:
     return max(WRITERS, -(-scoring_actors // SCORING_ACTORS_PER_WRITER))
 
 
-def start_writers(count: int, common: dict[str, Any]) -> list[Any]:
-    """`count` ShardWriter actors holding `common` (the run's storage, output, ranking, ...)."""
+def start_writers(count: int, settings: WriteSettings) -> list[Any]:
+    """`count` ShardWriter actors holding the run's `settings`."""
     options: dict[str, Any] = {
         "num_cpus": PUBLISH_CPUS,
         "max_restarts": -1,  # a lost node must not end the run's publishing
@@ -218,4 +206,4 @@ def start_writers(count: int, common: dict[str, Any]) -> list[Any]:
     if os.environ.get(CRASH_ENV):  # tests only: the crash point inside the writer must see it
         options["runtime_env"] = {"env_vars": {CRASH_ENV: os.environ[CRASH_ENV]}}
     writer = ray.remote(ShardWriter).options(**options)
-    return [writer.remote(**common) for _ in range(count)]
+    return [writer.remote(settings) for _ in range(count)]

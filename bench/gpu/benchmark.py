@@ -1,16 +1,16 @@
 """The rerank job's stages on one GPU, in-process, without Ray: figures against the card's limits.
 
-    python bench/gpu.py --out gpu.json          # CUDA: m3, llm and layerwise kinds at real shapes
-    python bench/gpu.py --smoke --out s.json    # CPU, the shapes shrunk, about a minute
+    python -m bench.gpu --out gpu.json          # CUDA: m3, llm and layerwise kinds at real shapes
+    python -m bench.gpu --smoke --out s.json    # CPU, the shapes shrunk, about a minute
 
-For each kind (bench/gpu_models.py: random weights at the published shapes) on one generated corpus
-(bench/gpu_corpus.py: queries of 5-15 words, passages log-normal, median 150 words, ~9% past 512
-tokens), rows of one table (bench/gpu_rows.py):
+(from the repository root). For each kind (bench/gpu/models.py: random weights at the published
+shapes) on one generated corpus (bench/gpu/corpus.py: queries of 5-15 words, passages log-normal,
+median 150 words, ~9% past 512 tokens), rows of one table (bench/gpu/rows.py):
   forward                 the job's ScorePairs reranker, bare: Reranker.score on pre-tokenized
                           blocks of rows_per_call pairs; with the job's --attention/--compile
                           (auto: padded, compiled on CUDA): the limit the pipeline is held to
   pipeline                TokenizeShard in worker processes (one core each) -> queue -> ScorePairs
-                          (bench/gpu_pipeline.py), the way Ray Data overlaps the two stages
+                          (bench/gpu/overlap.py), the way Ray Data overlaps the two stages
   forward <variant>       the same weights on the other kernel paths: eager / compiled x padded /
                           unpadded (pipeline.modeling.kernels)
   flag-style, naive       FlagEmbedding's batching (length-sorted, 128 per batch) and input order
@@ -18,10 +18,10 @@ tokens), rows of one table (bench/gpu_rows.py):
   sentence-transformers   CrossEncoder.predict on the same saved encoder (m3 only), when importable
 Per row: pairs/s, tokens/s, padding efficiency, MFU against the datasheet dense fp16 peak and
 against an 8192^3 fp16 matmul measured here, peak GPU memory. The pipeline row adds the tokenizer
-cores one GPU needs (forward pairs/s over one core's tokenizing rate). Parity (bench/gpu_parity.py):
+cores one GPU needs (forward pairs/s over one core's tokenizing rate). Parity (bench/gpu/parity.py):
 fp16/bf16 against fp32 and every kernel path against padded eager, on the tiny golden models.
 One JSON file out (written again after each kind, so a run cut short keeps what it measured) and a
-table on stdout. bench/gpu_check.sh runs this after tests/gpu.
+table on stdout. bench/gpu/check.sh runs this after tests/gpu.
 """
 
 from __future__ import annotations
@@ -42,15 +42,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.gpu_corpus import PASSAGE_MEDIAN_WORDS, length_stats, make_corpus  # noqa: E402
-from bench.gpu_models import SHAPES, Shape, build_model, smoke_shape  # noqa: E402
-from bench.gpu_parity import parity_rows  # noqa: E402
-from bench.gpu_pipeline import run_pipeline  # noqa: E402
-from bench.gpu_report import check_targets, pipeline_figures, print_table  # noqa: E402
-from bench.gpu_rows import (  # noqa: E402
+from bench.gpu.corpus import PASSAGE_MEDIAN_WORDS, length_stats, make_corpus
+from bench.gpu.models import SHAPES, Shape, build_model, smoke_shape
+from bench.gpu.overlap import run_pipeline
+from bench.gpu.parity import parity_rows
+from bench.gpu.report import check_targets, pipeline_figures, print_table
+from bench.gpu.rows import (
     Corpus,
     Peaks,
     batching_row,
@@ -60,14 +57,14 @@ from bench.gpu_rows import (  # noqa: E402
     scorer_row,
     sentence_transformers_row,
 )
-from bench.hardware import linear_params, peak_flops, useful_flops_of_shape  # noqa: E402
-from pipeline.config import ModelConfig  # noqa: E402
-from pipeline.io import Storage  # noqa: E402
-from pipeline.modeling.reranker import TORCH_DTYPES, Reranker  # noqa: E402
-from pipeline.rerank.config import InputConfig, ScoringConfig  # noqa: E402
-from pipeline.rerank.settings import resolve_settings  # noqa: E402
-from pipeline.rerank.stages.score import ScorePairs  # noqa: E402
-from pipeline.rerank.stages.tokenize import TokenizeShard  # noqa: E402
+from bench.hardware import linear_params, peak_flops, useful_flops_of_shape
+from pipeline.config import ModelConfig
+from pipeline.io import Storage
+from pipeline.modeling.reranker import TORCH_DTYPES, Reranker
+from pipeline.rerank.config import InputConfig, ScoringConfig
+from pipeline.rerank.settings import resolve_settings
+from pipeline.rerank.stages.score import ScorePairs
+from pipeline.rerank.stages.tokenize import TokenizeShard
 
 MAX_LENGTH = 512
 PAIRS = {"m3": 16384, "llm": 2048, "layerwise": 2048}  # on CUDA: ~5-10 s a row (estimated)
@@ -79,7 +76,11 @@ VARIANTS = (("padded", False), ("padded", True), ("unpadded", False), ("unpadded
 
 
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.gpu",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument(
         "--smoke", action="store_true", help="CPU, the shapes shrunk, few pairs: the same code path"
     )
@@ -245,7 +246,7 @@ def main() -> int:
     args = parse_args()
     device = "cpu" if args.smoke else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
-        print("bench/gpu.py needs CUDA (or --smoke for the CPU code-path check)", file=sys.stderr)
+        print("python -m bench.gpu needs CUDA (or --smoke for the CPU code-path check)", file=sys.stderr)
         return 2
     started = time.perf_counter()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="rerank-gpu-bench-"))
@@ -280,7 +281,3 @@ def write(result: dict[str, Any], out: Path | None) -> None:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,9 @@
-"""A real S3 endpoint for the tests' fixtures (tests/conftest.py): moto in server mode, its own
-process on 127.0.0.1; one per test session. Also a flaky HTTP proxy in front of it that answers
-some requests with 503 SlowDown, to show that transient storage errors are retried.
+"""A real S3 endpoint on loopback: moto in server mode, its own process on 127.0.0.1. Also a flaky
+HTTP proxy in front of it that answers some requests with 503 SlowDown, to show that transient
+storage errors are retried.
 
-Imported by tests/conftest.py only (and by bench/storage.py); tests use the `moto_server`, `s3`
-and `flaky_s3` fixtures.
+Imported by tests/conftest.py (one server per test session; tests use the `moto_server`, `s3` and
+`flaky_s3` fixtures) and by bench/storage.py (s3 -> s3 against local -> local).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tests.helpers import free_port, wait_until
+from pipeline.demo.processes import free_port, wait_until
 
 
 class MotoServer:
@@ -113,8 +113,8 @@ class FlakyProxy:
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(k, v)
                 # a HEAD answer carries the object's length, with no body
-                length = resp.getheader("Content-Length") if self.command == "HEAD" else len(data)
-                self.send_header("Content-Length", str(length or 0))
+                answered = resp.getheader("Content-Length") if self.command == "HEAD" else len(data)
+                self.send_header("Content-Length", str(answered or 0))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
 # The GPU check, one prepared command for a CUDA machine (one H100/H200, no network, no Ray):
-# installs what the image lacks from the wheels beside this script, runs tests/gpu, then
-# bench/gpu.py, and writes the JSON, the test report and the log to OUTDIR.
+# installs what the image lacks from the wheels in bench/wheels, runs tests/gpu, then the GPU
+# benchmark (python -m bench.gpu), and writes the JSON, the test report and the log to OUTDIR.
 #
-#   bench/gpu_check.sh OUTDIR              # at most ~9 minutes on one H100/H200 (timeouts below)
-#   bench/gpu_check.sh OUTDIR --dry-run    # checks the wheels and prints the plan; runs nothing
+#   bench/gpu/check.sh OUTDIR              # at most ~9 minutes on one H100/H200 (timeouts below)
+#   bench/gpu/check.sh OUTDIR --dry-run    # checks the wheels and prints the plan; runs nothing
 #
-# OUTDIR gets gpu.json (bench/gpu.py), tests_gpu.xml (JUnit), gpu_check.log (everything printed).
+# OUTDIR gets gpu.json (python -m bench.gpu), tests_gpu.xml (JUnit), gpu_check.log (everything printed).
 # The CUDA image needs torch, transformers, tokenizers, pyarrow, fsspec, numpy, pytest and
 # pytest-timeout; bench/wheels/ brings pydantic (+ pydantic-core, annotated-types,
 # typing-inspection, typing-extensions) for CPython 3.12 x86_64, and PyYAML when `yaml` is missing.
 # Knobs (environment): PYTHON (python3), TESTS_TIMEOUT_S (150), BENCH_TIMEOUT_S (360),
-# BENCH_BUDGET_S (180: bench/gpu.py starts no new kind after it), BENCH_ARGS (extra flags, e.g.
+# BENCH_BUDGET_S (180: the benchmark starts no new kind after it), BENCH_ARGS (extra flags, e.g.
 # "--kinds layerwise" for a kind a first run had no time for), SKIP_TESTS=1 (bench only).
 set -uo pipefail
 
-OUT=${1:?usage: bench/gpu_check.sh OUTDIR [--dry-run]}
+OUT=${1:?usage: bench/gpu/check.sh OUTDIR [--dry-run]}
 MODE=${2:-run}
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PY=${PYTHON:-python3}
 WHEELS=$ROOT/bench/wheels
 SITE=${GPU_CHECK_SITE:-${TMPDIR:-/tmp}/rerank-gpu-site}
@@ -37,13 +37,13 @@ for name in "${REQUIRED[@]}" "$OPTIONAL_YAML"; do
     wheel_of "$name" >/dev/null || missing+=("$name")
 done
 if ((${#missing[@]})); then
-    echo "bench/wheels lacks exactly one wheel of: ${missing[*]}; fetch them as the README's GPU section says" >&2
+    echo "bench/wheels lacks exactly one wheel of: ${missing[*]}; fetch them as docs/performance.md's GPU section says" >&2
     exit 2
 fi
 if [[ $MODE == --dry-run ]]; then
     echo "wheels: $(cd "$WHEELS" && ls ./*.whl | tr '\n' ' ')"
     echo "plan: pip install --no-index --no-deps --target $SITE <wheels>; pytest --confcutdir tests/gpu tests/gpu" \
-        "(timeout ${TESTS_TIMEOUT_S}s); bench/gpu.py --out $OUT/gpu.json (timeout ${BENCH_TIMEOUT_S}s)"
+        "(timeout ${TESTS_TIMEOUT_S}s); python -m bench.gpu --out $OUT/gpu.json (timeout ${BENCH_TIMEOUT_S}s)"
     exit 0
 fi
 
@@ -63,7 +63,7 @@ echo "== installing ${#wheels[@]} wheel(s) into $SITE (no index, no network)"
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "${wheels[@]}" \
     || { echo "pip could not install bench/wheels (they are built for CPython 3.12 x86_64)"; exit 2; }
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-"$PY" -c 'import pydantic, yaml, bench.gpu, tests.gpu.conftest; print("imports ok: pydantic", pydantic.VERSION)' || exit 2
+"$PY" -c 'import pydantic, yaml, bench.gpu.benchmark, tests.gpu.conftest; print("imports ok: pydantic", pydantic.VERSION)' || exit 2
 
 tests_rc=0
 if [[ ${SKIP_TESTS:-0} != 1 ]]; then
@@ -75,11 +75,11 @@ if [[ ${SKIP_TESTS:-0} != 1 ]]; then
     echo "== tests/gpu: exit $tests_rc in $((SECONDS - start))s"
 fi
 
-echo "== bench/gpu.py (timeout ${BENCH_TIMEOUT_S}s, no new kind after ${BENCH_BUDGET_S}s)"
+echo "== python -m bench.gpu (timeout ${BENCH_TIMEOUT_S}s, no new kind after ${BENCH_BUDGET_S}s)"
 start=$SECONDS
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
-timeout "$BENCH_TIMEOUT_S" "$PY" bench/gpu.py --out "$OUT/gpu.json" --time-budget-s "$BENCH_BUDGET_S" ${BENCH_ARGS:-}
+timeout "$BENCH_TIMEOUT_S" "$PY" -m bench.gpu --out "$OUT/gpu.json" --time-budget-s "$BENCH_BUDGET_S" ${BENCH_ARGS:-}
 bench_rc=$?
-echo "== bench/gpu.py: exit $bench_rc in $((SECONDS - start))s (a timeout keeps the kinds finished in gpu.json)"
+echo "== python -m bench.gpu: exit $bench_rc in $((SECONDS - start))s (a timeout keeps the kinds finished in gpu.json)"
 echo "== done: tests exit $tests_rc, bench exit $bench_rc; results in $OUT"
 ((tests_rc == 0 && bench_rc == 0))

@@ -1,4 +1,4 @@
-"""bench/gpu.py's parity rows, on the tiny golden models (tests/assets) and the device under test:
+"""The GPU benchmark's parity rows, on the tiny golden models (tests/assets) and the device under test:
 
 - precision: fp16 and bf16 scores against fp32 (padded eager, the job's path), per golden case;
 - kernels: every `--attention` x `--compile` path against the padded eager path in the same dtype
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.gpu_models import ASSETS
+from bench.gpu.models import ASSETS
 from pipeline.config import DEFAULT_PROMPT
 from pipeline.modeling.reranker import Reranker
 from pipeline.models.pair_tokenizer import PairTokenizer

@@ -1,10 +1,10 @@
-"""bench/gpu.py's report: the pipeline row's figures, the issue's targets checked, the table."""
+"""The GPU benchmark's report: the pipeline row's figures, the issue's targets checked, the table."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bench.gpu_rows import Corpus, Peaks, figures
+from bench.gpu.rows import Corpus, Peaks, figures
 
 # (kind, what, row, compared against, minimum): ratios of one run on one GPU (issue 16's targets)
 TARGETS = (

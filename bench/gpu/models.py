@@ -1,4 +1,4 @@
-"""bench/gpu.py's models: each reranker kind at its published shape with random weights, saved as a
+"""The GPU benchmark's models: each reranker kind at its published shape with random weights, saved as a
 model directory the job loads like any other (fp16 safetensors + a tokenizer).
 
     m3         bge-reranker-v2-m3: XLM-R large (24 x 1024, 250k vocabulary), one-logit head
@@ -24,7 +24,7 @@ import torch
 
 from pipeline.config import ResolvedKind
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "tests" / "assets" / "models"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 

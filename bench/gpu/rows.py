@@ -1,4 +1,4 @@
-"""bench/gpu.py's measurements: one function per kind of row, each returning the row's figures.
+"""The GPU benchmark's measurements: one function per kind of row, each returning the row's figures.
 
 Every row scores the same tokenized pairs (or, for sentence-transformers, the same texts) and is
 timed after a warm-up, with the device synchronised around the timed region. Figures per row:
@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 
 from pipeline.modeling.reranker import Reranker
-from pipeline.models.batching import longest_first, padded_tokens
+from pipeline.models.batching import fixed_batches, longest_first, padded_tokens
 
 
 @dataclass
@@ -114,10 +114,6 @@ def scorer_row(reranker: Reranker, corpus: Corpus, rows_per_call: int, flops: fl
 
 def _take(array: pa.ListArray | None, rows: np.ndarray) -> Any:
     return None if array is None else array.take(pa.array(rows))
-
-
-def fixed_batches(order: np.ndarray, size: int) -> list[np.ndarray]:
-    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def batching_row(

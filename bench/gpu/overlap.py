@@ -23,7 +23,7 @@ from pipeline.rerank.config import InputConfig
 from pipeline.rerank.stages.score import ScorePairs
 
 READY, BLOCK, DONE, FAILED = "ready", "block", "done", "failed"
-PRELOAD = ["bench.gpu_pipeline", "pipeline.rerank.stages.tokenize", "transformers"]
+PRELOAD = ["bench.gpu.overlap", "pipeline.rerank.stages.tokenize", "transformers"]
 
 
 def tokenize_worker(
