@@ -77,6 +77,30 @@ def configure_logging(verbose: bool = False) -> None:
     configure_library_logging(verbose)
 
 
+def write_stdout(text: str) -> bool:
+    """Writes a command's output. A reader that has closed the pipe (`rerank status OUT | head
+    -1`) is normal for a command-line tool: the rest is dropped quietly (False), and the command
+    keeps its own exit code."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return True
+    except BrokenPipeError:
+        drop_stdout()
+        return False
+
+
+def drop_stdout() -> None:
+    """Points stdout at /dev/null after its reader went away, so that what is still buffered does
+    not fail again (with a traceback) when the interpreter flushes it at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor behind stdout (a test's capture)
+        pass
+
+
 def exit_code_for(error: BaseException) -> int:
     code = next((code for kind, code in EXIT_CODES if isinstance(error, kind)), EXIT_INTERNAL)
     return code + error.signal_number if isinstance(error, RunInterrupted) else code

@@ -160,15 +160,46 @@ def log_summary(report: RunReport) -> None:
 def finish(report: RunReport, cfg: JobConfig) -> int:
     """Logs the run's summary and failures; returns the exit code."""
     log_summary(report)
-    for relpath, reason in sorted(report.failed.items()):
-        log.error("shard %s failed: %s", relpath, reason)
     if report.failed:
-        log.error(
-            "%d shard(s) failed; the others are published. Rerun the same command to retry them.",
-            len(report.failed),
-        )
+        log_failures(report, cfg)
         return EXIT_FAILED
     totals = (report.success_manifest or {}).get("totals", {})
+    log_row_notes(totals, cfg)
+    log.info(
+        "all %d shards published; rows in %s = out %s + rejected %s + dropped by top-k %s; wrote %s/_SUCCESS",
+        report.shards_total,
+        totals.get("rows_in"),
+        totals.get("rows_out"),
+        totals.get("rows_rejected"),
+        totals.get("rows_dropped_top_k"),
+        cfg.output.uri.rstrip("/"),
+    )
+    return EXIT_OK
+
+
+def log_failures(report: RunReport, cfg: JobConfig) -> None:
+    """Each failed shard with its reason, then the last line: what happened and what to do."""
+    for relpath, reason in sorted(report.failed.items()):
+        log.error("shard %s failed: %s", relpath, reason)
+    if report.disk_full:
+        log.error(
+            "%d shard(s) failed, %d published by this run: OUTPUT %s is on a full disk (or quota), so "
+            "the run stopped publishing. Free space there (or choose another OUTPUT) and rerun the same "
+            "command to publish the rest.",
+            len(report.failed),
+            report.shards_published,
+            cfg.output.uri,
+        )
+        return
+    log.error(
+        "%d shard(s) failed; the others are published. Rerun the same command to retry them.",
+        len(report.failed),
+    )
+
+
+def log_row_notes(totals: dict[str, Any], cfg: JobConfig) -> None:
+    """What a complete run's totals say beyond the reconciliation: rows quarantined, windows left
+    unscored, the prefilter's unscored rows, repeated pairs."""
     if totals.get("rows_rejected"):
         log.warning(
             "%d row(s) had a null query id or a null or empty query/passage and were not scored; they "
@@ -186,24 +217,18 @@ def finish(report: RunReport, cfg: JobConfig) -> int:
     elif "windows_scored" in totals:
         log.info("long passages: %d window(s) scored, every window of each passage", totals["windows_scored"])
     if totals.get("rows_not_scored"):
+        dropped = totals.get("rows_not_scored_dropped_top_k", 0)
         log.info(
-            "%d candidate(s) lay outside --prefilter-top-k: published after the scored ones, unscored",
+            "%d candidate(s) lay outside --prefilter-top-k and were not scored: %d published after the "
+            "scored ones (null scores), %d dropped by --top-k",
             totals["rows_not_scored"],
+            totals["rows_not_scored"] - dropped,
+            dropped,
         )
     if totals.get("duplicate_pairs"):
         log.warning(
             "%d row(s) repeat an earlier (query_id, doc_id); kept and scored", totals["duplicate_pairs"]
         )
-    log.info(
-        "all %d shards published; rows in %s = out %s + rejected %s + dropped by top-k %s; wrote %s/_SUCCESS",
-        report.shards_total,
-        totals.get("rows_in"),
-        totals.get("rows_out"),
-        totals.get("rows_rejected"),
-        totals.get("rows_dropped_top_k"),
-        cfg.output.uri.rstrip("/"),
-    )
-    return EXIT_OK
 
 
 if __name__ == "__main__":  # `python -m jobs.rerank run ...`: the whole CLI, as before jobs/cli.py

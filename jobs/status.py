@@ -2,8 +2,9 @@
 alone (no Ray): the run that owns it, shards done / pending / failed, rows, the last run, `_SUCCESS`,
 the lease holder and the age of its heartbeat (`pipeline/rerank/output/status.py`).
 
-Exit 0 when the run is complete (`_SUCCESS` written, nothing pending), 1 when it is not, 2 when
-OUTPUT holds no run (or cannot be read).
+Exit 0 when the run is complete (`_SUCCESS` written, nothing pending), 1 when it is not (shards
+pending or failed, a run in progress, a damaged bookkeeping file: named), 2 when OUTPUT holds no run
+(or cannot be read) or INPUT holds no shards.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sys
 from typing import Any
 
-from jobs.entry import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from jobs.entry import EXIT_FAILED, EXIT_OK, EXIT_USAGE, write_stdout
 from jobs.flags import (
     STORAGE_FLAGS,
     FlagTable,
@@ -26,6 +26,7 @@ from jobs.flags import (
 from pipeline.config import StorageConfig, read_yaml_config, validate_config
 from pipeline.io import Storage, storage_error
 from pipeline.rerank.config import JobConfig
+from pipeline.rerank.input.discovery import find_shards
 from pipeline.rerank.output.status import RunStatus, run_status
 
 SHOWN = 20  # pending / failed shards named one by one
@@ -64,14 +65,14 @@ def command(args: argparse.Namespace) -> int:
     output = given["output"]
     if not storage.is_local(output):
         storage.check_root(output, "OUTPUT")  # a missing bucket, denied access: exit 2, named
+    input_uri = given.get("input")
+    shards = find_shards(storage, input_uri) if input_uri else None  # none, or a typo: exit 2 as for run
     try:
-        status = run_status(storage, output, given.get("input"))
+        status = run_status(storage, output, input_uri, input_shards=shards)
     except OSError as e:
         raise storage_error(output, "OUTPUT", e) from e
-    sys.stdout.write(
-        json.dumps(status.to_dict(), indent=1, sort_keys=True) if given.get("json") else text(status)
-    )
-    sys.stdout.write("\n")
+    shown = json.dumps(status.to_dict(), indent=1, sort_keys=True) if given.get("json") else text(status)
+    write_stdout(shown + "\n")
     return EXIT_USAGE if status.state == "no_run" else EXIT_OK if status.is_complete else EXIT_FAILED
 
 
@@ -86,52 +87,99 @@ def _names(items: list[str]) -> str:
     return ", ".join(items[:SHOWN]) + more
 
 
+def _headline(s: RunStatus) -> str:
+    if s.state == "in_progress":
+        first = "" if s.has_run else "; it has not written _rerank/run.json yet"
+        return f"{s.output}: in progress (a run holds its lease{first})"
+    if not s.has_run:
+        return f"{s.output}: no run (no _rerank/run.json)"
+    return f"{s.output}: {s.state}"
+
+
 def text(s: RunStatus) -> str:
-    """The status for a person: one fact per line."""
-    if s.state == "no_run":
-        lines = [f"{s.output}: no run (no _rerank/run.json)"]
-        if s.lease is not None:
-            lines.append(f"lease: held by {s.lease.holder}, heartbeat {s.lease.heartbeat_age_s}s ago")
-        return "\n".join(lines)
-    lines = [f"{s.output}: {s.state}"]
-    lines.append(
-        f"run: model {s.model} ({s.kind}, {s.dtype}), fingerprint {s.digest}, since {_when(s.created_at)}"
-    )
-    if s.pending is None:
-        lines.append(f"shards: {s.shards_done} done; pending unknown (pass --input INPUT)")
-    else:
+    """The status for a person: one fact per line; what is not known is not printed as None."""
+    lines = [_headline(s)]
+    if not s.has_run:
+        return "\n".join(lines + _lease_lines(s))
+    if s.digest is not None:
         lines.append(
-            f"shards: {s.shards_done} of {s.shards_total} done, {len(s.pending)} pending "
-            f"({len(s.failed)} of them failed in the last run); compared with {s.pending_from}"
+            f"run: model {s.model} ({s.kind}, {s.dtype}), fingerprint {s.digest}, since {_when(s.created_at)}"
         )
-        if s.pending:
-            lines.append(f"  pending: {_names(s.pending)}")
-    for relpath, reason in list(s.failed.items())[:SHOWN]:
-        lines.append(f"  failed: {relpath}: {reason}")
-    r = s.rows
-    lines.append(
-        f"rows (done shards): in {r.get('rows_in')}, out {r.get('rows_out')}, rejected "
-        f"{r.get('rows_rejected')}, dropped by top-k {r.get('rows_dropped_top_k')}"
-    )
+    else:
+        lines.append("run: unknown (_rerank/run.json cannot be read; see damaged below)")
+    lines += _shard_lines(s)
+    if s.digest is not None:
+        r = s.rows
+        lines.append(
+            f"rows (done shards): in {r.get('rows_in')}, out {r.get('rows_out')}, rejected "
+            f"{r.get('rows_rejected')}, dropped by top-k {r.get('rows_dropped_top_k')}"
+        )
     lines.append(f"_SUCCESS: {'written' if s.has_success else 'not written'}")
     if s.last_run:
-        summary = s.last_run.get("summary") or {}
-        lines.append(
-            f"last run: {s.last_run.get('outcome')}, ended {_when(s.last_run.get('ended_at'))}; "
-            f"{summary.get('pairs_scored')} pairs in {summary.get('wall_s')}s, {summary.get('pairs_per_s')} "
-            f"pairs/s (steady {summary.get('steady_pairs_per_s')}), start-up {summary.get('startup_s')}s"
-        )
-    if s.lease is None:
-        lines.append("lease: free (no run in progress)")
-    else:
-        state = (
-            " (its process is gone)" if s.lease.is_process_gone else " (stale)" if s.lease.is_stale else ""
-        )
-        lines.append(
-            f"lease: held by {s.lease.holder}, heartbeat {s.lease.heartbeat_age_s}s ago "
-            f"(ttl {s.lease.ttl_s}s){state}"
-        )
+        lines.append(f"last run: {last_run_line(s.last_run)}")
+    lines += _lease_lines(s)
     if s.report:
         lines.append(f"report: {s.report}")
+    lines += [f"damaged: {uri}: {what}" for uri, what in list(s.damaged.items())[:SHOWN]]
+    if len(s.damaged) > SHOWN:
+        lines.append(f"damaged: ... and {len(s.damaged) - SHOWN} more (--json lists them all)")
     lines += [f"note: {n}" for n in s.notes]
     return "\n".join(lines)
+
+
+def _shard_lines(s: RunStatus) -> list[str]:
+    if s.digest is None:
+        listed = f"{s.shards_total} in {s.pending_from}; " if s.shards_total is not None else ""
+        return [f"shards: {listed}which are done is unknown without a readable _rerank/run.json"]
+    if s.pending is None:
+        lines = [f"shards: {s.shards_done} done; pending unknown (pass --input INPUT)"]
+    else:
+        lines = [
+            f"shards: {s.shards_done} of {s.shards_total} done, {len(s.pending)} pending "
+            f"({len(s.failed)} of them failed in the last run); compared with {s.pending_from}"
+        ]
+        if s.pending:
+            lines.append(f"  pending: {_names(s.pending)}")
+    lines += [f"  failed: {relpath}: {reason}" for relpath, reason in list(s.failed.items())[:SHOWN]]
+    if s.not_in_input:
+        lines.append(
+            f"  in _SUCCESS but not in {s.pending_from}: {_names(s.not_in_input)} (a rerun on it "
+            "writes _SUCCESS without them)"
+        )
+    return lines
+
+
+def last_run_line(last: dict[str, Any]) -> str:
+    """The last run's outcome and figures, each only when known (a stopped run has no summary)."""
+    facts = [str(last.get("outcome") or "outcome unknown")]
+    if last.get("ended_at"):
+        facts.append(f"ended {_when(last['ended_at'])}")
+    shards = last.get("shards") or {}
+    if shards.get("total") is not None and shards.get("published") is not None:
+        published = int(shards.get("skipped") or 0) + int(shards["published"])
+        facts.append(f"{published} of {shards['total']} shards published ({shards['published']} by it)")
+    summary = last.get("summary") or {}
+    known = [form.format(summary[key]) for key, form in _FIGURES if summary.get(key) is not None]
+    return "; ".join(
+        [", ".join(facts), ", ".join(known) or "no throughput figures (it ended before scoring did)"]
+    )
+
+
+_FIGURES = (  # the summary's figures of the last-run line, in order
+    ("pairs_scored", "{} pairs"),
+    ("wall_s", "in {}s"),
+    ("pairs_per_s", "{} pairs/s"),
+    ("steady_pairs_per_s", "steady {} pairs/s"),
+    ("startup_s", "start-up {}s"),
+)
+
+
+def _lease_lines(s: RunStatus) -> list[str]:
+    lease = s.lease
+    if lease is None:
+        return ["lease: free (no run in progress)"]
+    if lease.is_damaged:
+        return [f"lease: {lease.holder}; it counts as stale, and the next run takes it over"]
+    state = " (its process is gone)" if lease.is_process_gone else " (stale)" if lease.is_stale else ""
+    ttl = f" (ttl {lease.ttl_s}s)" if lease.ttl_s is not None else ""
+    return [f"lease: held by {lease.holder}, heartbeat {lease.heartbeat_age_s}s ago{ttl}{state}"]

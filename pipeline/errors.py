@@ -1,7 +1,9 @@
-"""Exception types. Only `jobs/` maps them to exit codes (see `EXIT_CODES` there)."""
+"""Exception types. Only `jobs/` maps them to exit codes (see `EXIT_CODES` there). `storage_error`
+turns a failed storage call into the StorageError that names the location and the likely fix."""
 
 from __future__ import annotations
 
+import errno
 import signal
 
 
@@ -30,6 +32,11 @@ class OutputStateError(RerankError):
     """OUTPUT holds something that forbids this run: another config's progress, foreign files."""
 
 
+class DamagedFileError(OutputStateError):
+    """A bookkeeping file in OUTPUT (`_rerank/run.json`, ...) cannot be read: empty, cut short, or
+    a field of the wrong type. The message names the file and what to do about it."""
+
+
 class StorageError(RerankError):
     """A storage operation failed for good (missing bucket, no permission, unreachable endpoint)."""
 
@@ -52,8 +59,8 @@ class RunStopped(BaseException):
         self.done_before: int | None = None  # shards an earlier run had published
         self.shards_total: int | None = None
 
-    def count_shards(self, *, total: int, done_before: int) -> None:
-        self.shards_total, self.done_before = total, done_before
+    def count_shards(self, *, total: int, done_before: int, published_now: int) -> None:
+        self.shards_total, self.done_before, self.published_now = total, done_before, published_now
 
     def __str__(self) -> str:
         if self.shards_total is None or self.done_before is None:
@@ -75,6 +82,7 @@ class RunInterrupted(RunStopped):
             reason += " twice: stopped at once, publishes in flight abandoned"
         super().__init__(reason, "rerun the same command to resume")
         self.signal_number = signal_number
+        self.finish_in_flight = not forced
 
 
 class LeaseHeldError(RerankError):
@@ -93,3 +101,45 @@ class LeaseLostError(RunStopped):
             "the run holding the lease publishes the rest; if it is not running, rerun the same command",
         )
         self.holder = holder
+
+
+# the fix for a write that failed on a full disk or quota (ENOSPC, EDQUOT); the reasons of the
+# shards a full disk stopped hold it, which is how the driver tells them apart
+DISK_FULL = "the disk (or quota) that holds it is full: free space there or choose another location"
+LOCAL_UNWRITABLE = (
+    "{path!r} is not writable by this user (or is on a read-only file system); fix its permissions "
+    "or choose another location"
+)
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether `e` is a write that found no space left (a full disk, or a full quota)."""
+    return getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_error(uri: str, role: str, e: BaseException) -> StorageError:
+    """A StorageError naming the URI and the likely fix for a failed storage call."""
+    text = f"{type(e).__name__}: {e}"
+    local = "://" not in uri or uri.startswith(("file://", "local://"))
+    if is_disk_full(e):
+        hint = DISK_FULL
+    elif local and (isinstance(e, PermissionError) or getattr(e, "errno", None) == errno.EROFS):
+        hint = LOCAL_UNWRITABLE.format(path=getattr(e, "filename", None) or uri)
+    elif local and isinstance(e, (NotADirectoryError, FileExistsError)):
+        hint = "a file is in the way of a directory: pass a directory, or remove the file"
+    elif isinstance(e, PermissionError) or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
+        hint = (
+            "access denied: check the credentials the job uses (AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or --storage-profile, the instance role) and their "
+            "permissions on it"
+        )
+    elif isinstance(e, FileNotFoundError):
+        hint = "no such bucket or path: check the URI"
+    elif any(w in text for w in ("Connect", "connect", "Endpoint", "timed out", "Timeout", "resolve")):
+        hint = (
+            "cannot reach the storage endpoint: check --storage-endpoint-url / AWS_ENDPOINT_URL "
+            "and the network"
+        )
+    else:
+        hint = "check the URI, the endpoint and the credentials"
+    return StorageError(f"{role} {uri!r}: {hint} ({text})")

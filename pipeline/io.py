@@ -3,13 +3,13 @@
 `Storage` holds the fsspec options (endpoint, region, profile, retries, ...) and is passed to every
 stage, so each Ray worker builds its own filesystems from the same options: nothing works only on
 the driver. Publishing is atomic everywhere: locally a temp file in the same directory renamed
-into place; on object stores a single PUT (or a completed multipart upload), so no reader ever
-sees half a file.
+into place (a write that fails, on a full disk say, removes its temp file); on object stores a
+single PUT (or a completed multipart upload), so no reader ever sees half a file.
 """
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import io
 import json
 import logging
@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.config import StorageConfig, redact
-from pipeline.errors import StorageError
+from pipeline.errors import LOCAL_UNWRITABLE, StorageError, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -244,23 +244,7 @@ class Storage:
         nothing is there yet; False if something was."""
         fs, path = self.filesystem(uri)
         if isinstance(fs, LocalFileSystem):
-            directory = os.path.dirname(path)
-            os.makedirs(directory, exist_ok=True)
-            tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            if not exclusive:
-                os.replace(tmp, path)
-                return True
-            try:
-                os.link(tmp, path)  # fails if `path` exists: a create-if-absent no rename gives
-            except FileExistsError:
-                return False
-            finally:
-                os.remove(tmp)
-            return True
+            return _put_local(path, data, exclusive)
         if exclusive:
             raise ValueError(f"exclusive writes are for local paths; {uri} is not one")
         # One PUT (a multipart upload for big objects, completed only at the end): an object
@@ -359,36 +343,29 @@ def _check_local_root(uri: str, path: str, role: str) -> None:
     if not os.path.isdir(existing):
         raise StorageError(f"{role} {uri!r}: {existing!r} is a file, so the directory cannot be created")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise StorageError(f"{role} {uri!r}: {_LOCAL_UNWRITABLE.format(path=existing)}")
+        raise StorageError(f"{role} {uri!r}: {LOCAL_UNWRITABLE.format(path=existing)}")
 
 
-_LOCAL_UNWRITABLE = (
-    "{path!r} is not writable by this user (or is on a read-only file system); fix its permissions "
-    "or choose another location"
-)
-
-
-def storage_error(uri: str, role: str, e: BaseException) -> StorageError:
-    """A StorageError naming the URI and the likely fix for a failed storage call."""
-    text = f"{type(e).__name__}: {e}"
-    local = protocol_of(uri) in ("file", "local")
-    if local and (isinstance(e, PermissionError) or getattr(e, "errno", None) == errno.EROFS):
-        hint = _LOCAL_UNWRITABLE.format(path=getattr(e, "filename", None) or uri)
-    elif local and isinstance(e, (NotADirectoryError, FileExistsError)):
-        hint = "a file is in the way of a directory: pass a directory, or remove the file"
-    elif isinstance(e, PermissionError) or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
-        hint = (
-            "access denied: check the credentials the job uses (AWS_ACCESS_KEY_ID/"
-            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or --storage-profile, the instance role) and their "
-            "permissions on it"
-        )
-    elif isinstance(e, FileNotFoundError):
-        hint = "no such bucket or path: check the URI"
-    elif any(w in text for w in ("Connect", "connect", "Endpoint", "timed out", "Timeout", "resolve")):
-        hint = (
-            "cannot reach the storage endpoint: check --storage-endpoint-url / AWS_ENDPOINT_URL "
-            "and the network"
-        )
-    else:
-        hint = "check the URI, the endpoint and the credentials"
-    return StorageError(f"{role} {uri!r}: {hint} ({text})")
+def _put_local(path: str, data: bytes, exclusive: bool) -> bool:
+    """`Storage._put_atomic` on a local path: a temp file in the same directory, synced, then
+    renamed (or, `exclusive`, linked) into place. A write that fails (a full disk) removes its temp
+    file, so that its space is free for the writes after it."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if not exclusive:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)  # fails if `path` exists: a create-if-absent no rename gives
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        with contextlib.suppress(OSError):  # gone already once renamed into place
+            os.remove(tmp)

@@ -181,8 +181,14 @@ def _jsonl_files(storage: Storage, uri: str) -> list[str]:
     return [join(uri, r) for r in rels if not any(p.startswith(("_", ".")) for p in r.split("/"))]
 
 
-def load_queries(storage: Storage, uri: str, cfg: DataConfig) -> list[TrainQuery]:
-    """Every training query under `uri` (a file or a prefix), in a fixed order."""
+def load_queries(storage: Storage, uri: str, cfg: DataConfig, flag: str = "TRAIN") -> list[TrainQuery]:
+    """Every training query under `uri` (a file or a prefix), in a fixed order. `flag` is what
+    gave `uri` (TRAIN, --eval), for the messages."""
+    fs, path = storage.filesystem(uri)
+    if not fs.exists(path):  # else: "no training queries found", as if the file were empty
+        raise InputContractError(
+            f"{flag} {uri!r} does not exist (no such file, directory or prefix); check the path"
+        )
     fmt = detect_format(storage, uri, cfg.format)
     if fmt == "scored":
         queries = [

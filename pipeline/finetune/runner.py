@@ -209,7 +209,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     log_recipe(cfg.train, kind)
     train = load_queries(storage, cfg.data.train_uri, cfg.data)
     _check_teacher(train, cfg.train.loss)
-    evals = load_queries(storage, cfg.data.eval_uri, cfg.data) if cfg.data.eval_uri else None
+    evals = load_queries(storage, cfg.data.eval_uri, cfg.data, "--eval") if cfg.data.eval_uri else None
     log.info("training queries: %d; eval queries: %d; kind: %s", len(train), len(evals or []), kind)
     early_warning = schedule_warning(schedule_for(cfg.train, len(train), cfg.run.workers), cfg.train)
     if early_warning:

@@ -178,6 +178,7 @@ def _cross_field_problems(cfg: JobConfig) -> list[str]:
     if len(set(cols)) != len(cols):
         problems.append(f"input column names must differ, got {cols}")
     problems += cascade_problems(cfg.input)
+    problems += mode_option_problems(cfg.input)
     problems += chunk_problems(cfg.input, m.max_length, m.resolved_query_max_length)
     for reserved in reserved_columns(m.score_columns):
         if reserved in cols:
@@ -209,6 +210,30 @@ def cascade_problems(i: InputConfig) -> list[str]:
         else ("--prefilter-top-k", "--prefilter-column COL")
     )
     return [f"input: {given} needs {missing} too (score only the best N candidates by COL per query)"]
+
+
+# options that only act in one mode: (field, flag) -> (the mode's field, its value, its flag)
+MODE_OPTIONS: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("chunk_overlap", "--chunk-overlap"): ("long_passages", "chunk", "--long-passages chunk"),
+    ("max_chunks", "--max-chunks"): ("long_passages", "chunk", "--long-passages chunk"),
+    ("chunk_aggregate", "--chunk-aggregate"): ("long_passages", "chunk", "--long-passages chunk"),
+    ("candidates_column", "--candidates-column"): ("layout", "nested", "--layout nested"),
+}
+
+
+def mode_option_problems(i: InputConfig) -> list[str]:
+    """An option of a mode not chosen would be silently ignored: refused, naming the missing flag.
+    "Given" is a flag or a YAML key (pydantic's `model_fields_set`), whatever its value: a default
+    left alone never counts."""
+    problems = []
+    for (name, flag), (mode, value, mode_flag) in MODE_OPTIONS.items():
+        if name in i.model_fields_set and getattr(i, mode) != value:
+            problems.append(
+                f"input: {flag} needs {mode_flag} (input.{name}={getattr(i, name)!r} is given, but "
+                f"input.{mode} is {getattr(i, mode)!r}, so it would be ignored); add {mode_flag} or "
+                f"drop {flag}"
+            )
+    return problems
 
 
 def chunk_problems(i: InputConfig, max_length: int, query_max_length: int) -> list[str]:

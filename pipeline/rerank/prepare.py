@@ -12,7 +12,7 @@ from pipeline.io import ShardFile, Storage, storage_error
 from pipeline.rerank.config import JobConfig
 from pipeline.rerank.input.discovery import PendingShard, check_pending, check_split_queries, find_shards
 from pipeline.rerank.output import checkpoint, legacy_manifest
-from pipeline.rerank.output.fingerprint import fingerprint, fingerprint_digest
+from pipeline.rerank.output.fingerprint import as_recorded, fingerprint, fingerprint_digest
 from pipeline.rerank.preflight import (
     check_paths,
     checked_model_identity,
@@ -20,7 +20,7 @@ from pipeline.rerank.preflight import (
     storage_from_config,
 )
 from pipeline.rerank.settings import ScoringSettings, resolve_settings
-from pipeline.rerank.stop import reinstall_signal_handlers
+from pipeline.rerank.stop import keeping_signal_handlers
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ def prepare(cfg: JobConfig, storage: Storage | None = None) -> PreparedRun:
     output = cfg.output.uri
     shards = find_shards(storage, cfg.input.uri)
     cfg, kind = load_model_locally(cfg, storage)
-    connect_ray(cfg.ray)
-    reinstall_signal_handlers()  # ray.init installs its own SIGTERM handler
+    with keeping_signal_handlers():  # ray.init would set a SIGTERM handler of its own (exit 15)
+        connect_ray(cfg.ray)
     device = resolve_device(cfg.model.device)
     settings = resolve_settings(
         cfg.scoring,
@@ -90,6 +90,7 @@ def prepare(cfg: JobConfig, storage: Storage | None = None) -> PreparedRun:
         cpus_per_node=cpus_per_node(),
     )
     fp = fingerprint(cfg, settings.dtype, checked_model_identity(cfg, storage))
+    fp = as_recorded(storage, output, fp)  # /m, /m/, ./m: one model (the identity decides)
     digest = fingerprint_digest(fp)
     files, done, legacy = resume_state(storage, output, shards, fp, cfg.output.fresh)
     if legacy:

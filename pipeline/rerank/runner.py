@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import pyarrow as pa
 
-from pipeline.errors import RunInterrupted
+from pipeline.errors import RunInterrupted, RunStopped
 from pipeline.faults import crash_point
 from pipeline.io import ShardFile, Storage, join, storage_error
 from pipeline.rerank.build import build
@@ -32,8 +32,8 @@ from pipeline.rerank.report.collector import RunCollector
 from pipeline.rerank.report.console import open_console
 from pipeline.rerank.report.run_report import publish_report, report_data
 from pipeline.rerank.stages.shard_scores import ShardScores
-from pipeline.rerank.stages.write import WriteSettings
-from pipeline.rerank.stop import counting_shards, raise_if_stopped
+from pipeline.rerank.stages.write import WriteSettings, not_published_disk_full
+from pipeline.rerank.stop import counting_shards, deferring_forced_stops, raise_if_stopped
 from pipeline.rerank.stream.assembly import ShardAssembler
 from pipeline.rerank.stream.publisher import ShardPublisher, writers_for
 
@@ -51,6 +51,7 @@ class RunReport:
     summary: dict[str, Any] = field(default_factory=dict)
     success_manifest: dict[str, Any] | None = None
     collector: RunCollector | None = None  # the run's figures (pipeline/rerank/report/collector.py)
+    disk_full: str | None = None  # OUTPUT's disk (or quota) filled up: the first shard's reason
 
     @property
     def ok(self) -> bool:
@@ -112,13 +113,18 @@ def score_and_publish(
         if by_id:
             stream_scores(run, by_id, assembler, publisher, collector, report)
         publisher.drain()
+    except RunStopped:  # at once (a second signal, a lost lease): what did finish still counts
+        publisher.collect_finished()
+        raise
     finally:
         collector.close()  # the live bar ends before anything else is printed
         publisher.close()
     report.failed.update(publisher.failed)
-    report.shards_published = len(publisher.markers)
+    report.shards_published = collector.shards_done  # one count of published shards (collector.py)
+    report.disk_full = publisher.disk_full
     for s, reason in {**assembler.failed, **assembler.incomplete()}.items():
-        report.failed.setdefault(by_id[s].relpath, reason)
+        unscored = not_published_disk_full(cfg.output.uri) if publisher.disk_full else reason
+        report.failed.setdefault(by_id[s].relpath, unscored)
     report.summary = collector.summary()
     return publisher.markers
 
@@ -157,16 +163,14 @@ def stream_scores(
         storage=run.storage,
     )
     try:
-        # prefetch_batches=0: a block is handed over as soon as it exists; with prefetching the
-        # iterator holds each block until the next one arrives, so few large calls would publish
-        # nothing until the end
-        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-            batch = cast(pa.Table, block)
+        for batch in scored_blocks(ds):
             added = assembler.add(batch)  # which rows count: the assembler's to say (collector.py)
             collector.add(batch, scored=added.scored, fresh=added.fresh)
             collector.completed([by_id[s].relpath for s in added.complete])
             publisher.submit([(by_id[s], assembler.take(s)) for s in added.complete])
             publisher.reap(timeout=0)
+            if publisher.disk_full:  # nothing more can be published: scoring the rest is wasted
+                break
     except Exception as e:  # the pipeline itself died: every unfinished shard fails with it
         log.error("scoring pipeline failed: %s", e)
         for s, reason in assembler.incomplete().items():
@@ -175,6 +179,19 @@ def stream_scores(
         collector.operator_stats(ds.get_stats_summary())
     except Exception as e:
         log.debug("no Ray Data stats for the run report: %s", e)
+
+
+def scored_blocks(ds: Any) -> Iterator[pa.Table]:
+    """The plan's blocks of scores, each as soon as it exists (prefetch_batches=0: with prefetching
+    the iterator holds each block until the next one arrives, so few large calls would publish
+    nothing until the end). A second signal while Ray Data fetches one is raised once it returns."""
+    blocks = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0))
+    while True:
+        with deferring_forced_stops():
+            block = next(blocks, None)
+        if block is None:
+            return
+        yield cast(pa.Table, block)
 
 
 def finalize(run: PreparedRun, markers: list[dict[str, Any]], report: RunReport, planning_s: float) -> None:
@@ -208,7 +225,11 @@ def run(cfg: JobConfig, lease_claim: LeaseClaim | None = None, storage: Storage 
         started_at=started_at, max_length=cfg.model.max_length, score_columns=cfg.model.score_columns
     )
     with (
-        counting_shards(total=len(prepared.shards), done_before=len(prepared.done)),
+        counting_shards(
+            total=len(prepared.shards),
+            done_before=len(prepared.done),
+            published_now=lambda: collector.shards_done,
+        ),
         reporting_stops(prepared, report),
     ):
         raise_if_stopped()  # a signal during prepare: nothing written yet
@@ -234,7 +255,7 @@ def write_run_report(run: PreparedRun, report: RunReport, outcome: str | None = 
     data = report_data(
         collector=report.collector,
         output=run.cfg.output.uri,
-        outcome=outcome or ("complete" if report.ok else f"{len(report.failed)} shard(s) failed"),
+        outcome=outcome or outcome_of(report),
         shards=dict(zip(("total", "skipped", "published", "failed"), counts, strict=True)),
         failed=report.failed,
         summary=report.summary,
@@ -246,12 +267,20 @@ def write_run_report(run: PreparedRun, report: RunReport, outcome: str | None = 
     publish_report(run.storage, run.cfg.output.uri, data)
 
 
+def outcome_of(report: RunReport) -> str:
+    if report.ok:
+        return "complete"
+    full = ": OUTPUT's disk (or quota) is full" if report.disk_full else ""
+    return f"{len(report.failed)} shard(s) failed{full}"
+
+
 @contextmanager
 def reporting_stops(run: PreparedRun, report: RunReport) -> Iterator[None]:
     """A run stopped by SIGINT/SIGTERM still writes its report (a lost lease: nothing more)."""
     try:
         yield
     except RunInterrupted as stop:
-        report.shards_published = stop.published_now
+        if report.collector is not None:  # the shards published before the stop (collector.py)
+            report.shards_published = report.collector.shards_done
         write_run_report(run, report, outcome=stop.reason)
         raise

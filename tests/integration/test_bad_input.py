@@ -104,3 +104,48 @@ def test_new_shard_sharing_a_query_with_a_published_one_is_caught(ray_address, t
     _shard(inp / "b.parquet", ["q9", "q2"])  # arrives later; a.parquet is done and not re-read
     assert main(args) == 2
     assert "in a.parquet, b.parquet" in caplog.text
+
+
+def test_an_all_null_passage_column_is_quarantined_row_by_row(ray_address, tmp_path, tiny_bert):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    nulls = pa.table(
+        {
+            "query_id": ["q1", "q1", "q2"],
+            "query": ["kalo"] * 3,
+            "doc_id": ["d1", "d2", "d3"],
+            "passage": pa.nulls(3),  # a writer that saw only nulls: the column's type is null
+        }
+    )
+    pq.write_table(nulls, inp / "nulls.parquet")
+    _shard(inp / "ok.parquet", ["q3", "q3"])
+    assert main(["run", str(inp), str(out), "--model", tiny_bert, "--max-length", "128"]) == 0
+
+    totals = assert_reconciled(inp, out)["totals"]
+    assert (totals["rows_in"], totals["rows_out"], totals["rows_rejected"]) == (5, 2, 3)
+    quarantine = pq.read_table(out / "_rejected" / "nulls.parquet")
+    assert quarantine.column("doc_id").to_pylist() == ["d1", "d2", "d3"]
+    assert quarantine.column("reject_reason").to_pylist() == ["null passage"] * 3
+    published = pq.read_table(out / "nulls.parquet")
+    assert published.num_rows == 0 and published.column_names == nulls.column_names + ["score", "rank"]
+    assert pq.read_table(out / "ok.parquet").num_rows == 2
+
+
+def test_dictionary_query_ids_come_out_in_first_appearance_order(ray_address, tmp_path, tiny_bert):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    # rows of q0, q1, q2 in this order; the dictionary lists them q2, q1, q0 (kept by Parquet)
+    ids = pa.DictionaryArray.from_arrays(pa.array([2, 2, 1, 1, 0, 0], pa.int32()), ["q2", "q1", "q0"])
+    table = pa.table(
+        {
+            "query_id": ids,
+            "query": ["kalo"] * 6,
+            "doc_id": [f"d{i}" for i in range(6)],
+            "passage": ["ra vel", "kalo sun", "vel on", "sun ra", "on kalo", "ra ra"],
+        }
+    )
+    pq.write_table(table, inp / "dict.parquet")
+    assert main(["run", str(inp), str(out), "--model", tiny_bert, "--max-length", "128"]) == 0
+    ranked = pq.read_table(out / "dict.parquet")
+    assert ranked.column("query_id").to_pylist() == ["q0", "q0", "q1", "q1", "q2", "q2"]
+    assert ranked.column("rank").to_pylist() == [1, 2] * 3

@@ -140,3 +140,15 @@ def test_stage_one_output_feeds_stage_two(runs, tmp_path, caplog):
     assert manifest["last_run"]["pairs_scored"] == 3 * 4 * 3
     # every figure counts pairs by one rule: not the prefilter's unscored rows, not the quarantined one
     assert sum(n["pairs"] for n in manifest["last_run"]["nodes"].values()) == 3 * 4 * 3
+    report = STORAGE.read_json(str(stage2 / "_rerank" / "report.json"))
+    assert report["pairs_scored"] == report["summary"]["pairs_scored"] == 3 * 4 * 3
+    assert report["nodes"] == report["summary"]["nodes"] == manifest["last_run"]["nodes"]
+    node_lines = [r for r in caplog.records if r.getMessage().startswith("node ")]
+    assert sum(r.args[2] for r in node_lines) == 3 * 4 * 3  # the summary's "node N: A actor(s), P pairs"
+    # of the 35 unscored rows --top-k 5 dropped one a query (6 candidates: 3 scored, 3 not), but
+    # none of the query that lost a row to stage 1's quarantine (5 candidates)
+    assert manifest["totals"]["rows_not_scored_dropped_top_k"] == 4 * 3 - 1
+    assert (
+        "35 candidate(s) lay outside --prefilter-top-k and were not scored: 24 published after the "
+        "scored ones (null scores), 11 dropped by --top-k"
+    ) in caplog.text

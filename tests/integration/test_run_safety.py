@@ -3,6 +3,7 @@ OUTPUT (`rerank run` holds the lease), a run that loses its lease stops, SIGTERM
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -148,6 +149,10 @@ def test_a_run_that_stalls_past_its_lease_and_is_taken_over_stops(
     assert proc.wait(timeout=300) == 3
     text = log.read_text()
     assert "lost to other-host:7:feed" in text and "this run stopped" in text
+    last = [line for line in text.splitlines() if " rerank: " in line][-1]
+    published = int(last.split(" of 8 shards published")[0].rsplit(" ", 1)[-1])  # by the collector
+    assert 1 <= published <= len(done_markers(out / "_rerank" / "done"))
+    assert f"({published} by this run), {8 - published} pending" in last
     assert STORAGE.read_json(join(str(out), paths.LEASE)) == taker  # neither renewed nor removed
     assert not (out / "_SUCCESS").exists()
 
@@ -220,3 +225,78 @@ def test_sigterm_stops_cleanly_and_the_rerun_equals_an_uninterrupted_run(
     assert not temp_files(out)
     manifest = json.loads((out / "_SUCCESS").read_text())
     assert manifest["last_run"]["pairs_scored"] < 8 * 6 * 8  # shards done before SIGTERM: not redone
+
+
+def test_a_second_signal_stops_at_once_and_counts_the_shards_published_before_it(
+    ray_address, write_shards, tmp_path, tiny_bert, job_actor_pids
+):
+    input_dir, out = write_shards(n_shards=8, n_queries=6, candidates=8), tmp_path / "out"
+    log = tmp_path / "run.log"
+    flags = ["--model", tiny_bert, *FLAGS, "--progress-interval-s", "0.001"]
+    proc = start_run(ray_address, input_dir, out, *flags, log=log)
+    markers = out / "_rerank" / "done"
+    wait_until(lambda: len(done_markers(markers)) >= 2, 180, 0.02, "two done-markers", process=proc)
+    writers = job_actor_pids(proc.pid, "ShardWriter")
+    for pid in writers:  # every publish from now on hangs in flight: the first signal waits for it
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        before = len(done_markers(markers))
+        wait_until(lambda: "384/384 pairs" in log.read_text(), 180, 0.05, "every pair scored", process=proc)
+        proc.send_signal(signal.SIGINT)
+        wait_until(lambda: "SIGINT received" in log.read_text(), 60, 0.01, "the first SIGINT", process=proc)
+        proc.send_signal(signal.SIGINT)  # again: stop at once
+        assert proc.wait(timeout=120) == 130
+    finally:
+        for pid in writers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    last = [line for line in log.read_text().splitlines() if " rerank: " in line][-1]
+    assert "interrupted by SIGINT twice: stopped at once, publishes in flight abandoned" in last
+    published = int(last.split(" of 8 shards published")[0].rsplit(" ", 1)[-1])
+    assert published >= before >= 2
+    assert f"{published} of 8 shards published ({published} by this run), {8 - published} pending" in last
+    report = json.loads((out / "_rerank" / "report.json").read_text())
+    assert (
+        report["outcome"].startswith("interrupted by SIGINT twice")
+        and report["shards"]["published"] == published
+    )
+    assert not (out / "_rerank" / "lease.json").exists()  # released
+
+
+def driver_children(pid: int) -> list[int]:
+    """The processes `pid` started: Ray's own, once it starts a local Ray."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+    return children
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_while_ray_starts_stops_the_run_as_sigint_would(write_shards, tmp_path, tiny_bert):
+    input_dir, out = write_shards(n_shards=2, n_queries=2, candidates=3), tmp_path / "out"
+    log = tmp_path / "run.log"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local Ray of its own
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", "run", str(input_dir), str(out), "--model", tiny_bert],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:  # the lease is taken, and Ray starts (its first process is up): ray.init is under way
+        wait_until(lambda: driver_children(proc.pid), 120, 0.005, "Ray to start", process=proc)
+        assert (out / "_rerank" / "lease.json").exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=240) == 143, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    last = [line for line in log.read_text().splitlines() if " rerank: " in line][-1]
+    assert last.endswith(
+        "interrupted by SIGTERM: 0 of 2 shards published (0 by this run), 2 pending; "
+        "rerun the same command to resume"
+    )
+    assert not (out / "_rerank" / "lease.json").exists()  # released
+    assert not [p for p in out.rglob("*.parquet")]

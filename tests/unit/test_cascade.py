@@ -12,6 +12,7 @@ from pipeline.rerank.config import InputConfig, RankingConfig, reserved_columns
 from pipeline.rerank.input.cascade import (
     NOT_SCORED,
     UNSCORED_COLUMN,
+    group_codes,
     input_prefilter_column,
     mark_not_scored,
     name_problems,
@@ -114,6 +115,11 @@ def test_selection_per_query_ties_in_input_order_nulls_last_rejects_take_no_plac
     assert prefilter_selection(np.zeros(3, int), ints, np.ones(3, bool), 1).tolist() == [True, False, False]
 
 
+def test_group_codes_number_dictionary_values_by_first_appearance_nulls_included():
+    ids = pa.DictionaryArray.from_arrays(pa.array([2, None, 2, 0, None], pa.int32()), ["q2", "q1", "q0"])
+    assert group_codes(pa.chunked_array([ids])).tolist() == [0, 1, 0, 2, 1]
+
+
 def test_rank_table_puts_unscored_rows_last_in_the_given_order():
     table = pa.table({"q": ["a"] * 5})
     scores = np.array([np.nan, 0.2, np.nan, 0.9, np.nan], np.float32)
@@ -177,6 +183,8 @@ def test_publish_puts_unscored_after_scored_with_null_scores(tmp_path):
     ranked = STORAGE.read_table(checkpoint.shard_output_uri(out, shard.relpath))
     assert ranked.column("doc_id").to_pylist() == ["d3", "d1", "d4", "d7", "d6", "d5"]
     assert (top["rows_out"], top["rows_dropped_top_k"], top["rows_not_scored"]) == (6, 1, 3)
+    # the row --top-k dropped is d0, unscored: of the 3 unscored rows, 2 are published, 1 dropped
+    assert (stats["rows_not_scored_dropped_top_k"], top["rows_not_scored_dropped_top_k"]) == (0, 1)
 
 
 def test_a_previous_stage_is_renamed_and_prefiltered_in_the_nested_layout(tmp_path):

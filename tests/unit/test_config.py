@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from jobs.cli import build_parser
+from jobs.cli import build_parser, main
 from jobs.rerank import overrides_from_args
 from pipeline.errors import ConfigError
 from pipeline.finetune.config import FinetuneConfig
@@ -157,3 +157,40 @@ def test_shipped_configs_validate():
     assert job_files, "deploy/ ships at least one job config"
     for f in job_files:
         load_config(f, {})
+
+
+@pytest.mark.parametrize(
+    ("flags", "missing"),
+    [
+        (["--max-chunks", "4"], "--long-passages chunk"),
+        (["--chunk-overlap", "32"], "--long-passages chunk"),  # the default value, but given
+        (["--chunk-aggregate", "mean", "--long-passages", "truncate"], "--long-passages chunk"),
+        (["--candidates-column", "cands"], "--layout nested"),
+        (["--candidates-column", "candidates", "--layout", "long"], "--layout nested"),
+    ],
+)
+def test_a_mode_option_without_its_mode_exits_2_naming_the_missing_flag(flags, missing, tmp_path, caplog):
+    given = flags[0]
+    assert main(["run", str(tmp_path / "in"), str(tmp_path / "out"), "--model", "m", *flags]) == 2
+    assert not (tmp_path / "out").exists()  # refused while reading the config, before anything
+    assert f"{given} needs {missing}" in caplog.text
+
+
+def test_mode_options_given_in_yaml_count_as_given(tmp_path: Path):
+    path = tmp_path / "job.yaml"
+    path.write_text("input:\n  max_chunks: 16\n  chunk_aggregate: max\n  candidates_column: candidates\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, BASE)  # each equal to its default: given all the same
+    text = "\n".join(err.value.problems)
+    assert len(err.value.problems) == 3
+    assert "--max-chunks needs --long-passages chunk" in text and "input.max_chunks" in text
+    assert "--chunk-aggregate needs --long-passages chunk" in text
+    assert "--candidates-column needs --layout nested" in text
+
+
+def test_mode_options_with_their_mode_or_left_out_are_accepted(tmp_path: Path):
+    load_config(None, BASE)  # the defaults of options not given never count
+    chunk = {"long_passages": "chunk", "max_chunks": 4, "chunk_overlap": 8, "chunk_aggregate": "mean"}
+    assert load_config(None, {**BASE, "input": {"uri": "in", **chunk}}).input.max_chunks == 4
+    nested = {"layout": "nested", "candidates_column": "cands"}
+    assert load_config(None, {**BASE, "input": {"uri": "in", **nested}}).input.candidates_column == "cands"

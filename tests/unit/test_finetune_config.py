@@ -79,6 +79,18 @@ def test_malformed_data_exits_2_naming_the_line(tmp_path, tiny_bert, caplog):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_missing_data_file_exits_2_saying_it_does_not_exist(tmp_path, tiny_bert, caplog):
+    data = tmp_path / "t.jsonl"
+    data.write_text('{"query": "q", "pos": ["p"], "neg": ["n"]}\n')
+    missing = tmp_path / "missing.jsonl"
+    args = ["finetune", str(data), str(tmp_path / "o"), "--model", tiny_bert]
+    assert main([*args, "--eval", str(missing)]) == 2
+    assert f"--eval {str(missing)!r} does not exist" in caplog.text
+    assert "no training queries" not in caplog.text and not (tmp_path / "o").exists()
+    assert main(["finetune", str(missing), str(tmp_path / "o"), "--model", tiny_bert]) == 2
+    assert f"TRAIN {str(missing)!r} does not exist" in caplog.text
+
+
 def test_finetune_takes_storage_options_like_rerank_run():
     argv = ["finetune", "--train", "t.jsonl", "--model", "m", "--output", "o"]
     argv += ["--storage-option", "client_kwargs.verify=false", "--storage-region", "eu-west-1"]

@@ -111,3 +111,12 @@ def test_empty_data_is_an_error(tmp_path):
     path.write_text("\n")
     with pytest.raises(InputContractError, match="no training queries"):
         load_queries(STORAGE, str(path), data_config(str(path)))
+
+
+def test_a_path_that_does_not_exist_is_named_as_such(tmp_path):
+    for missing in (tmp_path / "nope.jsonl", tmp_path / "nope"):
+        with pytest.raises(InputContractError, match=f"{str(missing)!r} does not exist"):
+            load_queries(STORAGE, str(missing), data_config(str(missing)))
+    (tmp_path / "empty").mkdir()  # there, but holding nothing: that message stays
+    with pytest.raises(InputContractError, match="no training queries"):
+        load_queries(STORAGE, str(tmp_path / "empty"), data_config(str(tmp_path / "empty")))

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
 import fsspec
 import huggingface_hub
+import pyarrow as pa
+import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline.io import Storage
+from pipeline.errors import OutputStateError
+from pipeline.io import Storage, join
 from pipeline.models.identity import UNKNOWN, model_identity, safetensors_header_digest
+from pipeline.rerank import prepare as rerank_prepare
+from pipeline.rerank.output import checkpoint
 from pipeline.rerank.output.fingerprint import fingerprint, fingerprint_digest
 from tests.helpers import MODELS, job
 
@@ -86,3 +92,30 @@ def test_the_fingerprint_carries_the_identity(tmp_path):
     assert a["model_identity"] == {"config": "c", "weights": "w1"}
     assert fingerprint_digest(a) != fingerprint_digest(b)
     assert "model_identity" not in fingerprint(cfg, "float32")
+
+
+def prepared(cfg, monkeypatch):
+    """Phase 1 of `rerank run` (pipeline.rerank.prepare) without Ray: a CPU node of 2 cores."""
+    monkeypatch.setattr(rerank_prepare, "connect_ray", lambda *_: None)
+    monkeypatch.setattr(rerank_prepare, "resolve_device", lambda _: "cpu")
+    monkeypatch.setattr(rerank_prepare, "cpus_per_node", lambda: 2)
+    return rerank_prepare.prepare(cfg)
+
+
+def test_a_local_model_resumes_under_any_spelling_of_its_path(tmp_path, write_shards, monkeypatch):
+    model = copy_of_tiny_bert(tmp_path)
+    inp, out = write_shards(n_shards=1), tmp_path / "out"
+    first = prepared(job(inp, out, str(model)), monkeypatch)  # a run made with --model /m
+    checkpoint.claim_output(STORAGE, str(out), first.fingerprint, first.digest, False, first.output_files)
+    (shard,) = first.shards
+    STORAGE.write_parquet_atomic(join(str(out), shard.relpath), pa.table({"a": [1]}))
+    checkpoint.write_marker(STORAGE, str(out), shard, first.digest, {"rows_in": 1})
+    monkeypatch.chdir(tmp_path)
+    for spelling in (str(model), f"{model}/", "./model", "model//", f"file://{model}"):
+        again = prepared(job(inp, out, spelling), monkeypatch)
+        assert set(again.done) == {shard.relpath} and again.digest == first.digest, spelling
+        assert again.fingerprint["model"] == str(model)  # as OUTPUT recorded it
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "note": "retrained"}))
+    with pytest.raises(OutputStateError, match="model_identity"):  # the same path, another model
+        prepared(job(inp, out, f"{model}/"), monkeypatch)

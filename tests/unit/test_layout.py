@@ -101,6 +101,20 @@ def test_contract_checks_struct_fields_like_columns():
     assert contract_problems(shard, schema, prefixed, ["score"]) == []
 
 
+@pytest.mark.parametrize("name", ["candidates", "cands"])
+def test_nested_input_without_layout_nested_is_named_as_such(name):
+    shard = ShardFile("s.parquet", "s.parquet", 1, "v")
+    schema = nested_shard().rename_columns(["query_id", "lang", "query", name]).schema
+    (problem,) = contract_problems(shard, schema, InputConfig(uri="x"), ["score"])
+    assert "'s.parquet' looks nested" in problem and f"column {name!r} is a list<struct>" in problem
+    assert "'doc_id', 'passage'" in problem  # what the long layout looked for
+    fix = "--layout nested" + ("" if name == "candidates" else f" --candidates-column {name}")
+    assert problem.endswith(f"pass {fix}")
+    flat = pa.schema([("query_id", pa.string()), ("query", pa.string()), ("doc_id", pa.string())])
+    (problem,) = contract_problems(shard, flat, InputConfig(uri="x"), ["score"])
+    assert "no column 'passage'" in problem and "nested" not in problem  # a plain missing column
+
+
 def test_candidates_are_counted_from_one_leaf_or_the_whole_column(tmp_path):
     table = nested_shard()
     for legacy in (False, True):  # list.element (standard) and the older list.item naming

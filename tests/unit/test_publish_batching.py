@@ -5,6 +5,7 @@ nothing more."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,8 @@ def lease_held_by(out: Path, holder: str) -> LeaseClaim:
     """OUTPUT's lease as `holder` wrote it, and the claim of a run called "me"."""
     lease = out / paths.LEASE
     lease.parent.mkdir(parents=True)
-    lease.write_text(json.dumps({"owner": holder}))
+    now = time.time()
+    lease.write_text(json.dumps({"owner": holder, "started_at": now, "heartbeat_at": now}))
     return LeaseClaim(str(lease), "me")
 
 

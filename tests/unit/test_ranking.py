@@ -60,3 +60,27 @@ def test_a_length_mismatch_is_named_before_the_reshape_could_hide_or_garble_it()
         rank_table(t, np.zeros(5, np.float32), "query_id")  # reshape(3, -1) fails on its own
     with pytest.raises(ValueError, match="4 scores for 3 rows"):
         rank_table(t, np.zeros((4, 2), np.float32), "query_id")
+
+
+def test_dictionary_query_ids_come_out_in_first_appearance_order_not_dictionary_order():
+    # q0, q1, q2 in, but the dictionary lists them q2, q1, q0 (a writer that sorted it, or a
+    # dictionary shared with other data): the output follows the rows, not the dictionary
+    ids = pa.DictionaryArray.from_arrays(pa.array([2, 2, 1, None, 0, 1], pa.int32()), ["q2", "q1", "q0"])
+    t = pa.table({"query_id": ids, "doc_id": ["a", "b", "c", "n", "d", "e"]})
+    out = rank_table(t, np.array([0.0, 1.0, 0.0, 5.0, 0.0, 1.0], np.float32), "query_id")
+    assert out.column("query_id").to_pylist() == ["q0", "q0", "q1", "q1", None, "q2"]
+    assert out.column("doc_id").to_pylist() == ["b", "a", "e", "c", "n", "d"]
+    assert out.column("rank").to_pylist() == [1, 2, 1, 2, 1, 1]
+    assert out.schema.field("query_id").type == ids.type  # the column itself is unchanged
+
+
+def test_chunks_with_different_dictionaries_group_by_value():
+    # two row groups read back as chunks with dictionaries of their own
+    chunks = [
+        pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int32()), ["x", "y"]),
+        pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int32()), ["y", "x"]),
+    ]
+    t = pa.table({"query_id": pa.chunked_array(chunks), "doc_id": ["a", "b", "c", "d"]})
+    out = rank_table(t, np.array([0.0, 0.0, 1.0, 1.0], np.float32), "query_id")
+    assert out.column("query_id").to_pylist() == ["x", "x", "y", "y"]
+    assert out.column("doc_id").to_pylist() == ["d", "a", "c", "b"]

@@ -126,6 +126,21 @@ def test_text_as_large_string_or_dictionary_passes_the_check(tmp_path):
     assert pending.num_rows == 2 and len(pending.query_hashes) == 1
 
 
+@pytest.mark.parametrize("column", ["query", "passage"])
+def test_an_all_null_text_column_passes_the_check_to_the_quarantine(column, tmp_path):
+    # a writer that saw only nulls stores the column as type null: each row is a null text,
+    # quarantined and counted like any other, not a reason to refuse the whole run
+    table = pa.table({"query_id": ["a"] * 2, "query": ["q"] * 2, "doc_id": ["d", "e"], "passage": ["p"] * 2})
+    table = table.set_column(table.schema.get_field_index(column), column, pa.nulls(2))
+    pq.write_table(table, tmp_path / "a.parquet")
+    (pending,) = check_pending(STORAGE, STORAGE.list_shards(str(tmp_path)), COLUMNS, ["score"])
+    assert pending.num_rows == 2
+    read = STORAGE.read_table(pending.shard.uri)
+    assert read.schema.field(column).type == pa.null()
+    queries, passages = read.column("query").to_pylist(), read.column("passage").to_pylist()
+    assert reject_reasons(queries, passages, "query", "passage") == [f"null {column}"] * 2
+
+
 @pytest.mark.parametrize(
     "ids",
     [
@@ -221,6 +236,29 @@ def test_input_inside_output_given_absolute_against_relative_output(
         assert main(["run", str(out / "in"), "out", "--model", tiny_bert, *extra]) == 2
         assert tree(out) == before  # --fresh deleted nothing
     assert "overlap" in caplog.text
+
+
+@pytest.mark.parametrize("target", ["output", "inside-output", "output-not-there-yet", "via-elsewhere"])
+def test_a_link_in_input_leading_into_output_exits_2_without_writing(
+    target, no_ray, write_shards, tmp_path, tiny_bert, caplog
+):
+    inp, out = write_shards(n_shards=1, root=tmp_path / "in"), tmp_path / "out"
+    if target != "output-not-there-yet":  # an earlier run's OUTPUT, with a published shard
+        checkpoint.prepare_output(STORAGE, str(out), FP, "d1", fresh=False)
+        write_shards(n_shards=1, root=out / "day")
+    link = inp / "linked"
+    if target == "via-elsewhere":  # a link to a directory outside both, which links into OUTPUT
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "deeper").symlink_to(out)
+        link.symlink_to(tmp_path / "elsewhere")
+        link = link / "deeper"
+    else:
+        link.symlink_to(out / "day" if target == "inside-output" else out)
+    before = {root: tree(root) for root in (inp, tmp_path / "elsewhere", out) if root.exists()}
+    assert main(["run", str(inp), str(out), "--model", tiny_bert]) == 2
+    assert f"INPUT entry {str(link)!r} leads into OUTPUT" in caplog.text and "remove the link" in caplog.text
+    assert {root: tree(root) for root in before} == before  # nothing written, no lease taken
+    assert target != "output-not-there-yet" or not out.exists()
 
 
 def test_object_store_locations_compare_bucket_and_normalised_prefix():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pyarrow.parquet as pq
@@ -168,3 +170,132 @@ def test_status_on_object_storage(s3, capsys, tmp_path):
     assert code == 1 and s["pending"] == ["part-2.parquet"]
     assert status_of(capsys, "s3://status-out/nothing", *flags)[0] == 2
     assert main(["status", "s3://no-such-bucket/x", *flags]) == 2
+
+
+# --- damaged bookkeeping files: reported and named, exit 1, never 4 --------------------------------
+
+DAMAGED = {
+    "lease": (paths.LEASE, b""),
+    "heartbeat": (paths.LEASE, b'{"owner": "h:1:x", "started_at": 1, "heartbeat_at": "noon", "ttl_s": 60}'),
+    "run manifest": (paths.RUN_MANIFEST, b'{"digest": "ab'),
+    "done-marker": (f"{paths.MARKERS}/part-0.parquet.json", b""),
+    "success": (paths.SUCCESS, b'{"shards": [{"pa'),
+    "report": (REPORT_JSON, b"\x00\x01"),
+    "shard list": (paths.SHARD_LIST, b"[]"),
+}
+
+
+@pytest.mark.parametrize(("relpath", "data"), DAMAGED.values(), ids=DAMAGED.keys())
+def test_a_damaged_file_is_named_and_the_rest_reported(local, capsys, relpath, data):
+    storage, input_uri, output = local
+    craft(storage, input_uri, output, done=3, success=True)
+    storage.write_json_atomic(join(output, REPORT_JSON), {"outcome": "complete", "summary": {}})
+    with open(join(output, relpath), "wb") as f:
+        f.write(data)
+    code, s = status_of(capsys, output)
+    assert code == 1 and s["state"] == "incomplete"
+    assert list(s["damaged"]) == [join(output, relpath)]
+    assert main(["status", output]) == 1
+    text = capsys.readouterr().out
+    assert f"damaged: {join(output, relpath)}" in text
+    if relpath != paths.RUN_MANIFEST:
+        assert s["model"] == "/models/m3"
+    if relpath == paths.LEASE:
+        assert s["lease"]["is_stale"] and "free" not in text
+
+
+def test_a_damaged_run_manifest_says_fresh(local, capsys):
+    storage, input_uri, output = local
+    craft(storage, input_uri, output, done=2)
+    with open(join(output, paths.RUN_MANIFEST), "wb") as f:
+        f.write(b"")
+    assert main(["status", output]) == 1
+    text = capsys.readouterr().out
+    assert "--fresh" in text and "None" not in text
+
+
+# --- --input: a typo is exit 2, as for `rerank run`; _SUCCESS beyond INPUT is reported -------------
+
+
+def test_an_input_that_does_not_exist_or_holds_no_shards_exits_2(local, tmp_path, capsys, caplog):
+    storage, input_uri, output = local
+    craft(storage, input_uri, output, done=3, success=True)
+    assert main(["status", output, "--input", str(tmp_path / "typo")]) == 2
+    assert "no Parquet shards" in caplog.text
+    (tmp_path / "empty").mkdir()
+    assert main(["status", output, "--input", str(tmp_path / "empty")]) == 2
+    assert "complete" not in capsys.readouterr().out
+
+
+def test_a_success_shard_not_in_input_is_reported(local, tmp_path, capsys):
+    storage, input_uri, output = local
+    craft(storage, input_uri, output, done=3, success=True)
+    fewer = str(tmp_path / "fewer")
+    write_input(storage, fewer, 2)  # part-0, part-1: part-2 is in _SUCCESS, not in this INPUT
+    for rel in ("part-0.parquet", "part-1.parquet"):  # the same files as the run saw
+        os.replace(join(input_uri, rel), join(fewer, rel))
+    code, s = status_of(capsys, output, "--input", fewer)
+    assert code == 1 and s["not_in_input"] == ["part-2.parquet"] and s["pending"] == []
+    assert main(["status", output, "--input", fewer]) == 1
+    assert "part-2.parquet" in capsys.readouterr().out
+
+
+# --- a live lease is a run in progress -------------------------------------------------------------
+
+
+def live_lease(storage: Storage, output: str) -> None:
+    now = time.time()
+    storage.write_json_atomic(
+        join(output, paths.LEASE),
+        {"owner": "node-7:4242:ab12cd34", "started_at": now - 5, "heartbeat_at": now - 1, "ttl_s": 600.0},
+    )
+
+
+def test_a_first_run_before_its_run_manifest_is_in_progress(tmp_path, capsys):
+    output = str(tmp_path / "out")
+    live_lease(Storage(), output)
+    code, s = status_of(capsys, output)
+    assert code == 1 and s["state"] == "in_progress"
+    assert main(["status", output]) == 1
+    assert "in progress" in capsys.readouterr().out
+
+
+def test_a_rerun_planning_over_a_complete_output_is_in_progress(local, capsys):
+    storage, input_uri, output = local
+    craft(storage, input_uri, output, done=3, success=True)
+    live_lease(storage, output)
+    code, s = status_of(capsys, output)
+    assert code == 1 and s["state"] == "in_progress" and s["has_success"]
+
+
+# --- a closed pipe; an interrupted run's line --------------------------------------------------------
+
+
+def test_a_closed_pipe_exits_quietly_with_the_status_code(local):
+    storage, input_uri, output = local
+    craft(storage, input_uri, output, done=3, success=True)
+    read, write = os.pipe()
+    os.close(read)  # `| head -1` that has already exited
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "status", output, "--json"],
+        stdout=write, stderr=subprocess.PIPE, env=env, text=True, timeout=120,
+    )  # fmt: skip
+    os.close(write)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr
+
+
+def test_an_interrupted_run_says_what_is_known(local, capsys):
+    storage, input_uri, output = local
+    craft(storage, input_uri, output, done=1)
+    report = {
+        "outcome": "interrupted by SIGTERM",
+        "ended_at": time.time(),
+        "shards": {"total": 3, "skipped": 0, "published": 1, "failed": 0},
+        "summary": {},
+    }
+    storage.write_json_atomic(join(output, REPORT_JSON), report)
+    assert main(["status", output]) == 1
+    text = capsys.readouterr().out
+    assert "None" not in text and "interrupted by SIGTERM" in text and "1 of 3 shards published" in text

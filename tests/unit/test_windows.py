@@ -178,5 +178,7 @@ def test_an_overlap_leaving_no_step_is_refused_before_scoring(tiny_bert):
     base = {"output": {"uri": "o"}, "model": {"name_or_path": "m", "max_length": 64, "query_max_length": 48}}
     with pytest.raises(ConfigError, match="chunk_overlap=12 is not below the 12 passage tokens"):
         load_config(None, base | {"input": {"uri": "i", "long_passages": "chunk", "chunk_overlap": 12}})
-    load_config(None, base | {"input": {"uri": "i", "long_passages": "truncate", "chunk_overlap": 12}})
+    with pytest.raises(ConfigError, match="--chunk-overlap needs --long-passages chunk") as err:
+        load_config(None, base | {"input": {"uri": "i", "long_passages": "truncate", "chunk_overlap": 12}})
+    assert len(err.value.problems) == 1  # the window check is chunk mode's only
     load_config(None, base | {"input": {"uri": "i", "long_passages": "chunk", "chunk_overlap": 11}})

@@ -118,9 +118,13 @@ def descending_rank(values: pa.Array) -> np.ndarray:
 
 
 def group_codes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Integer codes of a grouping column, in order of first appearance (nulls a group of their own)."""
+    """Integer codes of a grouping column, in order of first appearance (nulls a group of their own).
+    A dictionary column is decoded first: encoding it again would keep its dictionary's order and
+    leave its null indices without a code."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
     encoded = pc.dictionary_encode(column, null_encoding="encode")
     return np.asarray(encoded.indices.to_numpy(zero_copy_only=False), np.int64)
 

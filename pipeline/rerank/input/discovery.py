@@ -15,7 +15,7 @@ from pipeline.errors import InputContractError
 from pipeline.io import ShardFile, Storage, storage_error
 from pipeline.rerank.config import InputConfig
 from pipeline.rerank.input.cascade import name_problems, prefilter_problems
-from pipeline.rerank.input.layout import candidate_count, flat_schema
+from pipeline.rerank.input.layout import candidate_count, flat_schema, looks_nested_problem
 from pipeline.rerank.input.split_queries import decode_hashes, names_of, query_id_hashes, split_queries
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,12 @@ def find_shards(storage: Storage, uri: str) -> list[ShardFile]:
 
 
 def _is_text(t: pa.DataType) -> bool:
-    """Text the job reads as Python strings: string, large_string, or a dictionary of either."""
+    """Text the job reads as Python strings: string, large_string, or a dictionary of either; or
+    `null`, the type a writer gives a column it saw only nulls in: each of its rows is a null text,
+    quarantined like any other (pipeline/rerank/input/quarantine.py), not a reason to stop the run."""
     if pa.types.is_dictionary(t):
         t = t.value_type
-    return pa.types.is_string(t) or pa.types.is_large_string(t)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
 
 
 def _is_id(t: pa.DataType) -> bool:
@@ -147,11 +149,15 @@ def contract_problems(
         columns.doc_id_column: "--doc-id-column",
         columns.passage_column: "--passage-column",
     }
-    problems = []
-    for name, flag in flags.items():
-        if name not in schema.names:
+    missing = [name for name in flags if name not in schema.names]
+    candidate_level = [n for n in missing if n in (columns.doc_id_column, columns.passage_column)]
+    hint = looks_nested_problem(shard.uri, schema, columns, candidate_level)
+    problems = [hint] if hint else []
+    for name in missing:
+        if not (hint and name in candidate_level):
             problems.append(
-                f"shard {shard.uri!r} has no column {name!r} (found: {', '.join(schema.names)}); set {flag}"
+                f"shard {shard.uri!r} has no column {name!r} (found: {', '.join(schema.names)}); "
+                f"set {flags[name]}"
             )
     problems += _type_problems(shard.uri, schema, columns, flags)
     problems += name_problems(shard.uri, schema.names, score_columns, columns.previous_prefix)

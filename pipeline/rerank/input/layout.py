@@ -37,6 +37,22 @@ def _is_list_of_structs(t: pa.DataType) -> bool:
     return (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_struct(t.value_type)
 
 
+def looks_nested_problem(uri: str, schema: pa.Schema, columns: InputConfig, missing: list[str]) -> str | None:
+    """For the long layout missing `missing` columns (doc id, passage) in a shard holding a
+    list<struct> column: the message that it is nested input, naming `--layout nested`."""
+    lists = [f.name for f in schema if _is_list_of_structs(f.type)]
+    if not missing or not lists:
+        return None
+    name = columns.candidates_column if columns.candidates_column in lists else lists[0]
+    fix = "--layout nested" + ("" if name == columns.candidates_column else f" --candidates-column {name}")
+    return (
+        f"shard {uri!r} looks nested: column {name!r} is a list<struct> ({schema.field(name).type}), "
+        f"one list of candidates per row, and the long layout's "
+        f"{', '.join(repr(m) for m in missing)} column(s) are not there; to read each struct as a "
+        f"candidate, pass {fix}"
+    )
+
+
 def flat_schema(uri: str, schema: pa.Schema, columns: InputConfig) -> tuple[pa.Schema, list[str]]:
     """A nested shard's schema as the long rows it is read as (query-level columns, then the
     candidate struct's fields), and what keeps it from being read so."""

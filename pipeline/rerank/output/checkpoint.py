@@ -16,7 +16,15 @@ from typing import Any
 
 from pipeline.errors import OutputStateError
 from pipeline.io import ShardFile, Storage, join
-from pipeline.rerank.output.paths import LEASE, MARKERS, OWN, REJECTED, RUN_MANIFEST, SUCCESS
+from pipeline.rerank.output.bookkeeping import (
+    MARKER_RECORD,
+    REPORT_RECORD,
+    RUN_RECORD,
+    SUCCESS_RECORD,
+    Damaged,
+    read_record,
+)
+from pipeline.rerank.output.paths import LEASE, MARKERS, OWN, REJECTED, REPORT_JSON, RUN_MANIFEST, SUCCESS
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +40,17 @@ def is_temp_file(relpath: str) -> bool:
 def own_files(storage: Storage, output: str, files: list[str]) -> list[str]:
     """What earlier runs of the job wrote in OUTPUT's listing `files`, and nothing else: the output
     shards its done-markers and `_SUCCESS` name, `_rerank/` (but the lease), `_rejected/`,
-    `_SUCCESS` and temp files of its writes. A user's notes, analysis or `.git/` are not in it."""
+    `_SUCCESS` and temp files of its writes. A user's notes, analysis or `.git/` are not in it.
+    A damaged `_SUCCESS` names no shards (the markers name them)."""
     marker_dir = MARKERS + "/"
     shards = {
         p[len(marker_dir) : -len(".json")] for p in files if p.startswith(marker_dir) and p.endswith(".json")
     }
-    if SUCCESS in files:
-        shards |= {s["path"] for s in (storage.read_json(join(output, SUCCESS)) or {}).get("shards", [])}
+    success = read_record(storage, join(output, SUCCESS), SUCCESS_RECORD) if SUCCESS in files else None
+    if isinstance(success, Damaged):
+        log.warning("%s; the done-markers name the shards to remove", success)
+    elif success is not None:
+        shards |= {s["path"] for s in success["shards"]}
     return [
         p
         for p in files
@@ -74,8 +86,12 @@ def check_output(storage: Storage, output: str, fp: dict[str, Any], digest: str,
                 "that offline-rerank did not write; choose an empty or new OUTPUT"
             )
         return files
-    manifest = storage.read_json(join(output, RUN_MANIFEST)) or {}
-    if not fresh and manifest.get("digest") != digest:
+    if fresh:  # discards the progress, whatever run.json says (or whether it can be read)
+        return files
+    manifest = read_record(storage, join(output, RUN_MANIFEST), RUN_RECORD) or {}
+    if isinstance(manifest, Damaged):
+        raise manifest.error()
+    if manifest.get("digest") != digest:
         old_fp = manifest.get("fingerprint", {})
         keys = [*fp, *(k for k in old_fp if k not in fp)]  # an option only one run set shows too
         diff = {k: (old_fp.get(k), fp.get(k)) for k in keys if old_fp.get(k) != fp.get(k)}
@@ -101,11 +117,23 @@ def claim_output(
         )
         storage.remove_files(output, doomed)
     else:  # temp files of a local write cut short by a crash; never a published file
-        storage.remove_files(output, [p for p in files if is_temp_file(p)])
+        storage.remove_files(
+            output, [p for p in files if is_temp_file(p)] + damaged_report(storage, output, files)
+        )
     if fresh or RUN_MANIFEST not in files:
         storage.write_json_atomic(
             join(output, RUN_MANIFEST), {"digest": digest, "fingerprint": fp, "created_at": time.time()}
         )
+
+
+def damaged_report(storage: Storage, output: str, files: list[str]) -> list[str]:
+    """[report.json] if it is damaged: a run with nothing to score keeps the last report, so it is
+    removed now (a damaged `_SUCCESS` and shard list are written again by every run anyway)."""
+    report = read_record(storage, join(output, REPORT_JSON), REPORT_RECORD) if REPORT_JSON in files else None
+    if not isinstance(report, Damaged):
+        return []
+    log.warning("%s; removing it (the next run that scores writes a new one)", report)
+    return [REPORT_JSON]
 
 
 def prepare_output(storage: Storage, output: str, fp: dict[str, Any], digest: str, fresh: bool) -> None:
@@ -113,20 +141,37 @@ def prepare_output(storage: Storage, output: str, fp: dict[str, Any], digest: st
     claim_output(storage, output, fp, digest, fresh, check_output(storage, output, fp, digest, fresh))
 
 
+def read_markers(storage: Storage, output: str, relpaths: list[str]) -> list[dict[str, Any] | Damaged | None]:
+    """The done-markers of these shards (None: there is none), read in parallel."""
+    with ThreadPoolExecutor(MARKER_READERS) as pool:  # object storage: latency per read, not bandwidth
+        return list(
+            pool.map(lambda rel: read_record(storage, marker_uri(output, rel), MARKER_RECORD), relpaths)
+        )
+
+
 def load_done(
-    storage: Storage, output: str, shards: list[ShardFile], digest: str, files: list[str] | None = None
+    storage: Storage,
+    output: str,
+    shards: list[ShardFile],
+    digest: str,
+    files: list[str] | None = None,
+    damaged: list[Damaged] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Markers of shards that are done for this run, whose input is unchanged and whose output
     shard still exists, by relpath. `files` is OUTPUT's listing (`check_output`'s), read once;
-    without it, OUTPUT is listed here."""
+    without it, OUTPUT is listed here. A damaged marker means not done (added to `damaged`)."""
     files = storage.list_files(output) if files is None else files
     present = set(files)
     marked = [shard for shard in shards if f"{MARKERS}/{shard.relpath}.json" in present]
-    with ThreadPoolExecutor(MARKER_READERS) as pool:  # object storage: latency per read, not bandwidth
-        markers = list(pool.map(lambda shard: storage.read_json(marker_uri(output, shard.relpath)), marked))
+    markers = read_markers(storage, output, [shard.relpath for shard in marked])
     done = {}
     for shard, marker in zip(marked, markers, strict=True):
-        if marker is None or marker.get("digest") != digest:
+        if isinstance(marker, Damaged):
+            log.warning("%s; %s", marker, marker.consequence)
+            if damaged is not None:
+                damaged.append(marker)
+            continue
+        if marker is None or marker["digest"] != digest:
             continue
         if marker["input"] != {"size": shard.size, "version": shard.version}:
             log.warning("input %s changed since it was published; redoing it", shard.uri)
@@ -174,6 +219,7 @@ def write_success(
         "rows_dropped_top_k",
         "duplicate_pairs",
         "rows_not_scored",
+        "rows_not_scored_dropped_top_k",  # of those, the ones --top-k dropped
     )
     shards = [
         {"path": m["shard"], **{k: m.get(k, 0) for k in counts}}

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
+from pipeline.io import Storage, join
 from pipeline.rerank.config import InputConfig, JobConfig
+from pipeline.rerank.output.paths import RUN_MANIFEST
+
+log = logging.getLogger(__name__)
 
 
 def fingerprint(
@@ -60,3 +65,34 @@ def input_shape_fingerprint(i: InputConfig) -> dict[str, Any]:
 
 def fingerprint_digest(fp: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def with_recorded_model(fp: dict[str, Any], recorded: Any) -> dict[str, Any]:
+    """`fp` naming the model as `recorded` (OUTPUT's fingerprint) does, where that spelling names
+    the same model: both identities hold equal `config` and `weights` digests (a local directory, a
+    model on object storage). `/m`, `/m/`, `./m` and `file:///m` are one model, not a change that
+    only `--fresh` (a full rescore) gets past. A hub id's identity is a revision alone: not enough."""
+    if not isinstance(recorded, dict):
+        return fp
+    model, identity = recorded.get("model"), fp.get("model_identity")
+    if not isinstance(model, str) or model == fp["model"] or not isinstance(identity, dict):
+        return fp
+    if not {"config", "weights"} <= set(identity) or recorded.get("model_identity") != identity:
+        return fp
+    log.info(
+        "--model %r is the model OUTPUT's run named %r (same config and weights digests): "
+        "resuming under that name",
+        fp["model"],
+        model,
+    )
+    return {**fp, "model": model}
+
+
+def as_recorded(storage: Storage, output: str, fp: dict[str, Any]) -> dict[str, Any]:
+    """`with_recorded_model` against OUTPUT's run manifest, when there is one that can be read
+    (a missing or damaged one is left to the resume checks to report)."""
+    try:
+        manifest = storage.read_json(join(output, RUN_MANIFEST))
+    except (OSError, ValueError):
+        return fp
+    return with_recorded_model(fp, manifest.get("fingerprint") if isinstance(manifest, dict) else None)

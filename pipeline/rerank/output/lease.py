@@ -34,6 +34,7 @@ from typing import Any
 
 from pipeline.errors import LeaseHeldError, LeaseLostError
 from pipeline.io import Storage, join
+from pipeline.rerank.output.bookkeeping import LEASE_RECORD, Damaged, parse_record, read_record
 from pipeline.rerank.output.paths import LEASE
 
 log = logging.getLogger(__name__)
@@ -48,15 +49,16 @@ class LeaseFile:
         self._fs, self._path = storage.filesystem(uri)
         self.is_conditional = "s3" in self._fs.protocol  # s3fs passes If-Match/If-None-Match on
 
-    def read(self) -> tuple[dict[str, Any] | None, str | None]:
-        """The lease record (None: there is none) and its version tag (S3 ETag; None elsewhere)."""
+    def read(self) -> tuple[dict[str, Any] | Damaged | None, str | None]:
+        """The lease record (None: there is none; `Damaged`: it cannot be read, and counts as
+        stale) and its version tag (S3 ETag; None elsewhere)."""
         if not self.is_conditional:
-            return self.storage.read_json(self.uri), None
+            return read_record(self.storage, self.uri, LEASE_RECORD), None
         self._fs.invalidate_cache(self._path)
         try:
             # the version first: if the object changes after, a write expecting it fails
             tag = self._fs.info(self._path)["ETag"]
-            return json.loads(self._fs.cat_file(self._path)), tag
+            return parse_record(self.uri, self._fs.cat_file(self._path), LEASE_RECORD), tag
         except FileNotFoundError:
             return None, None
 
@@ -117,7 +119,7 @@ class LeaseClaim:
     def check(self, storage: Storage) -> None:
         """Raises LeaseLostError if another run (or nobody) holds the lease now."""
         current, _ = LeaseFile(storage, self.uri).read()
-        holder = str(current.get("owner")) if current else "nobody"
+        holder = owner_of(current)
         if holder != self.owner:
             raise LeaseLostError(self.uri, holder, "found by a writer before it wrote")
 
@@ -164,26 +166,35 @@ class RunLease:
 
     def _holder(self) -> str:
         current, _ = self._file.read()
-        return str(current.get("owner")) if current else "nobody"
+        return owner_of(current)
+
+    def _check_free(self, current: dict[str, Any] | Damaged, now: float) -> None:
+        """Raises LeaseHeldError if another live run holds the lease `current`; says why a lease
+        that is not (stale, its process gone, or damaged) is taken over."""
+        if isinstance(current, Damaged):
+            log.warning("%s; taking it over as stale", current)
+            return
+        age = now - float(current["heartbeat_at"])
+        ttl = float(current.get("ttl_s", self.ttl_s))
+        if is_gone(current.get("process")):  # killed on this machine: no need to wait out its TTL
+            log.warning("taking over the lease of %s: its process is gone", current["owner"])
+        elif age < ttl:
+            raise LeaseHeldError(
+                f"a run of this OUTPUT is already in progress: {self.uri} is held by {current['owner']} "
+                f"(started {_ago(now - float(current['started_at']))} ago, heartbeat {_ago(age)} ago); "
+                f"not starting a second copy. If that run is dead, its lease expires "
+                f"{_ago(ttl - age)} from now"
+            )
+        else:
+            log.warning(
+                "taking over the stale lease of %s (no heartbeat for %s)", current["owner"], _ago(age)
+            )
 
     def acquire(self) -> None:
         current, tag = self._file.read()
         now = self.clock()
-        if current is not None and current.get("owner") != self.owner:
-            age = now - float(current.get("heartbeat_at", 0))
-            if is_gone(current.get("process")):  # killed on this machine: no need to wait out its TTL
-                log.warning("taking over the lease of %s: its process is gone", current["owner"])
-            elif age < float(current.get("ttl_s", self.ttl_s)):
-                raise LeaseHeldError(
-                    f"a run of this OUTPUT is already in progress: {self.uri} is held by {current['owner']} "
-                    f"(started {_ago(now - current['started_at'])} ago, heartbeat {_ago(age)} ago); "
-                    f"not starting a second copy. If that run is dead, its lease expires "
-                    f"{_ago(float(current.get('ttl_s', self.ttl_s)) - age)} from now"
-                )
-            else:
-                log.warning(
-                    "taking over the stale lease of %s (no heartbeat for %s)", current["owner"], _ago(age)
-                )
+        if current is not None and owner_of(current) != self.owner:
+            self._check_free(current, now)
         # a free local lease is created exclusively: nothing to wait for. Otherwise conditional
         # where the store allows (only if still the stale lease read, or still absent); read back
         # after settle_s in any case: a store that ignores the condition headers (instead of
@@ -225,9 +236,11 @@ class RunLease:
     def _renew(self) -> None:
         current, tag = self._file.read()
         now = self.clock()
-        if current is not None and current.get("owner") != self.owner:
+        if isinstance(current, Damaged):  # edited or cut short under us: ours to write again
+            log.warning("%s; this run, its holder, writes it again", current)
+        elif current is not None and current["owner"] != self.owner:
             self._lose(
-                str(current.get("owner")),
+                current["owner"],
                 f"this run last renewed it {_ago(now - (self._confirmed_at or now))} ago, past its TTL "
                 f"of {_ago(self.ttl_s)}, and that run took it over",
             )
@@ -263,7 +276,7 @@ class RunLease:
             return
         try:
             current, _ = self._file.read()
-            if current is not None and current.get("owner") == self.owner:
+            if owner_of(current) == self.owner:
                 self._file.remove()
         except Exception as e:  # the run's outcome stands; the lease expires on its own
             log.warning(
@@ -279,6 +292,13 @@ class RunLease:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def owner_of(record: dict[str, Any] | Damaged | None) -> str:
+    """Who holds a lease: its owner, or "nobody" (none, or one that cannot be read)."""
+    if isinstance(record, Damaged):
+        return "nobody (its lease file is damaged)"
+    return "nobody" if record is None else str(record["owner"])
 
 
 def _read(path: str) -> str | None:

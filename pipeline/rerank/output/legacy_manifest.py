@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.io import Storage, join
 from pipeline.rerank.output import checkpoint, paths
+from pipeline.rerank.output.bookkeeping import RUN_RECORD, Damaged, read_record
 from pipeline.rerank.output.fingerprint import fingerprint_digest
 
 log = logging.getLogger(__name__)
@@ -25,9 +26,12 @@ KEY = "model_identity"
 
 def legacy_fingerprint(storage: Storage, output: str, fp: dict[str, Any]) -> dict[str, Any] | None:
     """The fingerprint OUTPUT's manifest was written with, if that is `fp` without `model_identity`
-    (an earlier version's run of this same configuration); else None."""
-    manifest = storage.read_json(join(output, paths.RUN_MANIFEST))
-    if not manifest or KEY in (manifest.get("fingerprint") or {}):
+    (an earlier version's run of this same configuration); else None. A damaged manifest is a
+    DamagedFileError (naming it and --fresh)."""
+    manifest = read_record(storage, join(output, paths.RUN_MANIFEST), RUN_RECORD)
+    if isinstance(manifest, Damaged):
+        raise manifest.error()
+    if not manifest or KEY in manifest["fingerprint"]:
         return None
     legacy = {k: v for k, v in fp.items() if k != KEY}
     return legacy if manifest.get("digest") == fingerprint_digest(legacy) else None
@@ -60,7 +64,8 @@ def upgrade(
     a legacy manifest, and the rerun accepts markers of either digest)."""
     for marker in done.values():
         storage.write_json_atomic(checkpoint.marker_uri(output, marker["shard"]), marker)
-    old = storage.read_json(join(output, paths.RUN_MANIFEST)) or {}
+    old = read_record(storage, join(output, paths.RUN_MANIFEST), RUN_RECORD) or {}
+    old = {} if isinstance(old, Damaged) else old  # read whole by legacy_fingerprint just before
     storage.write_json_atomic(
         join(output, paths.RUN_MANIFEST),
         {

@@ -12,6 +12,16 @@ def sigmoid(scores: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-scores.astype(np.float64)))
 
 
+def first_appearance_codes(column: pa.ChunkedArray) -> np.ndarray:
+    """One integer per row, numbering the values in order of first appearance (nulls one value):
+    the query order. A dictionary column is decoded first: `dictionary_encode` would keep its
+    dictionary's order (q2, q1, q0 for rows q0, q1, q2), and its null indices would not number."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    encoded = pc.dictionary_encode(column, null_encoding="encode")
+    return np.asarray(encoded.combine_chunks().indices.to_numpy(zero_copy_only=False))
+
+
 def rank_table(
     table: pa.Table,
     scores: np.ndarray,
@@ -44,9 +54,7 @@ def rank_table(
         )
     matrix = given.reshape(n, -1) if n else np.zeros((0, 1), np.float32)
     main = matrix[:, 0]
-    # dictionary_encode numbers values in order of first appearance: exactly our query order.
-    encoded = pc.dictionary_encode(table.column(query_id_column), null_encoding="encode")
-    query_order = np.asarray(encoded.combine_chunks().indices.to_numpy(zero_copy_only=False))
+    query_order = first_appearance_codes(table.column(query_id_column))
     sort_key = np.where(np.isnan(main), np.inf, -main.astype(np.float64))
     unscored_key = np.zeros(n) if unscored_order is None else np.where(np.isnan(main), unscored_order, 0)
     order = np.lexsort((np.arange(n), unscored_key, sort_key, query_order))

@@ -10,6 +10,7 @@ import logging
 import time
 from typing import Any
 
+from pipeline.errors import is_disk_full, storage_error
 from pipeline.io import Storage, join
 from pipeline.rerank.output.paths import REPORT_HTML, REPORT_JSON
 from pipeline.rerank.report.collector import RunCollector
@@ -68,10 +69,11 @@ def write_report(storage: Storage, output: str, data: dict[str, Any]) -> str:
 
 def publish_report(storage: Storage, output: str, data: dict[str, Any]) -> None:
     """`write_report`, logged; a report that cannot be written is a warning, never the run's
-    failure (its shards and `_SUCCESS` stand)."""
+    failure (its shards and `_SUCCESS` stand), and leaves no temp file (a full disk: named)."""
     try:
         uri = write_report(storage, output, data)
     except Exception as e:
-        log.warning("could not write the run report under %s: %s: %s", output, type(e).__name__, e)
+        why = storage_error(output, "OUTPUT", e) if is_disk_full(e) else f"{type(e).__name__}: {e}"
+        log.warning("could not write the run report under %s: %s", output, why)
         return
     log.info("run report: %s", uri)

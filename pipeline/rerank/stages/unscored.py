@@ -43,6 +43,13 @@ def unscored_order(kept: pa.Table, columns: InputConfig) -> np.ndarray | None:
     return None if name is None else descending_rank(kept.column(name).combine_chunks())
 
 
+def count_unscored(ranked: pa.Table) -> int:
+    """How many of the ranked rows (those --top-k kept) the prefilter left unscored."""
+    if UNSCORED_COLUMN not in ranked.column_names:
+        return 0
+    return int(pc.sum(ranked.column(UNSCORED_COLUMN)).as_py() or 0)
+
+
 def null_unscored(ranked: pa.Table, input_columns: list[str]) -> pa.Table:
     """Ranked rows without the helper column; every column ranking added but `rank` is null on the
     prefilter's unscored rows (NaN scores become nulls: they were never computed)."""

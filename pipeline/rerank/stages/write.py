@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import LeaseLostError
+from pipeline.errors import DISK_FULL, LeaseLostError, is_disk_full, storage_error
 from pipeline.faults import crash_point
 from pipeline.io import ShardFile, Storage
 from pipeline.rerank.config import InputConfig, RankingConfig
@@ -29,7 +29,13 @@ from pipeline.rerank.output import checkpoint
 from pipeline.rerank.output.lease import LeaseClaim
 from pipeline.rerank.output.ranking import rank_table
 from pipeline.rerank.stages.shard_scores import ShardScores
-from pipeline.rerank.stages.unscored import null_unscored, split_unscored, unscored_order, with_unscored
+from pipeline.rerank.stages.unscored import (
+    count_unscored,
+    null_unscored,
+    split_unscored,
+    unscored_order,
+    with_unscored,
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,7 @@ def publish_shard(
     kept = with_unscored(table.filter(pa.array(keep)), unscored[keep])
     chunked = scored.chunk_columns(keep) if columns.long_passages == "chunk" else {}
     ranked = rank_kept(kept, scored.scores[keep], chunked, shape.group_column, settings)
+    unscored_out = count_unscored(ranked)
     ranked = null_unscored(ranked, table.column_names)
     write_published(settings, shard, shape.nest(ranked), rejected)
     stats = {
@@ -76,6 +83,7 @@ def publish_shard(
         "rows_rejected": rejected.num_rows,
         "rows_dropped_top_k": kept.num_rows - ranked.num_rows,
         "rows_not_scored": int(unscored.sum()),  # --prefilter-top-k: in rows_out or dropped by top-k
+        "rows_not_scored_dropped_top_k": int(unscored.sum()) - unscored_out,
         "duplicate_pairs": duplicate_pairs(table, columns.query_id_column, columns.doc_id_column),
         "query_id_hashes": query_id_hashes,  # read before scoring (discovery.py), kept for reruns
         "tokens": scored.tokens,
@@ -167,10 +175,28 @@ def publish_shards(
             results += [(s.relpath, None, f"not published: {e}") for s, _, _ in shards[i:]]
             break
         except Exception as e:
+            if is_disk_full(e):  # the shards after it would only fail too, each filling the disk first
+                results.append(
+                    (shard.relpath, None, f"publish failed: {storage_error(settings.output, 'OUTPUT', e)}")
+                )
+                results += [
+                    (s.relpath, None, not_published_disk_full(settings.output)) for s, _, _ in shards[i + 1 :]
+                ]
+                break
             results.append((shard.relpath, None, f"publish failed: {type(e).__name__}: {e}"))
             continue
         results.append((shard.relpath, marker_summary(marker), None))
     return results
+
+
+def not_published_disk_full(output: str) -> str:
+    """The reason of a shard not published because OUTPUT's disk was found full before its turn."""
+    return f"not published: OUTPUT {output!r}: {DISK_FULL}"
+
+
+def is_disk_full_reason(reason: str) -> bool:
+    """Whether a shard's failure reason is a full disk (or quota) under OUTPUT."""
+    return DISK_FULL in reason
 
 
 class ShardWriter:

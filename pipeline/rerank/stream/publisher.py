@@ -17,7 +17,11 @@ where a killed driver leaves publishes running; the writers carry `between_publi
 Both ask `should_stop` first (`pipeline.rerank.stop`): once there is a reason to stop, nothing more
 is submitted and the reason is raised: after the publishes in flight finish (SIGINT/SIGTERM: their
 shards are whole and marked; shards still waiting for a batch are published first), or at once (a
-lost lease: this run writes nothing more).
+lost lease: this run writes nothing more; `collect_finished` then takes in the batches that ended).
+
+A full disk under OUTPUT (ENOSPC, EDQUOT) fails the shard a writer had in hand and the rest of its
+batch (`stages/write.py`); from the first such result on, nothing more is handed out: every shard
+submitted after it fails at once with the same reason (`disk_full`), and the runner stops scoring.
 """
 
 from __future__ import annotations
@@ -36,8 +40,13 @@ from pipeline.faults import crash_point
 from pipeline.io import ShardFile
 from pipeline.rerank.input.split_queries import encode_hashes
 from pipeline.rerank.stages.shard_scores import ShardScores
-from pipeline.rerank.stages.write import ShardWriter, WriteSettings
-from pipeline.rerank.stop import StopCheck, stop_reason
+from pipeline.rerank.stages.write import (
+    ShardWriter,
+    WriteSettings,
+    is_disk_full_reason,
+    not_published_disk_full,
+)
+from pipeline.rerank.stop import StopCheck, deferring_forced_stops, stop_reason
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,7 @@ BATCH_RETRIES = 3
 FLUSH_ROWS = 65_536
 FLUSH_SHARDS = 64
 FLUSH_S = 1.0
+DRAIN_POLL_S = 0.5  # waiting for the last publishes, the driver asks this often whether to stop at once
 
 MarkerSink = Callable[[dict[str, Any]], None]  # told of each published shard's marker summary
 
@@ -89,8 +99,10 @@ class ShardPublisher:
             start_writers(min(1, writers), settings) if isinstance(writers, int) else writers
         )
         self._inflight: dict[Any, tuple[Any, list[ShardFile]]] = {}
+        self._output = settings.output
         self.markers: list[dict[str, Any]] = []
         self.failed: dict[str, str] = {}
+        self.disk_full: str | None = None  # the first reason a full disk gave: nothing more is handed out
 
     def submit(self, shards: list[tuple[ShardFile, ShardScores]]) -> None:
         """Queues these complete shards for publishing; launches the batch when it is due."""
@@ -101,8 +113,15 @@ class ShardPublisher:
         self._launch(force=False)
 
     def _launch(self, force: bool) -> None:
-        """Hands the waiting shards to one writer as a batch, if they are due (or `force`)."""
+        """Hands the waiting shards to one writer as a batch, if they are due (or `force`); once
+        the disk is full they fail at once instead (a write would only fail too)."""
         if not self._waiting:
+            return
+        if self.disk_full is not None:
+            self.failed.update(
+                {shard.relpath: not_published_disk_full(self._output) for shard, _ in self._waiting}
+            )
+            self._waiting = []
             return
         rows, count, wait_s = self._flush
         writer = self._least_busy_writer()
@@ -140,30 +159,52 @@ class ShardPublisher:
         """Collects every batch finished within `timeout` (None: waits for one at least), then
         launches the waiting batch if due."""
         self._stop_if_asked()
+        self._collect(timeout)
+        self._launch(force=False)
+
+    def _collect(self, timeout: float | None) -> None:
+        """Takes in the results of every batch finished within `timeout` (None: one at least)."""
         ready: list[Any] = []
         if self._inflight:
-            ready, _ = ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=timeout)
+            with deferring_forced_stops():
+                ready, _ = ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=timeout)
         for ref in ready:
             _, shards = self._inflight.pop(ref)
             try:
-                results = ray.get(ref)
+                with deferring_forced_stops():
+                    results = ray.get(ref)  # finished: at once
             except Exception as e:  # its writer died on every try: each shard of the batch failed
                 self.failed.update({shard.relpath: f"publish failed: {e}" for shard in shards})
                 continue
             for relpath, marker, error in results:
                 if marker is None:
-                    self.failed[relpath] = error or "publish failed"
+                    self._failed(relpath, error or "publish failed")
                     continue
                 self.markers.append(marker)
                 if self._on_published is not None:
                     self._on_published(marker)
-        self._launch(force=False)
+
+    def _failed(self, relpath: str, reason: str) -> None:
+        self.failed[relpath] = reason
+        if self.disk_full is None and is_disk_full_reason(reason):
+            self.disk_full = reason
+            log.error("%s; publishing no more shards", reason)
+
+    def collect_finished(self) -> None:
+        """After a stop that does not wait (a second signal, a lost lease): takes in the batches
+        already finished, so that their shards count as published; leaves the others running."""
+        try:
+            self._collect(timeout=0)
+        except Exception as e:  # the stop stands, whatever Ray says now
+            log.debug("could not collect the finished publishes: %s", e)
 
     def drain(self) -> None:
-        """Publishes the waiting shards, then waits for every publish still in flight."""
+        """Publishes the waiting shards, then waits for every publish still in flight, asking
+        every DRAIN_POLL_S whether to stop at once (what a signal handler raises does not get out
+        of a Ray wait: a second signal is found here)."""
         self._launch(force=True)
         while self._inflight:
-            self.reap(timeout=None)
+            self.reap(timeout=DRAIN_POLL_S)
 
     def close(self) -> None:
         """Ends the writers once nothing is in flight (batches left running by a lost lease stop
@@ -177,17 +218,18 @@ class ShardPublisher:
 
     def _stop_if_asked(self) -> None:
         """Raises the reason to stop, if there is one: after the publishes in flight finish when it
-        allows (a signal), else at once, leaving them to end on their own (a lost lease)."""
-        if self._stopping or (reason := self._should_stop()) is None:
-            return
-        self._stopping = True  # drain() below reaps without asking again
+        allows (a signal), else at once, leaving them to end on their own (a lost lease, a second
+        signal: also while the publishes of the first are being waited for)."""
+        reason = self._should_stop()
+        if reason is None or (self._stopping and reason.finish_in_flight):
+            return  # nothing to stop for, or drain() below is finishing the publishes in flight
+        self._stopping = True
         if reason.finish_in_flight:
             self.drain()
         else:
             if self._inflight:
                 log.warning("%s: leaving %d publish batch(es) in flight", reason.reason, len(self._inflight))
             self._waiting = []  # a lost lease: not ours to publish any more
-        reason.published_now = len(self.markers)
         raise reason
 
 
