@@ -16,10 +16,12 @@ import pyarrow.parquet as pq
 
 from pipeline.config import ResolvedDevice, ResolvedKind
 from pipeline.demo.words import syllable_word
-from pipeline.io import Storage, join
+from pipeline.io import ShardFile, Storage, join
 from pipeline.rerank.config import JobConfig, ScoringConfig, load_config
+from pipeline.rerank.input.split_queries import encode_hashes
 from pipeline.rerank.output import paths
 from pipeline.rerank.settings import ScoringSettings, resolve_settings
+from pipeline.rerank.stages.shard_scores import ShardScores
 
 ASSETS = Path(__file__).parent / "assets"
 MODELS = ASSETS / "models"
@@ -238,3 +240,21 @@ def assert_reconciled(input_dir: Path, output: Path) -> dict:
     t = manifest["totals"]
     assert t["rows_in"] == t["rows_out"] + t["rows_rejected"] + t["rows_dropped_top_k"]
     return manifest
+
+
+def write_inputs(tmp_path: Path, n: int) -> list[ShardFile]:
+    """`n` input shards of 2 queries x 3 candidates under tmp_path/in (the publish tests' input)."""
+    (tmp_path / "in").mkdir()
+    for i in range(n):
+        pq.write_table(pairs_table(2, 3, seed=i, prefix=f"s{i}q"), tmp_path / "in" / f"part-{i}.parquet")
+    return Storage().list_shards(str(tmp_path / "in"))
+
+
+def batch_of(shards: list[ShardFile]) -> list[tuple[ShardFile, ShardScores, str]]:
+    """A writer's batch: each shard of `write_inputs` scored 0..5 in row order."""
+    out = []
+    for s in shards:
+        scored = ShardScores.empty(6)
+        scored.scores[:, 0] = np.arange(6, dtype=np.float32)
+        out.append((s, scored, encode_hashes(np.zeros(2, np.uint64))))
+    return out

@@ -13,13 +13,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from jobs.rerank import finish
 from pipeline.io import ShardFile, Storage, storage_error
 from pipeline.rerank.config import InputConfig, RankingConfig
-from pipeline.rerank.input.split_queries import encode_hashes
 from pipeline.rerank.output import paths
 from pipeline.rerank.report import run_report
 from pipeline.rerank.runner import RunReport, outcome_of
@@ -27,7 +25,7 @@ from pipeline.rerank.stages.shard_scores import ShardScores
 from pipeline.rerank.stages.write import WriteSettings, publish_shards
 from pipeline.rerank.stream import publisher as publisher_module
 from pipeline.rerank.stream.publisher import ShardPublisher
-from tests.helpers import job, pairs_table
+from tests.helpers import batch_of, job, write_inputs
 
 STORAGE = Storage()
 
@@ -93,22 +91,6 @@ def test_the_run_report_on_a_full_disk_is_a_warning_naming_it_and_leaves_no_temp
         assert len(warning) == 1 and "is full: free space there" in warning[0]
         assert not temp_files(tmp_path)
     assert not (out / paths.REPORT_HTML).exists()
-
-
-def write_inputs(tmp_path: Path, n: int) -> list[ShardFile]:
-    (tmp_path / "in").mkdir()
-    for i in range(n):
-        pq.write_table(pairs_table(2, 3, seed=i, prefix=f"s{i}q"), tmp_path / "in" / f"part-{i}.parquet")
-    return STORAGE.list_shards(str(tmp_path / "in"))
-
-
-def batch_of(shards: list[ShardFile]) -> list[tuple[ShardFile, ShardScores, str]]:
-    out = []
-    for s in shards:
-        scored = ShardScores.empty(6)
-        scored.scores[:, 0] = np.arange(6, dtype=np.float32)
-        out.append((s, scored, encode_hashes(np.zeros(2, np.uint64))))
-    return out
 
 
 def test_a_writer_on_a_full_disk_names_it_and_writes_nothing_more_of_its_batch(tmp_path, monkeypatch):

@@ -10,19 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import LeaseLostError
 from pipeline.io import ShardFile, Storage
 from pipeline.rerank.config import InputConfig, RankingConfig
-from pipeline.rerank.input.split_queries import encode_hashes
 from pipeline.rerank.output import paths
 from pipeline.rerank.output.lease import LeaseClaim
 from pipeline.rerank.stages.shard_scores import ShardScores
 from pipeline.rerank.stages.write import WriteSettings, publish_shards
 from pipeline.rerank.stream.publisher import ShardPublisher
-from tests.helpers import pairs_table
+from tests.helpers import batch_of, write_inputs
 
 
 class FakeWriters:
@@ -96,22 +94,6 @@ def test_drain_publishes_what_is_still_waiting(tmp_path, monkeypatch):
     monkeypatch.setattr(p, "reap", lambda timeout=0: p._inflight.clear())
     p.drain()
     assert task.batches[1:] == [["part-0.parquet", "part-1.parquet"]]
-
-
-def write_inputs(tmp_path: Path, n: int) -> list[ShardFile]:
-    (tmp_path / "in").mkdir()
-    for i in range(n):
-        pq.write_table(pairs_table(2, 3, seed=i, prefix=f"s{i}q"), tmp_path / "in" / f"part-{i}.parquet")
-    return Storage().list_shards(str(tmp_path / "in"))
-
-
-def batch_of(shards: list[ShardFile]) -> list[tuple[ShardFile, ShardScores, str]]:
-    out = []
-    for s in shards:
-        scored = ShardScores.empty(6)
-        scored.scores[:, 0] = np.arange(6, dtype=np.float32)
-        out.append((s, scored, encode_hashes(np.zeros(2, np.uint64))))
-    return out
 
 
 def lease_held_by(out: Path, holder: str) -> LeaseClaim:
