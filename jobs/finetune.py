@@ -91,7 +91,7 @@ def add_parser(sub: Any) -> None:
         argument_default=argparse.SUPPRESS,
     )
     add_positionals(p, FinetuneConfig, POSITIONALS, is_optional=True)
-    add_config_file(p, "data, model, train, output, run, ray, storage")
+    add_config_file(p, ", ".join(FinetuneConfig.model_fields))
     add_field_flags(p, FinetuneConfig, FLAG_FIELDS)
     add_old_flags(p, OLD_FLAGS)
     add_storage_option(p)

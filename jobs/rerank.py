@@ -82,7 +82,7 @@ def parse_actors(value: str) -> tuple[int, int]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_positionals(p, JobConfig, POSITIONALS)
-    add_config_file(p, "input, output, model, ranking, scoring, ray, storage")
+    add_config_file(p, ", ".join(JobConfig.model_fields))
     add_field_flags(p, JobConfig, FLAG_FIELDS)
     p.add_argument(
         "--actors",
