@@ -90,7 +90,8 @@ def prepare(cfg: JobConfig, storage: Storage | None = None) -> PreparedRun:
         cpus_per_node=cpus_per_node(),
     )
     fp = fingerprint(cfg, settings.dtype, checked_model_identity(cfg, storage))
-    fp = as_recorded(storage, output, fp)  # /m, /m/, ./m: one model (the identity decides)
+    if not cfg.output.fresh:  # --fresh reads no bookkeeping file: it discards the progress
+        fp = as_recorded(storage, output, fp)  # /m, /m/, ./m: one model (the identity decides)
     digest = fingerprint_digest(fp)
     files, done, legacy = resume_state(storage, output, shards, fp, cfg.output.fresh)
     if legacy:

@@ -9,6 +9,7 @@ from typing import Any
 
 from pipeline.io import Storage, join
 from pipeline.rerank.config import InputConfig, JobConfig
+from pipeline.rerank.output.bookkeeping import RUN_RECORD, Damaged, read_record
 from pipeline.rerank.output.paths import RUN_MANIFEST
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,9 @@ def with_recorded_model(fp: dict[str, Any], recorded: Any) -> dict[str, Any]:
 
 def as_recorded(storage: Storage, output: str, fp: dict[str, Any]) -> dict[str, Any]:
     """`with_recorded_model` against OUTPUT's run manifest, when there is one that can be read
-    (a missing or damaged one is left to the resume checks to report)."""
-    try:
-        manifest = storage.read_json(join(output, RUN_MANIFEST))
-    except (OSError, ValueError):
+    (read as every bookkeeping file is, `bookkeeping.py`; a missing or damaged one is left to the
+    resume checks to report)."""
+    manifest = read_record(storage, join(output, RUN_MANIFEST), RUN_RECORD)
+    if manifest is None or isinstance(manifest, Damaged):
         return fp
-    return with_recorded_model(fp, manifest.get("fingerprint") if isinstance(manifest, dict) else None)
+    return with_recorded_model(fp, manifest["fingerprint"])
