@@ -96,11 +96,9 @@ class RunStatus:
 
 
 def _listed_shards(
-    storage: Storage, output: str, input_uri: str | None, files: set[str], status: RunStatus
+    storage: Storage, output: str, files: set[str], status: RunStatus
 ) -> tuple[list[ShardFile] | None, str | None]:
-    """The shards the run covers: INPUT listed now, else the last run's shard list (or None)."""
-    if input_uri is not None:
-        return storage.list_shards(input_uri), f"INPUT {input_uri}"
+    """The shards the last run saw: its shard list (or None)."""
     if paths.SHARD_LIST not in files:
         return None, None
     record = status.read(storage, join(output, paths.SHARD_LIST), SHARD_LIST_RECORD)
@@ -162,8 +160,9 @@ def run_status(
     input_shards: list[ShardFile] | None = None,
 ) -> RunStatus:
     """The status of OUTPUT's run (state `no_run` when OUTPUT holds no run.json, `in_progress`
-    while a live run holds its lease). `input_shards`: INPUT's shards, listed by the caller (else
-    INPUT is listed here). A damaged bookkeeping file is named in `damaged`, never an error."""
+    while a live run holds its lease). `input_shards`: the shards of INPUT (`input_uri`), listed by
+    the caller as `rerank run` lists them; without them, the last run's shard list is compared. A
+    damaged bookkeeping file is named in `damaged`, never an error."""
     now = time.time() if now is None else now
     listing = storage.list_files(output)
     status = RunStatus(output=output, state="no_run")
@@ -216,10 +215,10 @@ def _read_run(
     if paths.REPORT_HTML in files:
         status.report = join(output, paths.REPORT_HTML)
     shards: list[ShardFile] | None = input_shards
-    if input_uri is not None and input_shards is not None:
+    if input_shards is not None:
         status.pending_from = f"INPUT {input_uri}"
     else:
-        shards, status.pending_from = _listed_shards(storage, output, input_uri, files, status)
+        shards, status.pending_from = _listed_shards(storage, output, files, status)
     _progress(storage, output, listing, shards, success, status)
     last_failures = ((report or {}).get("failures") or {}).get("shards") or {}
     status.failed = {k: v for k, v in last_failures.items() if status.pending is None or k in status.pending}
