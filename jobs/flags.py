@@ -121,7 +121,10 @@ def argument_options(info: FieldInfo) -> dict[str, Any]:
         return {"choices": list(typing.get_args(literals[0]))}
     if int in members and literals:
         return {"type": int_or_auto, "metavar": "N|auto"}
-    if any(typing.get_origin(a) is list for a in members):
+    lists = [typing.get_args(a) for a in members if typing.get_origin(a) is list]
+    if lists and lists[0] == (str,):  # a repeatable flag, e.g. --reuse URI --reuse URI
+        return {"action": "append", "metavar": "URI"}
+    if lists:
         return {"type": parse_layers, "action": "extend", "metavar": "K[,K...]"}
     for kind in (int, float, str):
         if kind in members:

@@ -63,6 +63,7 @@ FLAG_FIELDS: FlagTable = {
     "max_chunks": ("input", "max_chunks"),
     "chunk_aggregate": ("input", "chunk_aggregate"),
     **FRESH_FLAG,
+    "reuse": ("output", "reuse"),
     "lease_ttl_s": ("output", "lease_ttl_s"),
     **RAY_FLAGS,
     "progress_interval_s": ("progress", "interval_s"),

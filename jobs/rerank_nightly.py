@@ -3,7 +3,8 @@
     rerank nightly --date 2026-11-27 --config deploy/nightly.yaml
     python -m jobs.rerank_nightly --date 2026-11-27 --config deploy/nightly.yaml   # ray job submit
 
-`{date}` in the config's strings (INPUT/OUTPUT prefixes, usually) becomes the run date. Before any
+`{date}` in the config's strings (INPUT/OUTPUT prefixes, usually) becomes the run date, and
+`{previous_date}` the day before (`output.reuse`: take last night's scores, docs/reuse.md). Before any
 work the run takes a lease on its OUTPUT (`_rerank/lease.json`, heartbeat every ttl/4), as
 `rerank run` does: a second start of the same run while the first is alive exits 3; a lease whose
 heartbeat is older than its ttl (a crashed run) is taken over, so a dead run never blocks the next
@@ -31,14 +32,17 @@ log = logging.getLogger("rerank.nightly")
 
 # the flags of `rerank run` a scheduled run may override its config with
 FLAG_FIELDS: FlagTable = {
-    dest: rerank.FLAG_FIELDS[dest] for dest in ("fresh", "lease_ttl_s", "ray_address", "progress_interval_s")
+    dest: rerank.FLAG_FIELDS[dest]
+    for dest in ("fresh", "reuse", "lease_ttl_s", "ray_address", "progress_interval_s")
 }
 
 
 def with_date(value: Any, date: str) -> Any:
-    """`value` with every `{date}` in its strings replaced by the run date."""
+    """`value` with every `{date}` in its strings replaced by the run date, and every
+    `{previous_date}` by the day before (`output.reuse: ["s3://b/reranked/{previous_date}/"]`)."""
     if isinstance(value, str):
-        return value.replace("{date}", date)
+        previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
+        return value.replace("{date}", date).replace("{previous_date}", previous)
     if isinstance(value, dict):
         return {k: with_date(v, date) for k, v in value.items()}
     if isinstance(value, list):

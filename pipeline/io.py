@@ -271,6 +271,12 @@ class Storage:
         """Publishes a UTF-8 text file (the run report's HTML) in one atomic step."""
         self._put_atomic(uri, text.encode())
 
+    def read_text(self, uri: str) -> str:
+        """A UTF-8 text file (undecodable bytes replaced)."""
+        fs, path = self.filesystem(uri)
+        with fs.open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+
     def read_json(self, uri: str) -> Any | None:
         """The JSON document at `uri`, or None if there is none."""
         fs, path = self.filesystem(uri)

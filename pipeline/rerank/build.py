@@ -1,4 +1,6 @@
-"""The Ray Data plan, in one place: shards → tokenize/sort (CPU) → score (actor pool).
+"""The Ray Data plans, in one place: shards → tokenize/sort (CPU) → score (actor pool); and,
+before it when the run reuses an earlier run's scores, the lookup: shards' keys ⋈ stored scores →
+grouped by shard (`build_lookup`).
 
 The write stage is not part of this dataset: the runner hands each shard, the moment all of its
 scores have streamed out of it, to a few long-lived writer actors (`ShardWriter`,
@@ -9,6 +11,7 @@ nor publish atomically per file, and our output must be re-sorted per query with
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import ray
@@ -17,6 +20,8 @@ from ray.data import ActorPoolStrategy, Dataset
 from pipeline.config import ModelConfig
 from pipeline.io import ShardFile, Storage
 from pipeline.rerank.config import InputConfig, ScoringConfig
+from pipeline.rerank.reuse.keys import KEY_COLUMNS
+from pipeline.rerank.reuse.lookup import ReadStores, ShardKeys, store_items, write_reused
 from pipeline.rerank.settings import ScoringSettings
 from pipeline.rerank.stages.score import ScorePairs
 from pipeline.rerank.stages.tokenize import TokenizeShard
@@ -29,6 +34,10 @@ MAX_SHARDS_PER_GROUP = 256
 # any block is handed out: else the first actor up takes every block of a short run, and the
 # other nodes' GPUs sit idle (tests/integration/test_cluster.py).
 WAIT_FOR_MIN_ACTORS_S = 600
+# The lookup's join partitions: about this many keys each (24 bytes a key, beside the stored
+# scores that match them), so a partition stays tens of MB whatever the corpus.
+KEYS_PER_PARTITION = 1_000_000
+MAX_PARTITIONS = 512
 
 
 def shard_groups(shards: dict[int, ShardFile], rows: dict[int, int], group_rows: int) -> list[list[int]]:
@@ -45,6 +54,14 @@ def shard_groups(shards: dict[int, ShardFile], rows: dict[int, int], group_rows:
     return [g for g in groups if g]
 
 
+def group_items(shards: dict[int, ShardFile], groups: list[list[int]], reused: dict[int, str]) -> list[dict]:
+    """One plan item per group: its shards, their URIs and (with --reuse) their reused-score files."""
+    return [
+        {"shards": g, "uris": [shards[i].uri for i in g], "reused": [reused.get(i, "") for i in g]}
+        for g in groups
+    ]
+
+
 def build(
     *,
     shards: dict[int, ShardFile],
@@ -54,12 +71,13 @@ def build(
     pool: ScoringConfig,
     settings: ScoringSettings,
     storage: Storage,
+    reused: dict[int, str] | None = None,
 ) -> Dataset:
     """The streaming dataset of scores (`shard`, `row`, `score`, ...) for the given shards (`rows`:
     each one's row count). `model` has its kind resolved; `settings` holds every device-dependent
-    value."""
+    value; `reused`: per shard with stored scores to reuse, the lookup's file of them (`build_lookup`)."""
     groups = shard_groups(shards, rows, settings.rows_per_call)
-    items = [{"shards": g, "uris": [shards[i].uri for i in g]} for g in groups]
+    items = group_items(shards, groups, reused or {})
     ds: Dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.map_batches(
         TokenizeShard,
@@ -68,6 +86,7 @@ def build(
             "columns": columns,
             "storage": storage,
             "block_rows": settings.rows_per_call,
+            "reused_columns": model.score_columns if reused is not None else None,
         },
         batch_size=1,
         compute=ActorPoolStrategy(size=pool.tokenize_actors),
@@ -91,3 +110,37 @@ def build(
     if pool.min_actors > 1:  # one actor: no wait, so the tokenize and scoring pools start together
         ds.context.wait_for_min_actors_s = WAIT_FOR_MIN_ACTORS_S
     return ds
+
+
+def build_lookup(
+    *,
+    shards: dict[int, ShardFile],
+    rows: dict[int, int],
+    store_files: list[list[str]],
+    columns: InputConfig,
+    score_columns: list[str],
+    storage: Storage,
+    output: str,
+    digest: str,
+) -> Dataset:
+    """The --reuse lookup (pipeline/rerank/reuse/lookup.py): every pending pair's key, joined to
+    the stored scores of the reuse sources (`store_files`: each source's files, newest source
+    first), grouped by shard; yields (`shard`, `pairs`) per shard with stored scores, each shard's
+    written to the file the tokenize stage reads."""
+    chunked = columns.long_passages == "chunk"
+    groups = shard_groups(shards, rows, KEYS_PER_PARTITION // 4)
+    items = [{"shards": g, "uris": [shards[i].uri for i in g]} for g in groups]
+    keys: Dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    keys = keys.map_batches(ShardKeys(columns, storage), batch_size=1, batch_format="numpy")
+    files = store_items(store_files)
+    stores: Dataset = ray.data.from_items(files, override_num_blocks=max(1, min(256, len(files))))
+    stores = stores.map_batches(
+        ReadStores(storage, output, digest, score_columns, chunked), batch_size=16, batch_format="numpy"
+    )
+    partitions = max(1, min(MAX_PARTITIONS, math.ceil(sum(rows.values()) / KEYS_PER_PARTITION)))
+    matched = keys.join(stores, "inner", num_partitions=partitions, on=KEY_COLUMNS)  # type: ignore[arg-type]
+    return matched.groupby("shard", num_partitions=partitions).map_groups(
+        write_reused,
+        batch_format="pyarrow",
+        fn_kwargs={"storage": storage, "output": output, "score_columns": score_columns, "chunked": chunked},
+    )

@@ -83,6 +83,13 @@ class InputConfig(Section):
 class OutputConfig(Section):
     uri: str = Field(description="Directory/prefix for output shards and bookkeeping; any fsspec URI.")
     fresh: bool = Field(False, description="Discard earlier progress in OUTPUT and start over.")
+    reuse: list[str] = Field(
+        default_factory=list,
+        description="An earlier run's OUTPUT whose stored scores this run takes for the pairs whose "
+        "query and passage texts it scored with the same model, template, lengths and dtype (repeatable, "
+        "newest first; a source that does not exist, never completed or scored otherwise is skipped "
+        "with a warning); in a nightly config {previous_date} is the run date minus one day.",
+    )
     lease_ttl_s: float = Field(
         600.0,
         gt=0,

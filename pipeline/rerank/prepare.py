@@ -19,6 +19,9 @@ from pipeline.rerank.preflight import (
     load_model_locally,
     storage_from_config,
 )
+from pipeline.rerank.reuse.identity import identity_digest, store_identity
+from pipeline.rerank.reuse.sources import ReuseSource, usable_sources
+from pipeline.rerank.reuse.store import StoreIdentity
 from pipeline.rerank.settings import ScoringSettings, resolve_settings
 from pipeline.rerank.stop import keeping_signal_handlers
 
@@ -39,6 +42,8 @@ class PreparedRun:
     done: dict[str, dict[str, Any]]  # relpath -> marker of a shard already published
     pending: list[PendingShard]
     split_queries: int
+    store: StoreIdentity  # what this run's score store is made with (pipeline/rerank/reuse/)
+    reuse: list[ReuseSource]  # --reuse: the sources this run takes stored scores from
     upgrade_legacy: bool = False  # OUTPUT's manifest predates model_identity (legacy_manifest.py)
 
 
@@ -89,7 +94,10 @@ def prepare(cfg: JobConfig, storage: Storage | None = None) -> PreparedRun:
         kind=kind,
         cpus_per_node=cpus_per_node(),
     )
-    fp = fingerprint(cfg, settings.dtype, checked_model_identity(cfg, storage))
+    identity = checked_model_identity(cfg, storage)
+    fp = fingerprint(cfg, settings.dtype, identity)
+    scoring = store_identity(cfg, settings.dtype, identity)
+    store = StoreIdentity(scoring, identity_digest(scoring))
     if not cfg.output.fresh:  # --fresh reads no bookkeeping file: it discards the progress
         fp = as_recorded(storage, output, fp)  # /m, /m/, ./m: one model (the identity decides)
     digest = fingerprint_digest(fp)
@@ -99,6 +107,7 @@ def prepare(cfg: JobConfig, storage: Storage | None = None) -> PreparedRun:
     todo = [s for s in shards if s.relpath not in done]
     pending = check_pending(storage, todo, cfg.input, cfg.model.score_columns)
     split = check_split_queries(storage, pending, done, cfg.input)
+    reuse = usable_sources(storage, cfg.output.reuse, scoring, store.digest, output) if pending else []
     return PreparedRun(
         cfg=cfg,
         storage=storage,
@@ -110,5 +119,7 @@ def prepare(cfg: JobConfig, storage: Storage | None = None) -> PreparedRun:
         done=done,
         pending=pending,
         split_queries=split,
+        store=store,
+        reuse=reuse,
         upgrade_legacy=legacy,
     )

@@ -22,7 +22,7 @@ import pyarrow as pa
 from pipeline.errors import RunInterrupted, RunStopped
 from pipeline.faults import crash_point
 from pipeline.io import ShardFile, Storage, join, storage_error
-from pipeline.rerank.build import build
+from pipeline.rerank.build import build, build_lookup
 from pipeline.rerank.config import JobConfig
 from pipeline.rerank.output import checkpoint, legacy_manifest, paths
 from pipeline.rerank.output.lease import LeaseClaim
@@ -31,6 +31,7 @@ from pipeline.rerank.prepare import PreparedRun, prepare
 from pipeline.rerank.report.collector import RunCollector
 from pipeline.rerank.report.console import open_console
 from pipeline.rerank.report.run_report import publish_report, report_data
+from pipeline.rerank.reuse.lookup import lookup_notes, reused_uri
 from pipeline.rerank.stages.shard_scores import ShardScores
 from pipeline.rerank.stages.write import WriteSettings, not_published_disk_full
 from pipeline.rerank.stop import counting_shards, deferring_forced_stops, raise_if_stopped
@@ -67,6 +68,7 @@ def claim(run: PreparedRun) -> None:
         )
         if run.upgrade_legacy:
             legacy_manifest.upgrade(run.storage, output, run.done, run.fingerprint, run.digest)
+        checkpoint.record_reuse(run.storage, output, run.cfg.output.reuse, [r.uri for r in run.reuse])
     except OSError as e:
         raise storage_error(output, "OUTPUT", e) from e
     s = run.settings
@@ -110,8 +112,9 @@ def score_and_publish(
     chunked = cfg.input.long_passages == "chunk"  # rows arrive as windows, aggregated per row
     assembler = ShardAssembler(rows, cfg.model.score_columns, cfg.input.chunk_aggregate if chunked else None)
     try:
+        reused = find_reused(run, by_id, report) if by_id and run.reuse else None
         if by_id:
-            stream_scores(run, by_id, assembler, publisher, collector, report)
+            stream_scores(run, by_id, assembler, publisher, collector, report, reused)
         publisher.drain()
     except RunStopped:  # at once (a second signal, a lost lease): what did finish still counts
         publisher.collect_finished()
@@ -119,14 +122,24 @@ def score_and_publish(
     finally:
         collector.close()  # the live bar ends before anything else is printed
         publisher.close()
+        if run.reuse:
+            remove_scratch(run)
     report.failed.update(publisher.failed)
     report.shards_published = collector.shards_done  # one count of published shards (collector.py)
     report.disk_full = publisher.disk_full
     for s, reason in {**assembler.failed, **assembler.incomplete()}.items():
         unscored = not_published_disk_full(cfg.output.uri) if publisher.disk_full else reason
         report.failed.setdefault(by_id[s].relpath, unscored)
-    report.summary = collector.summary()
+    report.summary = {**report.summary, **collector.summary()}
     return publisher.markers
+
+
+def remove_scratch(run: PreparedRun) -> None:
+    """The --reuse lookup's files (OUTPUT/_rerank/reuse/): only this run reads them."""
+    try:
+        run.storage.remove(join(run.cfg.output.uri, paths.REUSE))
+    except OSError as e:  # the next run's lookup removes them first
+        log.warning("could not remove the --reuse lookup's files: %s", e)
 
 
 def write_settings(run: PreparedRun, claim: LeaseClaim | None) -> WriteSettings:
@@ -140,7 +153,54 @@ def write_settings(run: PreparedRun, claim: LeaseClaim | None) -> WriteSettings:
         digest=run.digest,
         score_columns=cfg.model.score_columns,
         claim=claim,
+        store=run.store,
     )
+
+
+def find_reused(run: PreparedRun, by_id: dict[int, ShardFile], report: RunReport) -> dict[int, str]:
+    """--reuse: runs the lookup (build.build_lookup) before anything is tokenized; returns, per
+    shard with stored scores, the file of them the tokenize stage reads. A lookup that fails costs
+    the reuse, not the run: every pair is scored."""
+    cfg, started = run.cfg, time.monotonic()
+    scratch = join(cfg.output.uri, paths.REUSE)
+    found: dict[int, str] = {}
+    pairs = 0
+    try:
+        run.storage.remove(scratch)  # an earlier run's lookup, if it was killed
+        ds = build_lookup(
+            shards=by_id,
+            rows={i: run.pending[i].num_rows for i in by_id},
+            store_files=[source.files for source in run.reuse],
+            columns=cfg.input,
+            score_columns=cfg.model.score_columns,
+            storage=run.storage,
+            output=cfg.output.uri,
+            digest=run.store.digest,
+        )
+        for row in ds.iter_rows():
+            found[int(row["shard"])] = reused_uri(cfg.output.uri, int(row["shard"]))
+            pairs += int(row["pairs"])
+        notes = lookup_notes(run.storage, cfg.output.uri)
+    except RunStopped:
+        raise
+    except Exception as e:
+        log.warning("--reuse lookup failed, every pair is scored: %s: %s", type(e).__name__, e)
+        return {}
+    seconds = time.monotonic() - started
+    report.summary["reuse_lookup"] = {
+        "sources": [r.uri for r in run.reuse],
+        "pairs_found": pairs,
+        "seconds": round(seconds, 2),
+        "store_files_skipped": len(notes),
+    }
+    log.info(
+        "--reuse: %d stored score(s) found for %d pending shard(s) in %.1fs%s",
+        pairs,
+        len(found),
+        seconds,
+        f"; {len(notes)} store file(s) skipped (see the warnings)" if notes else "",
+    )
+    return found
 
 
 def stream_scores(
@@ -150,8 +210,10 @@ def stream_scores(
     publisher: ShardPublisher,
     collector: RunCollector,
     report: RunReport,
+    reused: dict[int, str] | None = None,
 ) -> None:
-    """Iterates the plan's output; hands each shard to the publisher the moment it is complete."""
+    """Iterates the plan's output; hands each shard to the publisher the moment it is complete.
+    `reused`: `find_reused`'s files (None: the run reuses nothing)."""
     cfg = run.cfg
     ds = build(
         shards=by_id,
@@ -161,18 +223,19 @@ def stream_scores(
         pool=cfg.scoring,
         settings=run.settings,
         storage=run.storage,
+        reused=reused,
     )
     try:
         for batch in scored_blocks(ds):
             added = assembler.add(batch)  # which rows count: the assembler's to say (collector.py)
-            collector.add(batch, scored=added.scored, fresh=added.fresh)
+            collector.add(batch, scored=added.scored, fresh=added.fresh, reused=added.reused)
             collector.completed([by_id[s].relpath for s in added.complete])
             publisher.submit([(by_id[s], assembler.take(s)) for s in added.complete])
             publisher.reap(timeout=0)
             if publisher.disk_full:  # nothing more can be published: scoring the rest is wasted
                 break
     except Exception as e:  # the pipeline itself died: every unfinished shard fails with it
-        log.error("scoring pipeline failed: %s", e)
+        log.exception("scoring pipeline failed: %s", e)
         for s, reason in assembler.incomplete().items():
             report.failed[by_id[s].relpath] = f"scoring pipeline failed: {e} ({reason})"
     try:  # Ray Data's own figures of the plan (a developer API): the tokenize stage's time
@@ -206,7 +269,13 @@ def finalize(run: PreparedRun, markers: list[dict[str, Any]], report: RunReport,
         return
     crash_point("before_success")
     report.success_manifest = checkpoint.write_success(
-        run.storage, run.cfg.output.uri, markers, run.fingerprint, run.digest, report.summary
+        run.storage,
+        run.cfg.output.uri,
+        markers,
+        run.fingerprint,
+        run.digest,
+        report.summary,
+        store=run.store.manifest(),
     )
 
 

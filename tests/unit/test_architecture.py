@@ -113,6 +113,16 @@ def test_top_level_pipeline_modules_are_the_shared_ones():
             "pipeline.rerank.output",
             ("pipeline.rerank.stages", "pipeline.rerank.stream", "pipeline.rerank.input"),
         ),
+        # the score store and the reuse lookup: beside the stages, below the driver
+        (
+            "pipeline.rerank.reuse",
+            (
+                "pipeline.rerank.stages",
+                "pipeline.rerank.stream",
+                "pipeline.rerank.report",
+                "pipeline.rerank.runner",
+            ),
+        ),
         (
             "pipeline.rerank.report",
             ("pipeline.rerank.stages", "pipeline.rerank.stream", "pipeline.rerank.input"),

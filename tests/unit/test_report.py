@@ -21,6 +21,7 @@ from pipeline.rerank.report.html import render_html
 from pipeline.rerank.report.run_report import report_data, write_report
 from pipeline.rerank.report.svg import nice_ticks
 from pipeline.rerank.report.timeline import TimeBins
+from pipeline.rerank.reuse.store import StoreIdentity
 from pipeline.rerank.runner import PreparedRun, RunReport, reporting_stops, write_run_report
 from pipeline.rerank.stages.score import scored_schema
 from pipeline.rerank.stream.assembly import ShardAssembler
@@ -260,6 +261,8 @@ def prepared(tmp_path) -> PreparedRun:
         done={},
         pending=[],
         split_queries=0,
+        store=StoreIdentity({"model": "/models/m"}, "s1"),
+        reuse=[],
     )
 
 

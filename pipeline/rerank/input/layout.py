@@ -25,9 +25,11 @@ from pipeline.rerank.config import InputConfig
 from pipeline.rerank.input.cascade import (
     HELPER_PREFIX,
     input_prefilter_column,
+    mark_not_scored,
     previous_renames,
     with_prefilter,
 )
+from pipeline.rerank.input.quarantine import reject_reasons
 
 QUERY_ROW = HELPER_PREFIX + "query_row"  # a flattened candidate's query: its row in the shard
 PREFILTER_SLICE_ROWS = 8192  # a prefiltered long shard is read whole, then handed on in slices
@@ -145,6 +147,36 @@ def read_pairs(storage: Storage, uri: str, columns: InputConfig) -> Iterator[pa.
     pairs = with_prefilter(table, c, c.query_id_column)
     for start in range(0, pairs.num_rows, PREFILTER_SLICE_ROWS):
         yield pairs.slice(start, PREFILTER_SLICE_ROWS)
+
+
+@dataclass(frozen=True)
+class PairTexts:
+    """One row group's pairs as the scorer sees them: the texts, and per row why it is not scored
+    (a quarantine reason, or the prefilter's `NOT_SCORED`; None: it is scored)."""
+
+    queries: list[str]
+    passages: list[str]
+    reasons: list[str | None]
+
+
+def read_pair_texts(storage: Storage, uri: str, columns: InputConfig) -> Iterator[PairTexts]:
+    """`read_pairs`' row groups as texts and reasons: what the tokenize stage encodes and the
+    score store keys (pipeline/rerank/reuse/keys.py)."""
+    c = columns
+    for group in read_pairs(storage, uri, c):
+        queries = group.column(c.query_column).to_pylist()
+        passages = group.column(c.passage_column).to_pylist()
+        reasons = reject_reasons(
+            queries,
+            passages,
+            c.query_column,
+            c.passage_column,
+            query_ids=group.column(c.query_id_column).to_pylist(),
+            query_id_column=c.query_id_column,
+        )
+        yield PairTexts(
+            queries, passages, mark_not_scored(reasons, group)
+        )  # --prefilter-top-k: as quarantined
 
 
 @dataclass(frozen=True)

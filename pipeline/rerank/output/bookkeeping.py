@@ -62,6 +62,10 @@ _COUNTS: dict[str, Shape] = {
             "padded_tokens",
             "windows_scored",
             "windows_not_scored",
+            "pairs_scored",
+            "pairs_reused",
+            "pairs_stored",
+            "store_bytes",
         )
     },
 }
@@ -79,7 +83,13 @@ LEASE_RECORD = Record(
 )
 RUN_RECORD = Record(
     "run manifest",
-    {"digest": str, "fingerprint": dict, "created_at?": TIME, "upgraded_from?": (str, type(None))},
+    {
+        "digest": str,
+        "fingerprint": dict,
+        "created_at?": TIME,
+        "upgraded_from?": (str, type(None)),
+        "reuse?": {"given": [str], "used": [str]},
+    },
     "it records which configuration OUTPUT's progress belongs to: restore it, or rerun with --fresh "
     "to discard the progress and start over",
 )
@@ -97,7 +107,13 @@ MARKER_RECORD = Record(
 )
 SUCCESS_RECORD = Record(
     "_SUCCESS manifest",
-    {"digest": str, "shards": [{"path": str, **_ROWS}], "finished_at?": TIME, "last_run?": dict},
+    {
+        "digest": str,
+        "shards": [{"path": str, **_ROWS}],
+        "finished_at?": TIME,
+        "last_run?": dict,
+        "score_store?": {"format": int, "digest": str, "identity": dict},
+    },
     "OUTPUT counts as not complete: the next run writes it again",
 )
 SHARD_LIST_RECORD = Record(

@@ -126,6 +126,18 @@ def claim_output(
         )
 
 
+def record_reuse(storage: Storage, output: str, given: list[str], used: list[str]) -> None:
+    """Records in run.json the --reuse sources this run was given and those it took scores from
+    (not part of the fingerprint: reuse changes which pairs are scored, not their scores)."""
+    uri = join(output, RUN_MANIFEST)
+    manifest = read_record(storage, uri, RUN_RECORD)
+    if manifest is None or isinstance(manifest, Damaged):
+        return
+    reuse = {"given": given, "used": used}
+    if manifest.get("reuse", {"given": [], "used": []}) != reuse:
+        storage.write_json_atomic(uri, {**manifest, "reuse": reuse})
+
+
 def damaged_report(storage: Storage, output: str, files: list[str]) -> list[str]:
     """[report.json] if it is damaged: a run with nothing to score keeps the last report, so it is
     removed now (a damaged `_SUCCESS` and shard list are written again by every run anyway)."""
@@ -199,6 +211,28 @@ def write_marker(
     return marker
 
 
+def work_totals(markers: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the shards' scoring took, summed over their markers: tokens and padding, windows
+    (--long-passages chunk: scored, and past --max-chunks), pairs scored and reused (--reuse) and
+    the score store's size; a count no marker has is left out."""
+    tokens = sum(m.get("tokens", 0) for m in markers)
+    padded = sum(m.get("padded_tokens", 0) for m in markers)
+    optional = (
+        "windows_scored",
+        "windows_not_scored",
+        "pairs_scored",
+        "pairs_reused",
+        "pairs_stored",
+        "store_bytes",
+    )
+    return {
+        "tokens": tokens,
+        "padded_tokens": padded,
+        "padding_efficiency": round(tokens / padded, 4) if padded else None,
+        **{k: sum(m.get(k, 0) for m in markers) for k in optional if any(k in m for m in markers)},
+    }
+
+
 def write_success(
     storage: Storage,
     output: str,
@@ -206,8 +240,10 @@ def write_success(
     fp: dict[str, Any],
     digest: str,
     summary: dict[str, Any],
+    store: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Writes the `_SUCCESS` manifest: every output shard with its row counts, totals, fingerprint.
+    """Writes the `_SUCCESS` manifest: every output shard with its row counts, totals, fingerprint,
+    and what the run's score store was made with (`store`, pipeline/rerank/reuse/store.py).
 
     `reconciled` states that every input row is in an output shard, in a quarantine shard, or was
     dropped by top-k: rows_in = rows_out + rows_rejected + rows_dropped_top_k, per shard and in all.
@@ -229,28 +265,20 @@ def write_success(
     reconciled = all(
         s["rows_in"] == s["rows_out"] + s["rows_rejected"] + s["rows_dropped_top_k"] for s in shards
     )
-    tokens = sum(m.get("tokens", 0) for m in markers)
-    padded = sum(m.get("padded_tokens", 0) for m in markers)
-    windows = {  # --long-passages chunk: windows scored, and those past --max-chunks that were not
-        k: sum(m.get(k, 0) for m in markers)
-        for k in ("windows_scored", "windows_not_scored")
-        if any(k in m for m in markers)
-    }
     manifest = {
         "shards": shards,
         "totals": {
             "shards": len(shards),
             **totals,
             "reconciled": reconciled,
-            "tokens": tokens,
-            "padded_tokens": padded,
-            "padding_efficiency": round(tokens / padded, 4) if padded else None,
-            **windows,
+            **work_totals(markers),
         },
         "fingerprint": fp,
         "digest": digest,
         "last_run": summary,
         "finished_at": time.time(),
     }
+    if store is not None:
+        manifest["score_store"] = store
     storage.write_json_atomic(join(output, SUCCESS), manifest)
     return manifest

@@ -7,6 +7,10 @@ OUTPUT/_rerank/lease.json             one run per OUTPUT (pipeline/rerank/output
 OUTPUT/_rerank/done/<relpath>.json    done-marker, written after its shard is published
 OUTPUT/_rerank/shards.json            every input shard the last run saw (relpath, size, version)
 OUTPUT/_rerank/report.json, .html     the run report (pipeline/rerank/report/run_report.py)
+OUTPUT/_rerank/scores/<relpath>.parquet  the shard's score store (pipeline/rerank/reuse/store.py),
+                                      written before its done-marker
+OUTPUT/_rerank/reuse/                 scratch of a --reuse lookup: a shard's reused scores, removed
+                                      when the run ends (pipeline/rerank/reuse/lookup.py)
 OUTPUT/_SUCCESS                       manifest, written last, once every shard is done
 """
 
@@ -19,6 +23,8 @@ MARKERS = "_rerank/done"
 SHARD_LIST = "_rerank/shards.json"
 REPORT_JSON = "_rerank/report.json"
 REPORT_HTML = "_rerank/report.html"
+SCORES = "_rerank/scores"
+REUSE = "_rerank/reuse"
 SUCCESS = "_SUCCESS"
 REJECTED = "_rejected"
 # the row accounting of every done-marker: rows_in = rows_out + rows_rejected + rows_dropped_top_k

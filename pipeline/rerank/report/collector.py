@@ -110,6 +110,7 @@ class RunCollector:
         self.last_call_start: float | None = None
         self.last_call_end: float | None = None
         self.pairs_scored = self.tokens = self.padded_tokens = 0
+        self.pairs_reused = 0  # --reuse: pairs that took a stored score (done, not scored)
         self.shards_done, self.shards_total, self.pairs_total = 0, 0, 0
         self.console: ProgressConsole | None = None
         self.timeline = TimeBins(started_at)
@@ -141,10 +142,15 @@ class RunCollector:
     def has_numbers(self) -> bool:
         return self.scoring_started_at is not None
 
-    def add(self, batch: pa.Table, *, scored: np.ndarray, fresh: np.ndarray) -> None:
+    def add(
+        self, batch: pa.Table, *, scored: np.ndarray, fresh: np.ndarray, reused: np.ndarray | None = None
+    ) -> None:
         """One block of scores (`stages.score.scored_schema`, usually one scoring call's) and, per
-        row of it, whether it counts as a pair scored now (`scored`) and whether it arrived for the
-        first time (`fresh`): what the assembler returned for it (`Added`)."""
+        row of it, whether it counts as a pair scored now (`scored`), whether it arrived for the
+        first time (`fresh`) and whether it took a stored score (`reused`, --reuse: done, not
+        scored): what the assembler returned for it (`Added`)."""
+        if reused is not None:
+            self.pairs_reused += int(reused.sum())
         if batch.num_rows and "call_start" in batch.column_names:
             for key, end, rows in calls_of(batch):
                 if rows is None:
@@ -274,8 +280,9 @@ class RunCollector:
         return Snapshot(
             shards_done=self.shards_done,
             shards_total=self.shards_total,
-            pairs_done=self.pairs_scored,
+            pairs_done=self.pairs_scored + self.pairs_reused,
             pairs_total=self.pairs_total,
+            pairs_reused=self.pairs_reused,
             elapsed_s=time.monotonic() - self._scoring_since[1],
         )
 
@@ -305,6 +312,7 @@ class RunCollector:
         actors = sum(len(w.actors) for w in self.nodes.values()) or 1
         return {
             "pairs_scored": self.pairs_scored,
+            "pairs_reused": self.pairs_reused,
             "tokens": self.tokens,
             "padded_tokens": self.padded_tokens,
             "padding_efficiency": round(self.tokens / self.padded_tokens, 4) if self.padded_tokens else None,

@@ -27,17 +27,21 @@ def duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Where a run stands: shards published, pairs scored, seconds since scoring began."""
+    """Where a run stands: shards published, pairs done (scored or, with --reuse, given their
+    stored score: `pairs_reused` of them), seconds since scoring began. The rate counts the pairs
+    scored only."""
 
     shards_done: int
     shards_total: int
     pairs_done: int
     pairs_total: int
     elapsed_s: float
+    pairs_reused: int = 0
 
     @property
     def pairs_per_s(self) -> float:
-        return self.pairs_done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        scored = self.pairs_done - self.pairs_reused
+        return scored / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
     def eta_s(self) -> float | None:
@@ -47,8 +51,9 @@ class Snapshot:
 
 def progress_line(s: Snapshot) -> str:
     eta = "?" if s.eta_s is None else duration(s.eta_s)
+    reused = f" ({s.pairs_reused:,} reused)" if s.pairs_reused else ""
     return (
-        f"shards {s.shards_done}/{s.shards_total} | {s.pairs_done:,}/{s.pairs_total:,} pairs | "
+        f"shards {s.shards_done}/{s.shards_total} | {s.pairs_done:,}/{s.pairs_total:,} pairs{reused} | "
         f"{s.pairs_per_s:.1f} pairs/s | ETA {eta}"
     )
 
@@ -97,6 +102,10 @@ class LiveBar:
 
     def update(self, snapshot: Snapshot) -> None:
         self._bar.set_description_str(f"shards {snapshot.shards_done}/{snapshot.shards_total}", refresh=False)
+        if snapshot.pairs_reused:  # done, not scored: the rate that counts is the scored pairs'
+            self._bar.set_postfix_str(
+                f"{snapshot.pairs_reused:,} reused, {snapshot.pairs_per_s:.1f} scored/s", refresh=False
+            )
         self._bar.update(snapshot.pairs_done - self._bar.n)
 
     def close(self) -> None:

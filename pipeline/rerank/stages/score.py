@@ -21,6 +21,8 @@ from pipeline.config import ModelConfig
 from pipeline.io import Storage
 from pipeline.model_cache import local_model_path
 from pipeline.models.windows import WINDOW_COLUMNS
+from pipeline.rerank.config import BEST_CHUNK_CHAR, CHUNKS
+from pipeline.rerank.reuse.lookup import REUSED
 from pipeline.rerank.settings import ScoringSettings
 from pipeline.rerank.stages.placement import worker_location
 
@@ -95,7 +97,17 @@ class ScorePairs:
         n = batch.num_rows
         ok = pc.and_(batch.column("error").is_null(), batch.column("reject").is_null())
         ok = ok.to_numpy(zero_copy_only=False)
+        reused = (  # --reuse: rows that carry their stored scores (tokenize.py), passed on as they are
+            batch.column(REUSED).to_numpy(zero_copy_only=False)
+            if REUSED in batch.column_names
+            else np.zeros(n, bool)
+        )
+        ok &= ~reused
         scores = np.full((n, len(self._score_columns)), np.nan, np.float32)
+        if reused.any():
+            for i, name in enumerate(self._score_columns):
+                stored = batch.column(name).to_numpy(zero_copy_only=False)
+                scores[reused, i] = stored[reused]
         tokens = np.zeros(n, np.int32)
         padded = np.zeros(n, np.int32)
         if ok.any():
@@ -127,7 +139,7 @@ class ScorePairs:
             "call_end": np.full(n, time.time()),
         }
         scored = pa.Table.from_pydict(columns, schema=scored_schema(self._score_columns))
-        for name in WINDOW_COLUMNS:  # chunk mode: which window of its row each pair is
+        for name in (*WINDOW_COLUMNS, REUSED, CHUNKS, BEST_CHUNK_CHAR):  # chunk mode, --reuse
             if name in batch.column_names:
                 scored = scored.append_column(batch.schema.field(name), batch.column(name))
         return scored

@@ -25,6 +25,7 @@ class ShardScores:
     best_chunk_char: np.ndarray | None = None
     windows_scored: int = 0  # windows of the rows not rejected
     windows_not_scored: int = 0  # windows past --max-chunks
+    reused: int = 0  # rows that took a stored score (--reuse), not scored now
 
     @classmethod
     def empty(cls, rows: int, columns: int = 1, windowed: bool = False) -> ShardScores:

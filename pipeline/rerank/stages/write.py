@@ -28,6 +28,7 @@ from pipeline.rerank.input.quarantine import duplicate_pairs, split_rejected
 from pipeline.rerank.output import checkpoint
 from pipeline.rerank.output.lease import LeaseClaim
 from pipeline.rerank.output.ranking import rank_table
+from pipeline.rerank.reuse.store import StoreIdentity, store_table, store_uri, write_store
 from pipeline.rerank.stages.shard_scores import ShardScores
 from pipeline.rerank.stages.unscored import (
     count_unscored,
@@ -42,7 +43,8 @@ from pipeline.rerank.stages.unscored import (
 class WriteSettings:
     """What every shard of a run is published with: where (`storage`, `output`), how (`columns`,
     `ranking`, `score_columns`), the run's identity in each done-marker (`digest`) and the lease
-    claim checked before each write (`claim`; None: no lease, e.g. a test)."""
+    claim checked before each write (`claim`; None: no lease, e.g. a test) and the identity of the
+    score store written beside each shard (`store`, pipeline/rerank/reuse/store.py)."""
 
     storage: Storage
     output: str
@@ -51,6 +53,7 @@ class WriteSettings:
     digest: str
     score_columns: list[str] | None = None
     claim: LeaseClaim | None = None
+    store: StoreIdentity | None = None  # the score store's identity; None: no store (a test)
 
 
 def publish_shard(
@@ -77,6 +80,7 @@ def publish_shard(
     unscored_out = count_unscored(ranked)
     ranked = null_unscored(ranked, table.column_names)
     write_published(settings, shard, shape.nest(ranked), rejected)
+    stored = keep & ~unscored  # the rows with a score: scored now or reused
     stats = {
         "rows_in": table.num_rows,
         "rows_out": ranked.num_rows,
@@ -88,12 +92,41 @@ def publish_shard(
         "query_id_hashes": query_id_hashes,  # read before scoring (discovery.py), kept for reruns
         "tokens": scored.tokens,
         "padded_tokens": scored.padded_tokens,
+        "pairs_scored": int(stored.sum()) - scored.reused,
+        "pairs_reused": scored.reused,
+        **write_shard_store(settings, shard, table, scored, stored, chunked),
     }
     if chunked:  # windows of the rows scored; those past --max-chunks were not
         stats |= {"windows_scored": scored.windows_scored, "windows_not_scored": scored.windows_not_scored}
     if stats["rows_in"] != stats["rows_out"] + stats["rows_rejected"] + stats["rows_dropped_top_k"]:
         raise RuntimeError(f"shard {shard.uri} does not reconcile: {stats}")
     return stats
+
+
+def write_shard_store(
+    settings: WriteSettings,
+    shard: ShardFile,
+    table: pa.Table,
+    scored: ShardScores,
+    stored: np.ndarray,
+    chunked: dict[str, pa.Array],
+) -> dict[str, int]:
+    """Writes the shard's score store (the `stored` rows, top-k's dropped ones included) after its
+    output and before its marker; returns the marker's store counts."""
+    if settings.store is None:
+        return {}
+    c = settings.columns
+    pick = pa.array(np.flatnonzero(stored))
+    chunks = scored.chunk_columns(stored) if chunked else None
+    rows = store_table(
+        table.column(c.query_column).take(pick).to_pylist(),
+        table.column(c.passage_column).take(pick).to_pylist(),
+        scored.scores[stored],
+        settings.score_columns or ["score"],
+        chunks,
+    )
+    size = write_store(settings.storage, store_uri(settings.output, shard.relpath), rows, settings.store)
+    return {"pairs_stored": rows.num_rows, "store_bytes": size}
 
 
 def rank_kept(

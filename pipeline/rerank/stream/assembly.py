@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.models.windows import WINDOW, WINDOW_CHAR, WINDOWS, WINDOWS_NOT_SCORED
+from pipeline.rerank.config import BEST_CHUNK_CHAR, CHUNKS
+from pipeline.rerank.reuse.lookup import REUSED
 from pipeline.rerank.stages.shard_scores import ShardScores
 from pipeline.rerank.stream.chunk_scores import Aggregate, ChunkScores
 
@@ -28,6 +30,11 @@ class Added:
     fresh: np.ndarray  # bool per position: first arrival (in chunk mode: of that window)
     tokens: int = 0
     padded_tokens: int = 0
+    reused: np.ndarray | None = None  # bool per position: a pair that took its stored score (--reuse)
+
+    @property
+    def pairs_reused(self) -> int:
+        return 0 if self.reused is None else int(self.reused.sum())
 
     @property
     def pairs(self) -> int:
@@ -84,8 +91,10 @@ class ShardAssembler:
             if has_rejects
             else np.zeros(batch.num_rows, bool)
         )
-        added = Added([], np.zeros(batch.num_rows, bool), np.zeros(batch.num_rows, bool))
+        n = batch.num_rows
+        added = Added([], np.zeros(n, bool), np.zeros(n, bool), reused=np.zeros(n, bool))
         for shard in np.unique(cols["shard"]):
+            self._add_reused(int(shard), batch, cols, added)
             self._add_shard(int(shard), cols, rejected, reasons, added)
         return added
 
@@ -96,6 +105,11 @@ class ShardAssembler:
             "scores": np.column_stack([batch.column(c).to_numpy() for c in self.score_columns]),
             "tokens": batch.column("tokens").to_numpy().astype(np.int64),
             "padded": batch.column("padded_tokens").to_numpy().astype(np.int64),
+            REUSED: (
+                batch.column(REUSED).to_numpy(zero_copy_only=False)
+                if REUSED in batch.column_names
+                else np.zeros(batch.num_rows, bool)
+            ),
         }
         if self.aggregate is not None:
             cols |= {
@@ -126,7 +140,7 @@ class ShardAssembler:
         if acc is None:
             return
         row_col = cols["row"]
-        idx = np.flatnonzero((cols["shard"] == s) & (row_col >= 0))
+        idx = np.flatnonzero((cols["shard"] == s) & (row_col >= 0) & ~cols[REUSED])
         idx = idx[~acc.seen[row_col[idx]]]
         if self.aggregate is None:
             rows = row_col[idx]
@@ -152,7 +166,29 @@ class ShardAssembler:
         added.scored[counted[~rejected[counted]]] = True
         added.tokens += tokens
         added.padded_tokens += padded
-        if acc.filled == self.expected[s]:
+        if acc.filled == self.expected[s] and s not in added.complete:
+            added.complete.append(s)
+
+    def _add_reused(self, s: int, batch: pa.Table, cols: dict[str, np.ndarray], added: Added) -> None:
+        """--reuse: the block's rows of shard `s` that carry their stored score(s) (and, in chunk
+        mode, their stored `chunks` and `best_chunk_char`): arrived, not scored."""
+        acc = self._scores(s) if cols[REUSED].any() else None
+        if acc is None:
+            return
+        idx = np.flatnonzero((cols["shard"] == s) & cols[REUSED])
+        idx = idx[~acc.seen[cols["row"][idx]]]
+        rows = cols["row"][idx]
+        acc.scores[rows] = cols["scores"][idx]
+        if acc.chunks is not None and acc.best_chunk_char is not None:
+            acc.chunks[rows] = batch.column(CHUNKS).to_numpy(zero_copy_only=False)[idx]
+            acc.best_chunk_char[rows] = batch.column(BEST_CHUNK_CHAR).to_numpy(zero_copy_only=False)[idx]
+        acc.seen[rows] = True
+        acc.filled += len(rows)
+        acc.reused += len(rows)
+        assert added.reused is not None
+        added.reused[idx] = True
+        added.fresh[idx] = True
+        if acc.filled == self.expected[s] and s not in added.complete:
             added.complete.append(s)
 
     def _add_windows(

@@ -1,0 +1,85 @@
+"""`--reuse PREV_OUTPUT`: which earlier runs' score stores this run may take scores from.
+
+Checked on the driver before anything is written, one source at a time, newest first as given. A
+source is used only if it completed (its `_SUCCESS` names a score store) with this run's scoring
+identity; any other source is skipped with one warning saying why (it does not exist, never
+completed, predates score reuse, or scored with another model, max_length, dtype, ...): a night
+whose previous run failed still runs, at the cost of scoring everything.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.io import Storage, join
+from pipeline.rerank.output.bookkeeping import SUCCESS_RECORD, Damaged, read_record
+from pipeline.rerank.output.checkpoint import is_temp_file
+from pipeline.rerank.output.paths import SCORES, SUCCESS
+from pipeline.rerank.reuse.identity import identity_change
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReuseSource:
+    """An earlier run whose stored scores this run may take: its OUTPUT and its store files."""
+
+    uri: str
+    files: list[str]  # store file URIs
+
+
+def source_problem(storage: Storage, uri: str, identity: dict[str, Any], digest: str) -> str | None:
+    """Why the run at `uri` gives no scores to this one; None if it may."""
+    try:
+        success = read_record(storage, join(uri, SUCCESS), SUCCESS_RECORD)
+    except OSError as e:
+        return f"its _SUCCESS cannot be read ({type(e).__name__}: {e})"
+    if success is None:
+        return "it holds no _SUCCESS (that run does not exist or never completed)"
+    if isinstance(success, Damaged):
+        return f"{success}"
+    store = success.get("score_store")
+    if store is None:
+        return "its _SUCCESS names no score store (a run of a version before score reuse)"
+    if store["digest"] != digest:
+        return f"it scored with {identity_change(store['identity'], identity)}"
+    return None
+
+
+def usable_sources(
+    storage: Storage, uris: list[str], identity: dict[str, Any], digest: str, output: str
+) -> list[ReuseSource]:
+    """The sources among `uris` this run takes scores from (in the order given: newest first);
+    one warning per source skipped."""
+    sources = []
+    for uri in dict.fromkeys(uris):
+        if uri.rstrip("/") == output.rstrip("/"):
+            log.warning(
+                "--reuse %s skipped: it is this run's own OUTPUT (a resume keeps its done shards)", uri
+            )
+            continue
+        problem = source_problem(storage, uri, identity, digest)
+        files = [] if problem else store_files(storage, uri)
+        if problem is None and not files:
+            problem = "it holds no stored scores"
+        if problem is not None:
+            log.warning("--reuse %s skipped, its scores are not used: %s", uri, problem)
+            continue
+        log.info("--reuse %s: %d store file(s) with this run's scoring identity", uri, len(files))
+        sources.append(ReuseSource(uri, files))
+    return sources
+
+
+def store_files(storage: Storage, uri: str) -> list[str]:
+    root = join(uri, SCORES)
+    try:
+        return [
+            join(root, rel)
+            for rel in storage.list_files(root)
+            if rel.endswith(".parquet") and not is_temp_file(rel)
+        ]
+    except OSError as e:
+        log.warning("--reuse %s: its store cannot be listed (%s: %s)", uri, type(e).__name__, e)
+        return []
