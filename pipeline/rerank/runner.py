@@ -181,6 +181,7 @@ def find_reused(run: PreparedRun, by_id: dict[int, ShardFile], report: RunReport
             found[int(row["shard"])] = reused_uri(cfg.output.uri, int(row["shard"]))
             pairs += int(row["pairs"])
         notes = lookup_notes(run.storage, cfg.output.uri)
+        crash_point("after_reuse_lookup")
     except RunStopped:
         raise
     except Exception as e:

@@ -6,17 +6,21 @@ scores exactly the pairs whose texts are new, and publishes what a full run of n
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from jobs.cli import main
 from pipeline.io import Storage
 from pipeline.rerank.runner import run
-from tests.helpers import job, pairs_table, read_output, tables_equal
+from tests.helpers import job, nest_pairs, pairs_table, read_output, tables_equal, unnest_output
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +34,7 @@ def night1_shards(n_shards: int = 3) -> dict[str, pa.Table]:
 
 def night2_shards(night1: dict[str, pa.Table]) -> dict[str, pa.Table]:
     """Edits: one passage per shard changed, one pair per shard removed, one pair added to part-0,
-    query s1q0 moved from part-1 to part-2, and query s0q1's ids renamed (texts unchanged)."""
+    query s1q0 moved from part-1 to part-0, and query s0q1's ids renamed (texts unchanged)."""
     out = {}
     for rel, t in night1.items():
         rows = t.to_pylist()
@@ -39,7 +43,7 @@ def night2_shards(night1: dict[str, pa.Table]) -> dict[str, pa.Table]:
         out[rel] = rows
     moved = [r for r in out["part-1.parquet"] if r["query_id"] == "s1q0"]
     out["part-1.parquet"] = [r for r in out["part-1.parquet"] if r["query_id"] != "s1q0"]
-    out["part-2.parquet"] += moved
+    out["part-0.parquet"] += moved
     out["part-0.parquet"].append(dict(out["part-0.parquet"][0], doc_id="s0q0-new", passage="a new candidate"))
     for r in out["part-0.parquet"]:
         if r["query_id"] == "s0q1":
@@ -111,9 +115,9 @@ def test_night2_scores_only_what_changed(ray_address, tmp_path, tiny_bert):
 
     for table in read_output(reused).values():
         hi, lo = pair_keys(table.column("query").to_pylist(), table.column("passage").to_pylist())
-        for h, l, score in zip(hi.tolist(), lo.tolist(), table.column("score").to_pylist()):
-            if (h, l) in stored:
-                assert np.float32(score) == np.float32(stored[(h, l)])
+        for key, score in zip(zip(hi.tolist(), lo.tolist()), table.column("score").to_pylist()):
+            if key in stored:
+                assert np.float32(score) == np.float32(stored[key])
 
 
 def test_other_max_length_reuses_nothing_and_says_why(ray_address, tmp_path, tiny_bert, caplog):
@@ -141,4 +145,111 @@ def test_damaged_store_file_is_skipped_with_a_warning(ray_address, tmp_path, tin
     assert report.ok
     assert (report.summary["pairs_scored"], report.summary["pairs_reused"]) == (30, 30)
     assert report.summary["reuse_lookup"]["store_files_skipped"] == 1
+    tables_equal(read_output(out1), read_output(out2))
+
+
+def test_reuse_from_s3_into_s3(ray_address, s3, tmp_path, tiny_bert):
+    fs, endpoint = s3
+    for bucket in ("night-in", "night-out"):
+        fs.mkdir(bucket)
+    n1 = night1_shards(2)
+    n2 = night2_shards({**n1, "part-2.parquet": pairs_table(6, 5, seed=2, prefix="s2q")})
+    for night, shards in (("1", n1), ("2", n2)):
+        for rel, table in shards.items():
+            with fs.open(f"night-in/{night}/{rel}", "wb") as f:
+                pq.write_table(table, f)
+    storage = {"storage": {"endpoint_url": endpoint}}  # credentials: the session's environment
+    s3_storage = Storage.from_settings(endpoint_url=endpoint)
+    assert run(job("s3://night-in/1", "s3://night-out/1", tiny_bert, scoring=SCORING, **storage)).ok
+    report = run(
+        reusing(
+            job("s3://night-in/2", "s3://night-out/2", tiny_bert, scoring=SCORING, **storage),
+            "s3://night-out/1",
+        )
+    )
+    assert report.ok
+    changed = len(texts(n2) - texts(n1))
+    assert report.summary["pairs_scored"] == changed
+    assert report.summary["pairs_reused"] == sum(t.num_rows for t in n2.values()) - changed
+    full = tmp_path / "full"
+    assert run(job(write(tmp_path / "in2", n2), full, tiny_bert, scoring=SCORING)).ok
+    tables_equal(read_output(full), read_output("s3://night-out/2", s3_storage))
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("point", ["after_reuse_lookup", "publish_in_flight"])
+def test_killed_reuse_run_reruns_to_the_same_output(ray_address, tmp_path, tiny_bert, point):
+    n1 = night1_shards()
+    n2 = night2_shards(n1)
+    in1, in2 = write(tmp_path / "in1", n1), write(tmp_path / "in2", n2)
+    out1, out2, reference = tmp_path / "out1", tmp_path / "out2", tmp_path / "reference"
+    assert run(job(in1, out1, tiny_bert, scoring=SCORING)).ok
+    assert run(reusing(job(in2, reference, tiny_bert, scoring=SCORING), out1)).ok
+    flags = ["--model", tiny_bert, "--max-length", "128", "--rows-per-call", "32", "--reuse", str(out1)]
+    env = {**os.environ, "RAY_ADDRESS": ray_address, "RERANK_TEST_CRASH_AT": point}
+    killed = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "run", str(in2), str(out2), *flags],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (out2 / "_SUCCESS").exists()
+    assert main(["run", str(in2), str(out2), *flags]) == 0
+    tables_equal(read_output(reference), read_output(out2))
+    assert not (out2 / "_rerank" / "reuse").exists()
+    totals = STORAGE.read_json(str(out2 / "_SUCCESS"))["totals"]
+    assert totals["pairs_stored"] == sum(t.num_rows for t in n2.values())
+
+
+@pytest.mark.timeout(600)
+def test_nested_chunked_reuse_equals_a_full_run(ray_address, tmp_path, tiny_bert):
+    n1 = {rel: nest_pairs(t.drop_columns(["extra"])) for rel, t in night1_shards(2).items()}
+    flat1 = {rel: unnest_output(t) for rel, t in n1.items()}
+    n2 = {rel: nest_pairs(t) for rel, t in night2_shards(flat1).items()}
+    in1, in2 = write(tmp_path / "in1", n1), write(tmp_path / "in2", n2)
+    options = {"layout": "nested", "long_passages": "chunk", "max_chunks": 4, "chunk_overlap": 4}
+
+    def cfg(inp: Path, out: Path):
+        return job(
+            inp,
+            out,
+            tiny_bert,
+            scoring=SCORING,
+            input={"uri": str(inp), **options},
+            model={"max_length": 32, "query_max_length": 12},
+        )
+
+    out1, full, reused = tmp_path / "out1", tmp_path / "full", tmp_path / "reused"
+    assert run(cfg(in1, out1)).ok
+    assert run(cfg(in2, full)).ok
+    report = run(reusing(cfg(in2, reused), out1))
+    assert report.ok
+    flat = {
+        name: {rel: unnest_output(t) for rel, t in read_output(out).items()}
+        for name, out in (("full", full), ("reused", reused))
+    }
+    tables_equal(flat["full"], flat["reused"])  # ranks equal; scores within batch composition's 1e-5
+    changed = len(texts(night2_shards(flat1)) - texts(flat1))
+    assert report.summary["pairs_scored"] == changed > 0
+    windows = STORAGE.read_json(str(reused / "_SUCCESS"))["totals"]["windows_scored"]
+    assert 0 < windows < STORAGE.read_json(str(full / "_SUCCESS"))["totals"]["windows_scored"]
+
+
+def test_pairs_a_cascade_leaves_unscored_are_not_stored(ray_address, tmp_path, tiny_bert):
+    shards = {}
+    for rel, t in night1_shards(2).items():
+        shards[rel] = t.append_column("bm25", pa.array(np.arange(t.num_rows, dtype=np.float64)))
+    cascade = {"prefilter_column": "bm25", "prefilter_top_k": 2}
+    in1 = write(tmp_path / "in1", shards)
+    out1, out2 = tmp_path / "out1", tmp_path / "out2"
+
+    def cfg(out: Path):
+        return job(in1, out, tiny_bert, scoring=SCORING, input={"uri": str(in1), **cascade})
+
+    assert run(cfg(out1)).ok
+    totals = STORAGE.read_json(str(out1 / "_SUCCESS"))["totals"]
+    assert totals["pairs_stored"] == totals["pairs_scored"] == 2 * 6 * 2
+    report = run(reusing(cfg(out2), out1))
+    assert report.ok and report.summary["pairs_scored"] == 0 and report.summary["pairs_reused"] == 24
     tables_equal(read_output(out1), read_output(out2))

@@ -44,7 +44,8 @@ def source_problem(storage: Storage, uri: str, identity: dict[str, Any], digest:
     if store is None:
         return "its _SUCCESS names no score store (a run of a version before score reuse)"
     if store["digest"] != digest:
-        return f"it scored with {identity_change(store['identity'], identity)}"
+        change = identity_change(store["identity"], identity)
+        return f"it scored with {change}" if change else "its score store's identity digest differs"
     return None
 
 
@@ -54,7 +55,10 @@ def usable_sources(
     """The sources among `uris` this run takes scores from (in the order given: newest first);
     one warning per source skipped."""
     sources = []
-    for uri in dict.fromkeys(uris):
+    given: dict[str, str] = {}  # `a` and `a/` are one source, shown as first given
+    for u in uris:
+        given.setdefault(u.rstrip("/") or u, u)
+    for uri in given.values():
         if uri.rstrip("/") == output.rstrip("/"):
             log.warning(
                 "--reuse %s skipped: it is this run's own OUTPUT (a resume keeps its done shards)", uri
