@@ -121,10 +121,12 @@ def command(args: argparse.Namespace) -> int:
     return finish(run_exclusively(cfg), cfg)
 
 
-def log_summary(report: RunReport) -> None:
-    """The run's figures: shards, pairs, tokens, throughput, and the work of each node."""
+def log_summary(report: RunReport, reuse_given: list[str] | None = None) -> None:
+    """The run's figures: shards, pairs, tokens, throughput, the work of each node, and the pairs
+    reused (`reuse_given`: the run's --reuse sources)."""
     summary = report.summary
-    if not summary.get("pairs_scored"):  # nothing scored (all done already): no rates to show
+    reuse = reuse_line(summary, reuse_given or [])
+    if not summary.get("pairs_scored"):  # nothing scored (all done or reused): no rates to show
         log.info(
             "summary: shards %d (skipped as done %d, published %d, failed %d) | nothing scored | wall %ss",
             report.shards_total,
@@ -133,6 +135,8 @@ def log_summary(report: RunReport) -> None:
             len(report.failed),
             summary.get("wall_s", 0),
         )
+        if reuse:
+            log.info("%s", reuse)
         log.info("planning %ss", summary.get("planning_s"))
         return
     log.info(
@@ -151,6 +155,8 @@ def log_summary(report: RunReport) -> None:
         summary.get("startup_s"),
         summary.get("scoring_utilisation"),
     )
+    if reuse:
+        log.info("%s", reuse)
     log.info(
         "planning %ss | driver peak RSS %s MiB", summary.get("planning_s"), summary.get("driver_peak_rss_mib")
     )
@@ -158,9 +164,27 @@ def log_summary(report: RunReport) -> None:
         log.info("node %s: %d scoring actor(s), %d pairs", node, work["scoring_actors"], work["pairs"])
 
 
+def reuse_line(summary: dict[str, Any], given: list[str]) -> str | None:
+    """Pairs scored and reused, with the sources and the lookup's time: for a run that scored and
+    reused some pairs or was given sources (--reuse), else None."""
+    if "pairs_scored" not in summary:  # nothing was pending: no scoring phase
+        return None
+    scored, reused = int(summary["pairs_scored"]), int(summary.get("pairs_reused") or 0)
+    lookup = summary.get("reuse_lookup")
+    if not (reused or lookup or given):
+        return None
+    share = f" ({100 * reused / (scored + reused):.1f} %)" if scored + reused else ""
+    where = ""
+    if lookup:
+        where = f" from {len(lookup['sources'])} source(s); lookup {lookup['seconds']:.1f} s"
+    elif given:  # no source usable, or the lookup failed: the warnings say which
+        where = f"; none taken from the {len(given)} --reuse source(s) (see the warnings)"
+    return f"pairs: {scored:,} scored, {reused:,} reused{share}{where}"
+
+
 def finish(report: RunReport, cfg: JobConfig) -> int:
     """Logs the run's summary and failures; returns the exit code."""
-    log_summary(report)
+    log_summary(report, cfg.output.reuse)
     if report.failed:
         log_failures(report, cfg)
         return EXIT_FAILED

@@ -114,6 +114,8 @@ def text(s: RunStatus) -> str:
             f"rows (done shards): in {r.get('rows_in')}, out {r.get('rows_out')}, rejected "
             f"{r.get('rows_rejected')}, dropped by top-k {r.get('rows_dropped_top_k')}"
         )
+        if "pairs_scored" in s.pairs:  # shards published before --reuse existed count none
+            lines.append(f"pairs (done shards): {pairs_text(s.pairs)}")
     lines.append(f"_SUCCESS: {'written' if s.has_success else 'not written'}")
     if s.last_run:
         lines.append(f"last run: {last_run_line(s.last_run)}")
@@ -159,10 +161,22 @@ def last_run_line(last: dict[str, Any]) -> str:
         published = int(shards.get("skipped") or 0) + int(shards["published"])
         facts.append(f"{published} of {shards['total']} shards published ({shards['published']} by it)")
     summary = last.get("summary") or {}
-    known = [form.format(summary[key]) for key, form in _FIGURES if summary.get(key) is not None]
+    reused = bool(summary.get("pairs_reused") or summary.get("reuse_lookup"))  # --reuse
+    figures = _FIGURES[1:] if reused else _FIGURES  # with --reuse the pairs are told apart
+    known = [form.format(summary[key]) for key, form in figures if summary.get(key) is not None]
+    if reused:
+        pairs = {k: int(summary.get(k) or 0) for k in ("pairs_scored", "pairs_reused")}
+        known.insert(0, f"pairs {pairs_text(pairs)}")
     return "; ".join(
         [", ".join(facts), ", ".join(known) or "no throughput figures (it ended before scoring did)"]
     )
+
+
+def pairs_text(pairs: dict[str, int]) -> str:
+    """Pairs scored and reused, with the share reused: "1,200 scored, 18,800 reused (94.0 %)"."""
+    scored, reused = pairs.get("pairs_scored", 0), pairs.get("pairs_reused", 0)
+    share = f" ({100 * reused / (scored + reused):.1f} %)" if scored + reused else ""
+    return f"{scored:,} scored, {reused:,} reused{share}"
 
 
 _FIGURES = (  # the summary's figures of the last-run line, in order

@@ -21,7 +21,7 @@ from pipeline.config import ModelConfig
 from pipeline.io import ShardFile, Storage
 from pipeline.rerank.config import InputConfig, ScoringConfig
 from pipeline.rerank.reuse.keys import KEY_COLUMNS
-from pipeline.rerank.reuse.lookup import ReadStores, ShardKeys, store_items, write_reused
+from pipeline.rerank.reuse.lookup import JoinInOneTask, ReadStores, ShardKeys, store_items, write_reused
 from pipeline.rerank.settings import ScoringSettings
 from pipeline.rerank.stages.score import ScorePairs
 from pipeline.rerank.stages.tokenize import TokenizeShard
@@ -122,25 +122,39 @@ def build_lookup(
     storage: Storage,
     output: str,
     digest: str,
+    stored_pairs: int,
 ) -> Dataset:
     """The --reuse lookup (pipeline/rerank/reuse/lookup.py): every pending pair's key, joined to
     the stored scores of the reuse sources (`store_files`: each source's files, newest source
     first), grouped by shard; yields (`shard`, `pairs`) per shard with stored scores, each shard's
-    written to the file the tokenize stage reads."""
+    written to the file the tokenize stage reads. `stored_pairs`: how many the sources hold (their
+    `_SUCCESS` says); a night whose keys and stored pairs fit one join partition is joined in one
+    task, without the shuffle."""
     chunked = columns.long_passages == "chunk"
+    keyed, read = ShardKeys(columns, storage), ReadStores(storage, output, digest, score_columns, chunked)
+    write = {"storage": storage, "output": output, "score_columns": score_columns, "chunked": chunked}
+    files = store_items(store_files)
+    if sum(rows.values()) + stored_pairs <= KEYS_PER_PARTITION:  # one partition: no shuffle
+        item = {
+            "shards": list(shards),
+            "uris": [shards[i].uri for i in shards],
+            "store_uri": [f["uri"] for f in files],
+            "source": [f["source"] for f in files],
+        }
+        return ray.data.from_items([item]).map_batches(
+            JoinInOneTask(keyed, read, write), batch_size=1, batch_format="numpy"
+        )
     groups = shard_groups(shards, rows, KEYS_PER_PARTITION // 4)
     items = [{"shards": g, "uris": [shards[i].uri for i in g]} for g in groups]
     keys: Dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    keys = keys.map_batches(ShardKeys(columns, storage), batch_size=1, batch_format="numpy")
-    files = store_items(store_files)
+    keys = keys.map_batches(keyed, batch_size=1, batch_format="numpy")
     stores: Dataset = ray.data.from_items(files, override_num_blocks=max(1, min(256, len(files))))
-    stores = stores.map_batches(
-        ReadStores(storage, output, digest, score_columns, chunked), batch_size=16, batch_format="numpy"
-    )
-    partitions = max(1, min(MAX_PARTITIONS, math.ceil(sum(rows.values()) / KEYS_PER_PARTITION)))
+    stores = stores.map_batches(read, batch_size=16, batch_format="numpy")
+    keys_total = sum(rows.values()) + stored_pairs
+    partitions = max(1, min(MAX_PARTITIONS, math.ceil(keys_total / KEYS_PER_PARTITION)))
     matched = keys.join(stores, "inner", num_partitions=partitions, on=KEY_COLUMNS)  # type: ignore[arg-type]
     return matched.groupby("shard", num_partitions=partitions).map_groups(
-        write_reused,
+        write_reused,  # type: ignore[arg-type]
         batch_format="pyarrow",
-        fn_kwargs={"storage": storage, "output": output, "score_columns": score_columns, "chunked": chunked},
+        fn_kwargs=write,
     )

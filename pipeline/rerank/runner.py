@@ -113,6 +113,7 @@ def score_and_publish(
     assembler = ShardAssembler(rows, cfg.model.score_columns, cfg.input.chunk_aggregate if chunked else None)
     try:
         reused = find_reused(run, by_id, report) if by_id and run.reuse else None
+        collector.reused_expected = report.summary.get("reuse_lookup", {}).get("pairs_found", 0)
         if by_id:
             stream_scores(run, by_id, assembler, publisher, collector, report, reused)
         publisher.drain()
@@ -176,6 +177,7 @@ def find_reused(run: PreparedRun, by_id: dict[int, ShardFile], report: RunReport
             storage=run.storage,
             output=cfg.output.uri,
             digest=run.store.digest,
+            stored_pairs=sum(source.pairs for source in run.reuse),
         )
         for row in ds.iter_rows():
             found[int(row["shard"])] = reused_uri(cfg.output.uri, int(row["shard"]))

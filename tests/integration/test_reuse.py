@@ -19,6 +19,7 @@ import pytest
 
 from jobs.cli import main
 from pipeline.io import Storage
+from pipeline.rerank import build
 from pipeline.rerank.runner import run
 from tests.helpers import job, nest_pairs, pairs_table, read_output, tables_equal, unnest_output
 
@@ -73,7 +74,12 @@ def texts(shards: dict[str, pa.Table]) -> set[tuple[str, str]]:
     }
 
 
-def test_night2_scores_only_what_changed(ray_address, tmp_path, tiny_bert):
+@pytest.mark.parametrize("lookup", ["one task", "hash join"])
+def test_night2_scores_only_what_changed(ray_address, tmp_path, tiny_bert, lookup, monkeypatch):
+    """Both lookups: a night that fits one join partition is joined in one task; a bigger one (here:
+    partitions of 40 keys) by Ray Data's hash join."""
+    if lookup == "hash join":
+        monkeypatch.setattr(build, "KEYS_PER_PARTITION", 40)
     n1 = night1_shards()
     n2 = night2_shards(n1)
     in1, in2 = write(tmp_path / "in1", n1), write(tmp_path / "in2", n2)

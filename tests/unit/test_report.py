@@ -1,8 +1,10 @@
-"""The run report without Ray: the bounded collector, report.json's numbers, the HTML page."""
+"""The run report without Ray: the bounded collector, report.json's numbers, the HTML page, and
+the summary lines `rerank run` ends with."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import signal
 from collections.abc import Callable
@@ -11,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from jobs.rerank import log_summary
 from pipeline.errors import RunInterrupted
 from pipeline.io import Storage
 from pipeline.rerank.output.paths import REPORT_HTML, REPORT_JSON
@@ -289,3 +292,69 @@ def test_a_run_that_scored_nothing_keeps_the_last_report(tmp_path):
     nothing.collector = RunCollector(started_at=T0, max_length=128, score_columns=["score"])
     write_run_report(prepared(tmp_path), nothing)
     assert not (tmp_path / "out" / REPORT_JSON).exists()
+
+
+# --- score reuse (--reuse): report.json's part, the page's section, the summary line -----------------
+
+
+def reusing_collector() -> RunCollector:
+    """8 pairs scored, 8 reused; 20 shards published that scored only, 5 that reused only, 1 empty."""
+    rec = recorder()
+    feeder(rec)(call(T0 + 5.0))
+    none, every = np.zeros(8, bool), np.ones(8, bool)
+    rec.add(call(T0 + 6.0, shard=1), scored=none, fresh=none, reused=every)
+    for i in range(26):
+        scored, reused = (100 + i, 0) if i < 20 else (0, 10) if i < 25 else (0, 0)
+        rec.published({"shard": f"part-{i:02d}.parquet", "pairs_scored": scored, "pairs_reused": reused})
+    return rec
+
+
+def test_report_json_holds_the_pairs_reused_in_total_and_per_shard(tmp_path):
+    lookup = {"sources": ["/runs/day0"], "pairs_found": 8, "seconds": 6.12, "store_files_skipped": 1}
+    data = report(tmp_path, collector=reusing_collector(), summary={"reuse_lookup": lookup})
+    r = data["reuse"]
+    assert (r["pairs_scored"], r["pairs_reused"], r["share_reused"]) == (8, 8, 0.5)
+    assert r["sources"] == ["/runs/day0"]
+    assert r["lookup"] == {"pairs_found": 8, "seconds": 6.12, "store_files_skipped": 1}
+    assert len(r["shards"]) == 26 and [s["path"] for s in r["shards"]] == sorted(
+        s["path"] for s in r["shards"]
+    )
+    assert r["shards"][21] == {"path": "part-21.parquet", "pairs_scored": 0, "pairs_reused": 10}
+    page = render_html(data)
+    assert 'data-chart="reuse-share"' in page and "Score reuse" in page and "/runs/day0" in page
+    assert "0–10: 20</title>" in page and "90–100: 5</title>" in page  # the share reused per shard
+    assert "1 with no pairs left out of the histogram" in page
+    busiest = re.findall(r"<td>(part-\d+\.parquet)</td>", page)  # the 20 that scored the most
+    assert busiest == [f"part-{i:02d}.parquet" for i in range(19, -1, -1)]
+
+
+def test_the_reuse_section_shows_only_for_a_run_with_reuse_or_sources(tmp_path):
+    plain = report(tmp_path)
+    assert plain["reuse"]["pairs_reused"] == 0 and plain["reuse"]["lookup"] is None
+    for page in (render_html(plain), render_html({k: v for k, v in plain.items() if k != "reuse"})):
+        assert "Score reuse" not in page and 'data-chart="reuse-share"' not in page
+    given = report(tmp_path, config={"output": {"reuse": ["/runs/gone"]}})  # no source was usable
+    assert given["reuse"]["sources"] == ["/runs/gone"] and given["reuse"]["share_reused"] == 0.0
+    page = render_html(given)
+    assert "Score reuse" in page and "No lookup ran" in page
+
+
+def summary_lines(caplog, summary: dict, given: list[str]) -> list[str]:
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="rerank")
+    report = RunReport(shards_total=2, shards_skipped=0, shards_published=2, summary=summary)
+    log_summary(report, given)
+    return [r.getMessage() for r in caplog.records if r.name == "rerank"]
+
+
+def test_the_summary_lines_tell_pairs_reused_from_pairs_scored(caplog):
+    lookup = {"sources": ["/runs/day0"], "pairs_found": 18_800, "seconds": 6.12, "store_files_skipped": 0}
+    both = {"pairs_scored": 1200, "pairs_reused": 18_800, "reuse_lookup": lookup}
+    lines = summary_lines(caplog, both, ["/runs/day0"])
+    assert "pairs: 1,200 scored, 18,800 reused (94.0 %) from 1 source(s); lookup 6.1 s" in lines
+    lines = summary_lines(caplog, {**both, "pairs_scored": 0}, ["/runs/day0"])  # every pair reused
+    assert "nothing scored" in lines[0] and "pairs: 0 scored, 18,800 reused (100.0 %)" in lines[1]
+    unused = summary_lines(caplog, {"pairs_scored": 20, "pairs_reused": 0}, ["/runs/gone"])
+    assert "pairs: 20 scored, 0 reused (0.0 %); none taken from the 1 --reuse source(s)" in unused[1]
+    assert not any("reused" in line for line in summary_lines(caplog, {"pairs_scored": 20}, []))
+    assert not any("reused" in line for line in summary_lines(caplog, {}, ["/runs/day0"]))  # all done

@@ -44,7 +44,7 @@ from pipeline.rerank.reuse.lookup import (
     store_items,
     write_reused,
 )
-from pipeline.rerank.reuse.sources import source_problem, usable_sources
+from pipeline.rerank.reuse.sources import read_success, source_problem, usable_sources
 from pipeline.rerank.reuse.store import (
     FORMAT_KEY,
     StoreIdentity,
@@ -471,7 +471,7 @@ def test_sources_keep_their_order_once_each_and_never_this_runs_output(tmp_path,
     assert [s.uri for s in used] == [newer, older]
     (own,) = [x for x in warnings_of(caplog) if "own OUTPUT" in x]
     assert own.startswith(f"--reuse {out}/ skipped: it is this run's own OUTPUT")
-    assert source_problem(STORAGE, newer, STORE_ID.identity, STORE_ID.digest) is None
+    assert source_problem(read_success(STORAGE, newer), STORE_ID.identity, STORE_ID.digest) is None
 
 
 # --- the lookup: keys, stores, one stored score per row --------------------------------------------------

@@ -34,16 +34,24 @@ def write_input(storage: Storage, uri: str, n: int) -> None:
         )
 
 
-def craft(storage: Storage, input_uri: str, output: str, *, done: int, success: bool = False) -> None:
-    """OUTPUT as a run leaves it: run.json, the shard list, `done` shards published and marked,
-    and `_SUCCESS` if asked."""
+def craft(
+    storage: Storage,
+    input_uri: str,
+    output: str,
+    *,
+    done: int,
+    success: bool = False,
+    pairs: dict | None = None,
+) -> None:
+    """OUTPUT as a run leaves it: run.json, the shard list, `done` shards published and marked
+    (with `pairs`: each marker's pairs scored and reused), and `_SUCCESS` if asked."""
     shards = storage.list_shards(input_uri)
     checkpoint.claim_output(storage, output, FP, DIGEST, False, [])
     write_shard_list(storage, output, input_uri, shards)
     markers = []
     for shard in shards[:done]:
         storage.write_parquet_atomic(checkpoint.shard_output_uri(output, shard.relpath), pairs_table(1, 4))
-        markers.append(checkpoint.write_marker(storage, output, shard, DIGEST, dict(COUNTS)))
+        markers.append(checkpoint.write_marker(storage, output, shard, DIGEST, {**COUNTS, **(pairs or {})}))
     if success:
         checkpoint.write_success(storage, output, markers, FP, DIGEST, {"pairs_scored": 8, "wall_s": 3.5})
 
@@ -102,6 +110,34 @@ def test_a_complete_run_exits_0(local, capsys):
     assert code == 0 and s["state"] == "complete" and s["pending"] == [] and s["has_success"]
     assert s["last_run"]["summary"]["pairs_scored"] == 8  # no report.json: _SUCCESS's last_run
     assert s["rows"]["rows_out"] == 3 * COUNTS["rows_out"]
+
+
+def test_pairs_reused_are_shown_beside_pairs_scored(local, capsys):
+    storage, input_uri, output = local
+    craft(storage, input_uri, output, done=3, success=True, pairs={"pairs_scored": 1, "pairs_reused": 3})
+    for args in ([], ["--input", input_uri]):  # _SUCCESS's totals; the markers of the shards of INPUT
+        code, s = status_of(capsys, output, *args)
+        assert code == 0 and s["pairs"] == {"pairs_scored": 3, "pairs_reused": 9}
+    lookup = {"sources": ["/runs/day0"], "pairs_found": 18_800, "seconds": 6.1, "store_files_skipped": 0}
+    summary = {"pairs_scored": 1200, "pairs_reused": 18_800, "wall_s": 12.0, "reuse_lookup": lookup}
+    storage.write_json_atomic(join(output, REPORT_JSON), {"outcome": "complete", "summary": summary})
+    code, s = status_of(capsys, output)
+    assert s["last_run"]["summary"]["pairs_reused"] == 18_800
+    assert main(["status", output]) == 0
+    text = capsys.readouterr().out
+    assert "pairs (done shards): 3 scored, 9 reused (75.0 %)" in text
+    assert "; pairs 1,200 scored, 18,800 reused (94.0 %), in 12.0s" in text
+
+
+def test_shards_marked_before_reuse_existed_show_no_pair_counts(local, capsys):
+    storage, input_uri, output = local
+    craft(storage, input_uri, output, done=2)  # markers without pairs_scored / pairs_reused
+    storage.write_json_atomic(join(output, REPORT_JSON), {"summary": {"pairs_scored": 10, "wall_s": 4.0}})
+    code, s = status_of(capsys, output)
+    assert code == 1 and s["pairs"] == {}
+    assert main(["status", output]) == 1
+    text = capsys.readouterr().out
+    assert "pairs (done shards)" not in text and "reused" not in text and "10 pairs, in 4.0s" in text
 
 
 def test_input_given_finds_new_and_changed_shards(local, capsys):

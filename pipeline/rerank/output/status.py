@@ -1,8 +1,9 @@
 """Where a run of an OUTPUT stands, read from OUTPUT alone (no Ray, any storage): the run that owns
 it (run.json), the shards done (their markers, or `_SUCCESS`), pending (against INPUT, or the list
 the last run wrote: `_rerank/shards.json`) and failed (the last run's report.json), the row
-counts, the last run's summary, `_SUCCESS`, the lease holder with the age of its heartbeat, and
-every bookkeeping file that is damaged (`bookkeeping.py`), with what remains known without it.
+counts and the pairs scored and reused (--reuse) of the done shards, the last run's summary,
+`_SUCCESS`, the lease holder with the age of its heartbeat, and every bookkeeping file that is
+damaged (`bookkeeping.py`), with what remains known without it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pipeline.rerank.output.bookkeeping import (
     read_record,
 )
 from pipeline.rerank.output.lease import is_gone
+
+PAIR_COUNTS = ("pairs_scored", "pairs_reused")  # of a done-marker, and of `_SUCCESS`'s totals
 
 
 def write_shard_list(storage: Storage, output: str, input_uri: str, shards: list[ShardFile]) -> None:
@@ -70,6 +73,7 @@ class RunStatus:
     pending_from: str | None = None  # where the shard list came from
     not_in_input: list[str] = field(default_factory=list)  # in _SUCCESS, not among the shards
     rows: dict[str, int] = field(default_factory=dict)
+    pairs: dict[str, int] = field(default_factory=dict)  # pairs_scored / pairs_reused of the done shards
     last_run: dict[str, Any] = field(default_factory=dict)  # its outcome, times and summary
     lease: LeaseState | None = None
     report: str | None = None  # URI of the last run's report.html
@@ -240,10 +244,16 @@ def _progress(
         return
     if success is not None and shards is None:  # finished, nothing to compare with: its list
         done = [{"shard": s["path"], **s} for s in success["shards"]]
+        totals = success.get("totals")  # its shards list no pair counts: its totals do
+        counted = [totals] if isinstance(totals, dict) else []
     else:
-        done = _done_markers(storage, output, shards, listing, status)
+        done = counted = _done_markers(storage, output, shards, listing, status)
     status.shards_done = len(done)
     status.rows = {k: sum(int(m.get(k, 0)) for m in done) for k in paths.ROW_COUNTS}
+    # markers written before --reuse existed have neither count: a count none has is left out
+    status.pairs = {
+        k: sum(int(m.get(k, 0)) for m in counted) for k in PAIR_COUNTS if any(k in m for m in counted)
+    }
     if shards is not None:
         finished = {m["shard"] for m in done}
         known = {s.relpath for s in shards}

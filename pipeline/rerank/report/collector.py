@@ -22,7 +22,8 @@ what one scoring row holds). Time is counted per scoring call (node, actor pid, 
 call delivered twice counts once.
 
 Bounded whatever the corpus: fixed-size histograms, time bins (`timeline.py`), one entry per node,
-per scoring actor (up to MAX_SERIES, then "other") and per reject reason, never one per row. No Ray
+per scoring actor (up to MAX_SERIES, then "other") and per reject reason, never one per row; per
+shard published only its pairs scored and reused (as the publisher keeps its marker). No Ray
 import: a unit test feeds it tables.
 """
 
@@ -111,6 +112,7 @@ class RunCollector:
         self.last_call_end: float | None = None
         self.pairs_scored = self.tokens = self.padded_tokens = 0
         self.pairs_reused = 0  # --reuse: pairs that took a stored score (done, not scored)
+        self.reused_expected = 0  # --reuse: the pairs the lookup found (the ETA does not wait on them)
         self.shards_done, self.shards_total, self.pairs_total = 0, 0, 0
         self.console: ProgressConsole | None = None
         self.timeline = TimeBins(started_at)
@@ -127,6 +129,7 @@ class RunCollector:
         self._recent: OrderedDict[CallKey, None] = OrderedDict()
         self._completed_at: dict[str, float] = {}  # shard relpath -> when its last score arrived
         self._rows: Counter[str] = Counter()  # row counts of the shards this run published
+        self._shard_pairs: dict[str, tuple[int, int]] = {}  # relpath -> (pairs scored, reused): published
 
     def plan_started(self, planning_s: float) -> None:
         """The plan is launched: scoring starts now (the summary's rates and start-up count from here)."""
@@ -243,10 +246,12 @@ class RunCollector:
         self._completed_at.update({r: now for r in relpaths})
 
     def published(self, marker: dict[str, Any]) -> None:
-        """A shard published (its marker summary): its rows, and its publish time = marker written
-        - shard complete."""
+        """A shard published (its marker summary): its rows, its pairs scored and reused, and its
+        publish time = marker written - shard complete."""
         self.shards_done += 1
         self._rows.update({k: int(marker.get(k, 0)) for k in ROW_COUNTS})
+        pairs = (int(marker.get("pairs_scored", 0)), int(marker.get("pairs_reused", 0)))
+        self._shard_pairs[str(marker.get("shard", ""))] = pairs
         done_at = self._completed_at.pop(marker.get("shard", ""), None)
         if done_at is not None and marker.get("published_at"):
             self._publish_s += max(0.0, float(marker["published_at"]) - done_at)
@@ -263,6 +268,13 @@ class RunCollector:
     def rows(self) -> dict[str, int]:
         """Rows in, out, rejected and dropped by top-k of the shards this run published."""
         return {k: self._rows[k] for k in ROW_COUNTS}
+
+    def shard_pairs(self) -> list[dict[str, Any]]:
+        """Pairs scored and reused (--reuse) of each shard this run published, by path."""
+        return [
+            {"path": path, "pairs_scored": scored, "pairs_reused": reused}
+            for path, (scored, reused) in sorted(self._shard_pairs.items())
+        ]
 
     def operator_stats(self, summary: Any) -> None:
         """Tokenize time from Ray Data's stats of the plan (a `DatasetStatsSummary`, read by
@@ -283,6 +295,7 @@ class RunCollector:
             pairs_done=self.pairs_scored + self.pairs_reused,
             pairs_total=self.pairs_total,
             pairs_reused=self.pairs_reused,
+            reused_expected=self.reused_expected,
             elapsed_s=time.monotonic() - self._scoring_since[1],
         )
 

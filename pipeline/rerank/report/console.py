@@ -37,6 +37,7 @@ class Snapshot:
     pairs_total: int
     elapsed_s: float
     pairs_reused: int = 0
+    reused_expected: int = 0  # --reuse: the pairs the lookup found, reused as they arrive
 
     @property
     def pairs_per_s(self) -> float:
@@ -45,8 +46,14 @@ class Snapshot:
 
     @property
     def eta_s(self) -> float | None:
+        """The pairs still to score at the rate so far (those still to be reused cost nothing)."""
         rate = self.pairs_per_s
-        return max(0, self.pairs_total - self.pairs_done) / rate if rate > 0 else None
+        to_score = (
+            self.pairs_total
+            - max(self.reused_expected, self.pairs_reused)
+            - (self.pairs_done - self.pairs_reused)
+        )
+        return max(0, to_score) / rate if rate > 0 else None
 
 
 def progress_line(s: Snapshot) -> str:

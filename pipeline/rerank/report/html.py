@@ -9,7 +9,17 @@ from html import escape
 from typing import Any
 
 from pipeline.rerank.report import svg
-from pipeline.rerank.report.sections import lengths, phases, problems, scores, table, throughput, work
+from pipeline.rerank.report.sections import (
+    has_reuse,
+    lengths,
+    phases,
+    problems,
+    reuse,
+    scores,
+    table,
+    throughput,
+    work,
+)
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:920px;
@@ -91,10 +101,12 @@ def _figures(data: dict[str, Any]) -> list[list[Any]]:
 
 
 def _body(data: dict[str, Any]) -> list[str]:
-    """The sections after the figures: time, throughput, work, lengths, scores, problems, config."""
+    """The sections after the figures: score reuse (when the run had any), time, throughput, work,
+    lengths, scores, problems, config."""
     busy = data.get("stage_busy_s") or {}
     stage_items = [(k, float(busy[k])) for k in ("tokenize", "score", "publish") if busy.get(k) is not None]
     return [
+        *(["<h2>Score reuse (--reuse)</h2>", reuse(data)] if has_reuse(data) else []),
         "<h2>Where the time went</h2>",
         svg.stacked_bar("phases", "Wall time by phase", phases(data)),
         svg.bars("stage-busy", "Busy time per stage, summed over workers", stage_items, "s"),

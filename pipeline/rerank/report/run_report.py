@@ -37,8 +37,9 @@ def report_data(
     ended_at: float | None = None,
 ) -> dict[str, Any]:
     """What report.json holds: the run (`shards`: total, skipped, published, failed), the collected
-    figures, failures with reasons, the final summary, the redacted config and the fingerprint.
-    `totals`: OUTPUT's row totals (`_SUCCESS`'s), else this run's published shards' are used."""
+    figures, score reuse (`reuse_data`), failures with reasons, the final summary, the redacted
+    config and the fingerprint. `totals`: OUTPUT's row totals (`_SUCCESS`'s), else this run's
+    published shards' are used."""
     ended_at = time.time() if ended_at is None else ended_at
     shown = dict(sorted(failed.items())[:MAX_FAILURES])
     return {
@@ -50,11 +51,29 @@ def report_data(
         "shards": shards,
         **collector.to_dict(ended_at),
         "rows": totals if totals else collector.rows(),
+        "reuse": reuse_data(collector, summary, config),
         "failures": {"count": len(failed), "shards": shown},
         "summary": summary,
         "config": config,
         "fingerprint": fingerprint,
         "digest": digest,
+    }
+
+
+def reuse_data(collector: RunCollector, summary: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Score reuse (--reuse): the run's pairs scored and reused, the share reused, its sources (the
+    ones the lookup read, else those given), the lookup's figures (None: it did not run) and, per
+    shard this run published, its pairs scored and reused (from its marker)."""
+    lookup = summary.get("reuse_lookup")
+    given = ((config.get("output") or {}).get("reuse")) or []
+    scored, reused = collector.pairs_scored, collector.pairs_reused
+    return {
+        "sources": list(lookup["sources"] if lookup else given),
+        "pairs_scored": scored,
+        "pairs_reused": reused,
+        "share_reused": round(reused / (scored + reused), 4) if scored + reused else None,
+        "lookup": {k: v for k, v in lookup.items() if k != "sources"} if lookup else None,
+        "shards": collector.shard_pairs(),
     }
 
 

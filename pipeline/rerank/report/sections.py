@@ -12,6 +12,8 @@ from pipeline.rerank.report import svg
 SCORE_BINS_SHOWN = 48
 POINTS_SHOWN = 80  # throughput plots: adjacent time bins averaged down to at most this many points
 ACTOR_SERIES_SHOWN = 8
+REUSE_BINS = 10  # the reused share per shard: 0-10 %, ..., 90-100 %
+REUSE_SHARDS_SHOWN = 20
 
 
 def _cell(value: Any) -> str:
@@ -208,3 +210,72 @@ def problems(data: dict[str, Any]) -> str:
     else:
         out.append("<p>None.</p>")
     return "\n".join(out)
+
+
+def has_reuse(data: dict[str, Any]) -> bool:
+    """Whether the run reused stored scores or was given sources to (--reuse)."""
+    r = data.get("reuse") or {}
+    return bool(r.get("pairs_reused") or r.get("sources"))
+
+
+def percent(share: float | None) -> str:
+    return "" if share is None else f"{100 * share:.1f} %"
+
+
+def reuse(data: dict[str, Any]) -> str:
+    """Pairs scored and reused, the sources and the lookup's figures; per shard published, a
+    histogram of the share reused and the shards that scored the most pairs."""
+    r = data.get("reuse") or {}
+    lookup = r.get("lookup") or {}
+    rows: list[list[Any]] = [
+        ["pairs scored", r.get("pairs_scored")],
+        ["pairs reused (a stored score)", r.get("pairs_reused")],
+        ["share reused", percent(r.get("share_reused"))],
+        *(["source", uri] for uri in r.get("sources") or []),
+    ]
+    if lookup:
+        rows += [
+            ["stored scores found by the lookup", lookup.get("pairs_found")],
+            ["lookup s", lookup.get("seconds")],
+            ["store files skipped (see the run's warnings)", lookup.get("store_files_skipped")],
+        ]
+    out = [table(["figure", "value"], rows)]
+    if not lookup and r.get("sources"):
+        out.append("<p>No lookup ran: no source was usable, or it failed (see the run's warnings).</p>")
+    return "\n".join(out + reuse_per_shard(r.get("shards") or []))
+
+
+def reuse_per_shard(shards: list[dict[str, Any]]) -> list[str]:
+    """The shards this run published: how many took what share of their pairs from a store, and
+    the REUSE_SHARDS_SHOWN of them that scored the most pairs."""
+    if not shards:
+        return ["<p>No shard published by this run.</p>"]
+    counts = [0] * REUSE_BINS
+    for s in shards:
+        done = s["pairs_scored"] + s["pairs_reused"]
+        if done:
+            counts[min(REUSE_BINS - 1, s["pairs_reused"] * REUSE_BINS // done)] += 1
+    no_pairs = len(shards) - sum(counts)
+    edges = [100.0 * i / REUSE_BINS for i in range(REUSE_BINS + 1)]
+    busiest = sorted(shards, key=lambda s: (-s["pairs_scored"], s["path"]))[:REUSE_SHARDS_SHOWN]
+    rows = [[s["path"], s["pairs_scored"], s["pairs_reused"], percent(share_of(s))] for s in busiest]
+    return [
+        svg.histogram(
+            "reuse-share",
+            "Share of each shard's pairs that took a stored score",
+            edges,
+            {"shards": counts},
+            x_label="% of the shard's pairs reused",
+            y_label="shards",
+        ),
+        f"<p>{len(shards):,} shard(s) published by this run"
+        + (f"; {no_pairs:,} with no pairs left out of the histogram" if no_pairs else "")
+        + ".</p>",
+        f"<h3>The {len(busiest)} shard(s) that scored the most pairs</h3>",
+        table(["shard", "pairs scored", "pairs reused", "share reused"], rows),
+    ]
+
+
+def share_of(shard: dict[str, Any]) -> float | None:
+    done = shard["pairs_scored"] + shard["pairs_reused"]
+    return shard["pairs_reused"] / done if done else None

@@ -122,6 +122,30 @@ def write_reused(
     return pa.table({"shard": pa.array([shard], pa.int32()), "pairs": pa.array([table.num_rows])})
 
 
+class JoinInOneTask:
+    """The whole lookup in one task, for a night whose keys and stored scores fit one join
+    partition (`build.build_lookup` decides): stages 1, 2 and 4 as above, the join in memory
+    (pyarrow's hash join). It holds no more than one partition of the distributed join would, and
+    saves that join's start-up (its shuffle actors: seconds on a small node)."""
+
+    def __init__(self, keys: ShardKeys, stores: ReadStores, write: dict[str, Any]) -> None:
+        self._keys, self._stores, self._write = keys, stores, write
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[pa.Table]:
+        keys = pa.concat_tables(
+            [KEYS_SCHEMA.empty_table(), *self._keys({"shards": batch["shards"], "uris": batch["uris"]})]
+        )
+        stored = list(self._stores({"uri": batch["store_uri"][0], SOURCE: batch[SOURCE][0]}))
+        if not stored or not keys.num_rows:
+            return
+        matched = keys.join(pa.concat_tables(stored), keys=list(KEY_COLUMNS), join_type="inner")
+        matched = matched.sort_by("shard")
+        shards = matched.column("shard").to_numpy()
+        bounds = np.flatnonzero(np.r_[True, shards[1:] != shards[:-1], True])
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+            yield write_reused(matched.slice(start, end - start), **self._write)
+
+
 def read_reused(storage: Storage, uri: str, score_columns: list[str], chunked: bool) -> pa.Table:
     """A shard's reused rows, as `WriteReused` wrote them (the tokenize stage's side)."""
     return storage.read_table(uri).select(reused_schema(score_columns, chunked).names)

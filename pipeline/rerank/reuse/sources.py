@@ -28,18 +28,25 @@ class ReuseSource:
 
     uri: str
     files: list[str]  # store file URIs
+    pairs: int = 0  # pairs its store holds, as its _SUCCESS counts them
 
 
-def source_problem(storage: Storage, uri: str, identity: dict[str, Any], digest: str) -> str | None:
-    """Why the run at `uri` gives no scores to this one; None if it may."""
+def read_success(storage: Storage, uri: str) -> dict[str, Any] | str:
+    """The source's `_SUCCESS`, or why there is none to use."""
     try:
         success = read_record(storage, join(uri, SUCCESS), SUCCESS_RECORD)
     except OSError as e:
         return f"its _SUCCESS cannot be read ({type(e).__name__}: {e})"
     if success is None:
         return "it holds no _SUCCESS (that run does not exist or never completed)"
-    if isinstance(success, Damaged):
-        return f"{success}"
+    return f"{success}" if isinstance(success, Damaged) else success
+
+
+def source_problem(success: dict[str, Any] | str, identity: dict[str, Any], digest: str) -> str | None:
+    """Why the run whose `_SUCCESS` (or its problem) this is gives no scores to this one; None if
+    it may."""
+    if isinstance(success, str):
+        return success
     store = success.get("score_store")
     if store is None:
         return "its _SUCCESS names no score store (a run of a version before score reuse)"
@@ -64,7 +71,8 @@ def usable_sources(
                 "--reuse %s skipped: it is this run's own OUTPUT (a resume keeps its done shards)", uri
             )
             continue
-        problem = source_problem(storage, uri, identity, digest)
+        success = read_success(storage, uri)
+        problem = source_problem(success, identity, digest)
         files = [] if problem else store_files(storage, uri)
         if problem is None and not files:
             problem = "it holds no stored scores"
@@ -72,7 +80,10 @@ def usable_sources(
             log.warning("--reuse %s skipped, its scores are not used: %s", uri, problem)
             continue
         log.info("--reuse %s: %d store file(s) with this run's scoring identity", uri, len(files))
-        sources.append(ReuseSource(uri, files))
+        assert isinstance(success, dict)
+        totals = success.get("totals")
+        pairs = totals.get("pairs_stored", 0) if isinstance(totals, dict) else 0
+        sources.append(ReuseSource(uri, files, pairs if isinstance(pairs, int) else 0))
     return sources
 
 
