@@ -13,6 +13,9 @@ classes that run without Ray:
    source's) and writes them to OUTPUT/_rerank/reuse/<shard>.parquet, which the tokenize stage
    reads with its shard: those rows are passed on with their stored scores, bit for bit, and
    neither tokenized nor scored.
+
+A night whose keys and stored pairs fit one join partition skips the shuffle: `JoinInOneTask` runs
+stages 1, 2 and 4 in one task with pyarrow's hash join, holding no more than one partition would.
 """
 
 from __future__ import annotations
