@@ -259,3 +259,30 @@ def test_pairs_a_cascade_leaves_unscored_are_not_stored(ray_address, tmp_path, t
     report = run(reusing(cfg(out2), out1))
     assert report.ok and report.summary["pairs_scored"] == 0 and report.summary["pairs_reused"] == 24
     tables_equal(read_output(out1), read_output(out2))
+
+
+def test_layerwise_reuse_keeps_every_layer_column(ray_address, tmp_path, tiny_layerwise):
+    """Every per-layer column is stored and reused; other cutoff layers are another identity."""
+    n1 = night1_shards(1)
+    n2 = night2_shards({**n1, "part-1.parquet": pairs_table(6, 5, seed=1, prefix="s1q")})
+    in1, in2 = write(tmp_path / "in1", n1), write(tmp_path / "in2", n2)
+
+    def cfg(inp: Path, out: Path, layers: list[int]):
+        model = {"kind": "layerwise", "cutoff_layers": layers}
+        return job(inp, out, tiny_layerwise, scoring=SCORING, model=model)
+
+    out1, full, reused, other = (tmp_path / name for name in ("out1", "full", "reused", "other"))
+    assert run(cfg(in1, out1, [4, 2])).ok
+    assert run(cfg(in2, full, [4, 2])).ok
+    report = run(reusing(cfg(in2, reused, [4, 2]), out1))
+    assert report.ok and report.summary["pairs_reused"] > 0
+    assert report.summary["pairs_scored"] == len(texts(n2) - texts(n1))
+    a, b = read_output(full), read_output(reused)
+    assert set(a) == set(b)
+    for rel in a:
+        assert a[rel].column("rank").to_pylist() == b[rel].column("rank").to_pylist()
+        for name in ("score", "score_l4", "score_l2"):
+            np.testing.assert_allclose(
+                a[rel].column(name).to_numpy(), b[rel].column(name).to_numpy(), atol=1e-5
+            )
+    assert run(reusing(cfg(in2, other, [4]), out1)).summary["pairs_reused"] == 0
