@@ -197,8 +197,8 @@ def find_reused(run: PreparedRun, by_id: dict[int, ShardFile], report: RunReport
         "store_files_skipped": len(notes),
     }
     log.info(
-        "--reuse: %d stored score(s) found for %d pending shard(s) in %.1fs%s",
-        pairs,
+        "--reuse: %s stored score(s) found for %d pending shard(s) in %.1fs%s",
+        f"{pairs:,}",
         len(found),
         seconds,
         f"; {len(notes)} store file(s) skipped (see the warnings)" if notes else "",
