@@ -44,6 +44,13 @@ PROBLEMS = "problems"  # under OUTPUT/_rerank/reuse/: one note per store file sk
 KEYS_SCHEMA = pa.schema([pa.field("shard", pa.int32()), pa.field("row", pa.int64()), *KEY_FIELDS])
 
 
+def reused_mask(batch: pa.Table) -> np.ndarray:
+    """Per row of a tokenized or scored block: whether it carries its stored score(s)."""
+    if REUSED not in batch.column_names:
+        return np.zeros(batch.num_rows, bool)
+    return batch.column(REUSED).to_numpy(zero_copy_only=False)
+
+
 def reused_uri(output: str, shard: int) -> str:
     """The stored scores found for pending shard `shard` (its index in this run's plan)."""
     return join(output, f"{REUSE}/shard-{shard}.parquet")

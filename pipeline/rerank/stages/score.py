@@ -22,7 +22,7 @@ from pipeline.io import Storage
 from pipeline.model_cache import local_model_path
 from pipeline.models.windows import WINDOW_COLUMNS
 from pipeline.rerank.config import BEST_CHUNK_CHAR, CHUNKS
-from pipeline.rerank.reuse.lookup import REUSED
+from pipeline.rerank.reuse.lookup import REUSED, reused_mask
 from pipeline.rerank.settings import ScoringSettings
 from pipeline.rerank.stages.placement import worker_location
 
@@ -97,11 +97,7 @@ class ScorePairs:
         n = batch.num_rows
         ok = pc.and_(batch.column("error").is_null(), batch.column("reject").is_null())
         ok = ok.to_numpy(zero_copy_only=False)
-        reused = (  # --reuse: rows that carry their stored scores (tokenize.py), passed on as they are
-            batch.column(REUSED).to_numpy(zero_copy_only=False)
-            if REUSED in batch.column_names
-            else np.zeros(n, bool)
-        )
+        reused = reused_mask(batch)  # --reuse: rows with their stored scores, passed on as they are
         ok &= ~reused
         scores = np.full((n, len(self._score_columns)), np.nan, np.float32)
         if reused.any():

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from pipeline.models.windows import WINDOW, WINDOW_CHAR, WINDOWS, WINDOWS_NOT_SCORED
 from pipeline.rerank.config import BEST_CHUNK_CHAR, CHUNKS
-from pipeline.rerank.reuse.lookup import REUSED
+from pipeline.rerank.reuse.lookup import REUSED, reused_mask
 from pipeline.rerank.stages.shard_scores import ShardScores
 from pipeline.rerank.stream.chunk_scores import Aggregate, ChunkScores
 
@@ -28,13 +28,13 @@ class Added:
     complete: list[int]
     scored: np.ndarray  # bool per position: a pair scored, counted now and never again
     fresh: np.ndarray  # bool per position: first arrival (in chunk mode: of that window)
+    reused: np.ndarray  # bool per position: a pair that took its stored score (--reuse)
     tokens: int = 0
     padded_tokens: int = 0
-    reused: np.ndarray | None = None  # bool per position: a pair that took its stored score (--reuse)
 
     @property
     def pairs_reused(self) -> int:
-        return 0 if self.reused is None else int(self.reused.sum())
+        return int(self.reused.sum())
 
     @property
     def pairs(self) -> int:
@@ -92,7 +92,7 @@ class ShardAssembler:
             else np.zeros(batch.num_rows, bool)
         )
         n = batch.num_rows
-        added = Added([], np.zeros(n, bool), np.zeros(n, bool), reused=np.zeros(n, bool))
+        added = Added([], np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool))
         for shard in np.unique(cols["shard"]):
             self._add_reused(int(shard), batch, cols, added)
             self._add_shard(int(shard), cols, rejected, reasons, added)
@@ -105,11 +105,7 @@ class ShardAssembler:
             "scores": np.column_stack([batch.column(c).to_numpy() for c in self.score_columns]),
             "tokens": batch.column("tokens").to_numpy().astype(np.int64),
             "padded": batch.column("padded_tokens").to_numpy().astype(np.int64),
-            REUSED: (
-                batch.column(REUSED).to_numpy(zero_copy_only=False)
-                if REUSED in batch.column_names
-                else np.zeros(batch.num_rows, bool)
-            ),
+            REUSED: reused_mask(batch),
         }
         if self.aggregate is not None:
             cols |= {
@@ -185,7 +181,6 @@ class ShardAssembler:
         acc.seen[rows] = True
         acc.filled += len(rows)
         acc.reused += len(rows)
-        assert added.reused is not None
         added.reused[idx] = True
         added.fresh[idx] = True
         if acc.filled == self.expected[s] and s not in added.complete:
