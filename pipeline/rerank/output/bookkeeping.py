@@ -21,6 +21,7 @@ from typing import Any, Union
 
 from pipeline.errors import DamagedFileError
 from pipeline.io import Storage
+from pipeline.rerank.output.paths import OPTIONAL_COUNTS
 
 # A field's shape: a type (or types), an object (keys ending in "?" may be absent), a list of one
 # shape (each item has it), or a check returning what is wrong (None: fine).
@@ -60,12 +61,7 @@ _COUNTS: dict[str, Shape] = {
             "rows_not_scored_dropped_top_k",
             "tokens",
             "padded_tokens",
-            "windows_scored",
-            "windows_not_scored",
-            "pairs_scored",
-            "pairs_reused",
-            "pairs_stored",
-            "store_bytes",
+            *OPTIONAL_COUNTS,
         )
     },
 }

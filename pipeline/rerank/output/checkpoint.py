@@ -24,7 +24,16 @@ from pipeline.rerank.output.bookkeeping import (
     Damaged,
     read_record,
 )
-from pipeline.rerank.output.paths import LEASE, MARKERS, OWN, REJECTED, REPORT_JSON, RUN_MANIFEST, SUCCESS
+from pipeline.rerank.output.paths import (
+    LEASE,
+    MARKERS,
+    OPTIONAL_COUNTS,
+    OWN,
+    REJECTED,
+    REPORT_JSON,
+    RUN_MANIFEST,
+    SUCCESS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -217,19 +226,11 @@ def work_totals(markers: list[dict[str, Any]]) -> dict[str, Any]:
     the score store's size; a count no marker has is left out."""
     tokens = sum(m.get("tokens", 0) for m in markers)
     padded = sum(m.get("padded_tokens", 0) for m in markers)
-    optional = (
-        "windows_scored",
-        "windows_not_scored",
-        "pairs_scored",
-        "pairs_reused",
-        "pairs_stored",
-        "store_bytes",
-    )
     return {
         "tokens": tokens,
         "padded_tokens": padded,
         "padding_efficiency": round(tokens / padded, 4) if padded else None,
-        **{k: sum(m.get(k, 0) for m in markers) for k in optional if any(k in m for m in markers)},
+        **{k: sum(m.get(k, 0) for m in markers) for k in OPTIONAL_COUNTS if any(k in m for m in markers)},
     }
 
 

@@ -29,3 +29,13 @@ SUCCESS = "_SUCCESS"
 REJECTED = "_rejected"
 # the row accounting of every done-marker: rows_in = rows_out + rows_rejected + rows_dropped_top_k
 ROW_COUNTS = ("rows_in", "rows_out", "rows_rejected", "rows_dropped_top_k")
+# counts only some done-markers hold (chunk mode's windows; pairs scored, reused and stored, the score
+# store's bytes), summed in `_SUCCESS`'s totals where any marker holds them
+OPTIONAL_COUNTS = (
+    "windows_scored",
+    "windows_not_scored",
+    "pairs_scored",
+    "pairs_reused",
+    "pairs_stored",
+    "store_bytes",
+)
