@@ -34,6 +34,7 @@ from pipeline.logs import LOG_FORMAT, VERBOSE_ENV, configure_library_logging, qu
 log = logging.getLogger("rerank")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ALREADY_RUNNING, EXIT_INTERNAL = 0, 1, 2, 3, 4
+EXIT_QUALITY_GATE = 5  # every shard published, but the quality gate held _SUCCESS back
 EXIT_SIGNAL_BASE = 128  # + the signal number, as a shell reports a process a signal ended
 
 # first match wins: subclasses before their bases

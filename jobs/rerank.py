@@ -14,7 +14,7 @@ import json
 import logging
 from typing import Any
 
-from jobs.entry import EXIT_FAILED, EXIT_OK
+from jobs.entry import EXIT_FAILED, EXIT_OK, EXIT_QUALITY_GATE
 from jobs.flags import (
     FRESH_FLAG,
     MODEL_FLAGS,
@@ -65,6 +65,12 @@ FLAG_FIELDS: FlagTable = {
     **FRESH_FLAG,
     "reuse": ("output", "reuse"),
     "lease_ttl_s": ("output", "lease_ttl_s"),
+    "diff_against": ("compare", "diff_against"),
+    "change_epsilon": ("compare", "change_epsilon"),
+    "qrels": ("compare", "qrels"),
+    "first_stage_column": ("compare", "first_stage_column"),
+    "min_ndcg": ("compare", "min_ndcg"),
+    "max_ndcg_drop": ("compare", "max_ndcg_drop"),
     **RAY_FLAGS,
     "progress_interval_s": ("progress", "interval_s"),
     **STORAGE_FLAGS,
@@ -188,6 +194,9 @@ def finish(report: RunReport, cfg: JobConfig) -> int:
     if report.failed:
         log_failures(report, cfg)
         return EXIT_FAILED
+    log_comparison(report.comparison, cfg)
+    if report.held:
+        return EXIT_QUALITY_GATE
     totals = (report.success_manifest or {}).get("totals", {})
     log_row_notes(totals, cfg)
     log.info(
@@ -200,6 +209,59 @@ def finish(report: RunReport, cfg: JobConfig) -> int:
         cfg.output.uri.rstrip("/"),
     )
     return EXIT_OK
+
+
+def log_comparison(figures: dict[str, Any], cfg: JobConfig) -> None:
+    """The change feed, the drift and the quality figures; a gate that failed, with its figures and
+    what to do."""
+    output = cfg.output.uri.rstrip("/")
+    if changes := figures.get("changes"):
+        t = changes["totals"]
+        log.info(
+            "changes against %s: %s added, %s removed, %s reranked, %s rescored; %d change file(s) "
+            "under %s/_changes/",
+            changes["against"],
+            *(f"{t[k]:,}" for k in ("added", "removed", "reranked", "rescored")),
+            len(changes["files"]),
+            output,
+        )
+    if (drift := figures.get("drift")) and drift.get("queries"):
+        log.info(
+            "ranking drift over %s queries in both runs: top-10 overlap median %s (p10 %s), Kendall tau "
+            "median %s (p10 %s), top-1 changed for %.1f %%",
+            f"{drift['queries']:,}",
+            drift["overlap10"]["median"],
+            drift["overlap10"]["p10"],
+            drift["tau"]["median"],
+            drift["tau"]["p10"],
+            100 * (drift["top1_changed_share"] or 0),
+        )
+    if quality := figures.get("quality"):
+        first, reranked = quality.get("first_stage") or {}, quality.get("reranked") or {}
+        log.info(
+            "quality on %s judged queries: nDCG@10 %s -> %s, MRR@10 %s -> %s, Recall@100 %s -> %s "
+            "(first stage -> reranked); per query in %s/_rerank/quality.parquet",
+            f"{quality['queries']:,}",
+            *(
+                x
+                for m in ("ndcg10", "mrr10", "recall100")
+                for x in (_fig(first.get(m)), _fig(reranked.get(m)))
+            ),
+            output,
+        )
+        for check in quality["gate"]["failed"]:
+            log.error("quality gate: %s failed: %s", check["threshold"], check["what"])
+        if not quality["gate"]["passed"]:
+            log.error(
+                "every shard is published but no _SUCCESS was written: the quality gate held it (see "
+                "%s/_rerank/quality.json). Fix the model, or rerun with the thresholds you accept: the "
+                "shards are not scored again.",
+                output,
+            )
+
+
+def _fig(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def log_failures(report: RunReport, cfg: JobConfig) -> None:

@@ -4,13 +4,15 @@
     python -m jobs.rerank_nightly --date 2026-11-27 --config deploy/nightly.yaml   # ray job submit
 
 `{date}` in the config's strings (INPUT/OUTPUT prefixes, usually) becomes the run date, and
-`{previous_date}` the day before (`output.reuse`: take last night's scores, docs/reuse.md). Before any
+`{previous_date}` the day before (`output.reuse`: take last night's scores, docs/reuse.md;
+`compare.diff_against`: last night's output, for the change feed, docs/compare.md). Before any
 work the run takes a lease on its OUTPUT (`_rerank/lease.json`, heartbeat every ttl/4), as
 `rerank run` does: a second start of the same run while the first is alive exits 3; a lease whose
 heartbeat is older than its ttl (a crashed run) is taken over, so a dead run never blocks the next
 night; a run that finds its lease taken over (it stalled past the ttl) stops, exit 3. Exit codes
 as every command's (`jobs/entry.py`): 0 all published, 1 some shards failed (rerun to retry), 2 bad
-config/input, 3 already in progress / lease lost, 4 internal error, 130/143 SIGINT/SIGTERM.
+config/input, 3 already in progress / lease lost, 4 internal error, 5 every shard published but the
+quality gate held `_SUCCESS` back, 130/143 SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -33,7 +35,16 @@ log = logging.getLogger("rerank.nightly")
 # the flags of `rerank run` a scheduled run may override its config with
 FLAG_FIELDS: FlagTable = {
     dest: rerank.FLAG_FIELDS[dest]
-    for dest in ("fresh", "reuse", "lease_ttl_s", "ray_address", "progress_interval_s")
+    for dest in (
+        "fresh",
+        "reuse",
+        "diff_against",
+        "min_ndcg",
+        "max_ndcg_drop",
+        "lease_ttl_s",
+        "ray_address",
+        "progress_interval_s",
+    )
 }
 
 

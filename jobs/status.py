@@ -1,10 +1,12 @@
 """`rerank status OUTPUT [--input INPUT] [--json]`: where the run of OUTPUT stands, read from OUTPUT
 alone (no Ray): the run that owns it, shards done / pending / failed, rows, the last run, `_SUCCESS`,
-the lease holder and the age of its heartbeat (`pipeline/rerank/output/status.py`).
+the lease holder and the age of its heartbeat, the comparison with an earlier run and the quality
+on judged queries, when the run made them (`pipeline/rerank/output/status.py`).
 
 Exit 0 when the run is complete (`_SUCCESS` written, nothing pending), 1 when it is not (shards
-pending or failed, a run in progress, a damaged bookkeeping file: named), 2 when OUTPUT holds no run
-(or cannot be read) or INPUT holds no shards.
+pending or failed, a run in progress, a damaged bookkeeping file: named; or held: every shard done,
+but the quality gate kept `_SUCCESS` back), 2 when OUTPUT holds no run (or cannot be read) or
+INPUT holds no shards.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ FLAG_FIELDS: FlagTable = {**STORAGE_FLAGS}
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "status",
-        help="where the run of OUTPUT stands (exit 0 complete, 1 not, 2 no run)",
+        help="where the run of OUTPUT stands (exit 0 complete, 1 not or held by the quality gate, 2 no run)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
@@ -93,12 +95,14 @@ def _headline(s: RunStatus) -> str:
         return f"{s.output}: in progress (a run holds its lease{first})"
     if not s.has_run:
         return f"{s.output}: no run (no _rerank/run.json)"
+    if s.state == "held":
+        return f"{s.output}: held by the quality gate"
     return f"{s.output}: {s.state}"
 
 
 def text(s: RunStatus) -> str:
     """The status for a person: one fact per line; what is not known is not printed as None."""
-    lines = [_headline(s)]
+    lines = [_headline(s)] + _held_lines(s)
     if not s.has_run:
         return "\n".join(lines + _lease_lines(s))
     if s.digest is not None:
@@ -119,6 +123,7 @@ def text(s: RunStatus) -> str:
     lines.append(f"_SUCCESS: {'written' if s.has_success else 'not written'}")
     if s.last_run:
         lines.append(f"last run: {last_run_line(s.last_run)}")
+    lines += comparison_lines(s.comparison)
     lines += _lease_lines(s)
     if s.report:
         lines.append(f"report: {s.report}")
@@ -127,6 +132,54 @@ def text(s: RunStatus) -> str:
         lines.append(f"damaged: ... and {len(s.damaged) - SHOWN} more (--json lists them all)")
     lines += [f"note: {n}" for n in s.notes]
     return "\n".join(lines)
+
+
+def _held_lines(s: RunStatus) -> list[str]:
+    """Under the headline of a held run: each check that failed, and what to do."""
+    if s.state != "held":
+        return []
+    failed = (s.quality_gate or {}).get("failed") or []
+    return [
+        *(f"  quality gate: {c.get('threshold', '?')} failed: {c.get('what', '')}" for c in failed),
+        "  every shard is published, but no _SUCCESS was written (_rerank/quality.json has the "
+        "verdict); fix the model, or rerun with the thresholds you accept: nothing is scored again",
+    ]
+
+
+def comparison_lines(figures: dict[str, Any]) -> list[str]:
+    """One line each for the changes since the earlier run, the ranking drift and the quality on
+    judged queries, where the run made them."""
+    lines = []
+    if changes := figures.get("changes"):
+        t = changes.get("totals") or {}
+        counts = ", ".join(f"{t.get(k, 0):,} {k}" for k in ("added", "removed", "reranked", "rescored"))
+        lines.append(
+            f"changes against {changes.get('against')}: {counts} ({changes.get('files')} change file(s))"
+        )
+    if (drift := figures.get("drift")) and drift.get("queries"):
+        overlap, tau = drift.get("overlap10") or {}, drift.get("tau") or {}
+        share = drift.get("top1_changed_share")
+        lines.append(
+            f"drift over {drift['queries']:,} queries in both runs: top-10 overlap median "
+            f"{_fig(overlap.get('median'))} (p10 {_fig(overlap.get('p10'))}), Kendall tau median "
+            f"{_fig(tau.get('median'))} (p10 {_fig(tau.get('p10'))}), top-1 changed for "
+            + ("n/a" if share is None else f"{100 * share:.1f} %")
+        )
+    if quality := figures.get("quality"):
+        first, reranked = quality.get("first_stage") or {}, quality.get("reranked") or {}
+        measures = ", ".join(
+            f"{name} {_fig(first.get(key))} -> {_fig(reranked.get(key))}"
+            for key, name in (("ndcg10", "nDCG@10"), ("mrr10", "MRR@10"), ("recall100", "Recall@100"))
+        )
+        gate = quality.get("gate") or {}
+        verdict = "" if not gate.get("checks") else "; gate passed" if gate.get("passed") else "; gate failed"
+        queries = quality.get("queries", 0)
+        lines.append(f"quality on {queries:,} judged queries: {measures} (first stage -> reranked){verdict}")
+    return lines
+
+
+def _fig(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _shard_lines(s: RunStatus) -> list[str]:

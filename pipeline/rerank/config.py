@@ -132,6 +132,50 @@ class ScoringConfig(Section):
     cpus_per_tokenizer: float = Field(0.5, gt=0, description="Ray CPUs reserved by each tokenizing actor.")
 
 
+class CompareConfig(Section):
+    diff_against: str | None = Field(
+        None,
+        description="An earlier run's OUTPUT to compare with: each output shard gets a change file "
+        "OUTPUT/_changes/<shard>.parquet (rows added, removed, reranked, rescored) and the run reports "
+        "ranking drift; default: the first --reuse source ('none': no change feed); in a nightly "
+        "config {previous_date} works.",
+    )
+    change_epsilon: float = Field(
+        0.0,
+        ge=0,
+        description="A row whose rank is unchanged is listed as rescored only if its score moved by "
+        "more than this.",
+    )
+    qrels: str | None = Field(
+        None,
+        description="Judged queries: TREC qrels text (qid 0 docid rel) or Parquet (query_id, doc_id, "
+        "relevance), any fsspec URI; the run reports nDCG@10, MRR@10 and Recall@100 of the first-stage "
+        "and the reranked order on the judged queries it saw.",
+    )
+    first_stage_column: str | None = Field(
+        None,
+        description="Column holding the first-stage score (higher is better) that orders candidates "
+        "before reranking; default: the input row order within each query.",
+    )
+    min_ndcg: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Quality gate: no _SUCCESS (exit 5) unless the reranked order's nDCG@10 on the "
+        "judged queries is at least this (needs --qrels).",
+    )
+    max_ndcg_drop: float | None = Field(
+        None,
+        ge=0,
+        description="Quality gate: no _SUCCESS (exit 5) if the reranked nDCG@10 is more than this below "
+        "the first-stage order's, or below the previous run's recorded figure (needs --qrels).",
+    )
+
+    @property
+    def gated(self) -> bool:
+        return self.min_ndcg is not None or self.max_ndcg_drop is not None
+
+
 class ProgressConfig(Section):
     interval_s: float = Field(
         30.0,
@@ -150,6 +194,11 @@ class JobConfig(JobSection):
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection options.")
     progress: ProgressConfig = Field(
         default_factory=ProgressConfig, description="How the run shows its progress."
+    )
+    compare: CompareConfig = Field(
+        default_factory=CompareConfig,
+        description="What the run is compared with: a change feed and ranking drift against an "
+        "earlier run, quality on judged queries, and the gate before _SUCCESS.",
     )
 
 
@@ -185,11 +234,23 @@ def _cross_field_problems(cfg: JobConfig) -> list[str]:
     if len(set(cols)) != len(cols):
         problems.append(f"input column names must differ, got {cols}")
     problems += cascade_problems(cfg.input)
+    problems += compare_problems(cfg.compare, cols)
     problems += mode_option_problems(cfg.input)
     problems += chunk_problems(cfg.input, m.max_length, m.resolved_query_max_length)
     for reserved in reserved_columns(m.score_columns):
         if reserved in cols:
             problems.append(f"input column {reserved!r} clashes with an output column; rename it")
+    return problems
+
+
+def compare_problems(c: CompareConfig, columns: list[str]) -> list[str]:
+    problems = []
+    if c.gated and c.qrels is None:
+        problems.append("compare.min_ndcg/max_ndcg_drop gate on judged queries; pass --qrels PATH")
+    if c.first_stage_column is not None and c.qrels is None:
+        problems.append("compare.first_stage_column is the first-stage order for --qrels; pass --qrels PATH")
+    if c.first_stage_column in columns:
+        problems.append(f"compare.first_stage_column {c.first_stage_column!r} is an id or text column")
     return problems
 
 

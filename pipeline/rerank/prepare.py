@@ -9,6 +9,8 @@ from typing import Any
 
 from pipeline.cluster import connect_ray, cpus_per_node, resolve_device
 from pipeline.io import ShardFile, Storage, storage_error
+from pipeline.rerank.compare.plan import plan_comparison
+from pipeline.rerank.compare.shard import Comparison
 from pipeline.rerank.config import JobConfig
 from pipeline.rerank.input.discovery import PendingShard, check_pending, check_split_queries, find_shards
 from pipeline.rerank.output import checkpoint, legacy_manifest
@@ -44,6 +46,7 @@ class PreparedRun:
     split_queries: int
     store: StoreIdentity  # what this run's score store is made with (pipeline/rerank/reuse/)
     reuse: list[ReuseSource]  # --reuse: the sources this run takes stored scores from
+    compare: Comparison  # --diff-against, --qrels: what each shard is compared with (compare/)
     upgrade_legacy: bool = False  # OUTPUT's manifest predates model_identity (legacy_manifest.py)
 
 
@@ -108,6 +111,7 @@ def prepare(cfg: JobConfig, storage: Storage | None = None) -> PreparedRun:
     pending = check_pending(storage, todo, cfg.input, cfg.model.score_columns)
     split = check_split_queries(storage, pending, done, cfg.input)
     reuse = usable_sources(storage, cfg.output.reuse, scoring, store.digest, output) if pending else []
+    compare = plan_comparison(cfg, storage, pending, done, split)
     return PreparedRun(
         cfg=cfg,
         storage=storage,
@@ -121,5 +125,6 @@ def prepare(cfg: JobConfig, storage: Storage | None = None) -> PreparedRun:
         split_queries=split,
         store=store,
         reuse=reuse,
+        compare=compare,
         upgrade_legacy=legacy,
     )

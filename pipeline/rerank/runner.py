@@ -23,6 +23,7 @@ from pipeline.errors import RunInterrupted, RunStopped
 from pipeline.faults import crash_point
 from pipeline.io import ShardFile, Storage, join, storage_error
 from pipeline.rerank.build import build, build_lookup
+from pipeline.rerank.compare.finish import finish as finish_comparisons
 from pipeline.rerank.config import JobConfig
 from pipeline.rerank.output import checkpoint, legacy_manifest, paths
 from pipeline.rerank.output.lease import LeaseClaim
@@ -53,6 +54,12 @@ class RunReport:
     success_manifest: dict[str, Any] | None = None
     collector: RunCollector | None = None  # the run's figures (pipeline/rerank/report/collector.py)
     disk_full: str | None = None  # OUTPUT's disk (or quota) filled up: the first shard's reason
+    comparison: dict[str, Any] = field(default_factory=dict)  # changes, drift, quality (compare/finish.py)
+
+    @property
+    def held(self) -> bool:
+        """Every shard published, but the quality gate kept `_SUCCESS` back."""
+        return self.ok and not self.comparison.get("quality", {}).get("gate", {}).get("passed", True)
 
     @property
     def ok(self) -> bool:
@@ -155,6 +162,7 @@ def write_settings(run: PreparedRun, claim: LeaseClaim | None) -> WriteSettings:
         score_columns=cfg.model.score_columns,
         claim=claim,
         store=run.store,
+        compare=run.compare,
     )
 
 
@@ -264,11 +272,18 @@ def finalize(run: PreparedRun, markers: list[dict[str, Any]], report: RunReport,
     """Phase 4: the run's last figures, and `_SUCCESS` when every shard is done."""
     report.summary["split_queries"] = run.split_queries
     report.summary["planning_s"] = round(planning_s, 2)
+    if report.ok:  # every shard done: its comparisons (compare/finish.py), then the gate
+        markers, report.comparison = finish_comparisons(
+            run.compare, run.storage, run.cfg, run.shards, markers
+        )
     # ru_maxrss is KiB on Linux: the driver's own peak, whatever the corpus size
     report.summary["driver_peak_rss_mib"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
     )
     if not report.ok:
+        return
+    if report.held:  # the shards stay published; no _SUCCESS announces them
+        run.storage.remove(join(run.cfg.output.uri, paths.SUCCESS))
         return
     crash_point("before_success")
     report.success_manifest = checkpoint.write_success(
@@ -279,6 +294,7 @@ def finalize(run: PreparedRun, markers: list[dict[str, Any]], report: RunReport,
         run.digest,
         report.summary,
         store=run.store.manifest(),
+        comparison=report.comparison,
     )
 
 
@@ -335,11 +351,15 @@ def write_run_report(run: PreparedRun, report: RunReport, outcome: str | None = 
         fingerprint=run.fingerprint,
         digest=run.digest,
         totals=(report.success_manifest or {}).get("totals"),
+        comparison=report.comparison,
     )
     publish_report(run.storage, run.cfg.output.uri, data)
 
 
 def outcome_of(report: RunReport) -> str:
+    if report.held:
+        failed = report.comparison["quality"]["gate"]["failed"]
+        return "held by the quality gate: " + "; ".join(c["what"] for c in failed)
     if report.ok:
         return "complete"
     full = ": OUTPUT's disk (or quota) is full" if report.disk_full else ""

@@ -111,7 +111,12 @@ def test_top_level_pipeline_modules_are_the_shared_ones():
         ),
         (
             "pipeline.rerank.output",
-            ("pipeline.rerank.stages", "pipeline.rerank.stream", "pipeline.rerank.input"),
+            (
+                "pipeline.rerank.stages",
+                "pipeline.rerank.stream",
+                "pipeline.rerank.input",
+                "pipeline.rerank.compare",
+            ),
         ),
         # the score store and the reuse lookup: beside the stages, below the driver
         (
@@ -126,6 +131,18 @@ def test_top_level_pipeline_modules_are_the_shared_ones():
         (
             "pipeline.rerank.report",
             ("pipeline.rerank.stages", "pipeline.rerank.stream", "pipeline.rerank.input"),
+        ),
+        # the comparisons (change feed, drift, quality, gate): run by the write stage and the
+        # driver's end of run, below both
+        (
+            "pipeline.rerank.compare",
+            (
+                "pipeline.rerank.stages",
+                "pipeline.rerank.stream",
+                "pipeline.rerank.report",
+                "pipeline.rerank.runner",
+                "pipeline.rerank.prepare",
+            ),
         ),
     ],
 )

@@ -16,6 +16,10 @@ import pytest
 from jobs.rerank import log_summary
 from pipeline.errors import RunInterrupted
 from pipeline.io import Storage
+from pipeline.rerank.compare.drift import describe, drift_summary
+from pipeline.rerank.compare.gate import gate_checks, verdict
+from pipeline.rerank.compare.shard import Comparison
+from pipeline.rerank.config import CompareConfig
 from pipeline.rerank.output.paths import REPORT_HTML, REPORT_JSON
 from pipeline.rerank.report import collector as collector_module
 from pipeline.rerank.report.collector import RunCollector
@@ -266,6 +270,7 @@ def prepared(tmp_path) -> PreparedRun:
         split_queries=0,
         store=StoreIdentity({"model": "/models/m"}, "s1"),
         reuse=[],
+        compare=Comparison(),
     )
 
 
@@ -358,3 +363,76 @@ def test_the_summary_lines_tell_pairs_reused_from_pairs_scored(caplog):
     assert "pairs: 20 scored, 0 reused (0.0 %); none taken from the 1 --reuse source(s)" in unused[1]
     assert not any("reused" in line for line in summary_lines(caplog, {"pairs_scored": 20}, []))
     assert not any("reused" in line for line in summary_lines(caplog, {}, ["/runs/day0"]))  # all done
+
+
+def comparison_figures(*, min_ndcg: float) -> dict:
+    """What `finish` returns for a run compared with an earlier one and measured on judged queries,
+    made by the compare package's own functions (the gate with --min-ndcg `min_ndcg`)."""
+    drift = pa.table(
+        {
+            "query_id": [f"q<{i}>" for i in range(30)],
+            "overlap10": [i / 29 for i in range(30)],
+            "tau": [-1.0 + 2 * i / 29 for i in range(30)],
+            "top1_changed": [i % 4 == 0 for i in range(30)],
+            "common": [10] * 30,
+        }
+    )
+    summary = {
+        "queries": 12,
+        "first_stage": {"ndcg10": 0.41, "mrr10": 0.38, "recall100": 0.9},
+        "reranked": {"ndcg10": 0.52, "mrr10": 0.47, "recall100": 0.9},
+    }
+    checks = gate_checks(CompareConfig(min_ndcg=min_ndcg, max_ndcg_drop=0.05), summary, None, "/runs/day0")
+    result = verdict(checks, summary, "/qrels.tsv")
+    totals = {"added": 3, "removed": 1, "reranked": 40, "rescored": 7}
+    return {
+        "changes": {"against": "/runs/<day0>", "epsilon": 1e-4, "totals": totals, "files": [{"path": "a"}]},
+        "drift": describe(drift_summary(drift)),
+        "quality": {
+            **summary,
+            "first_stage_column": "bm25",
+            "gate": {k: result[k] for k in ("passed", "failed", "checks")},
+        },
+    }
+
+
+def test_the_comparison_and_quality_sections_show_the_figures_a_plot_and_the_gate(tmp_path):
+    data = report(tmp_path, outcome="complete", comparison=comparison_figures(min_ndcg=0.5))
+    assert data["comparison"]["changes"]["files"] == 1  # counted, not listed
+    page = render_html(json.loads(json.dumps(data)))  # as read back from report.json
+    assert "Comparison with the earlier run" in page and "Quality on judged queries" in page
+    assert "/runs/&lt;day0&gt;" in page and "<td>rows reranked</td>" in page
+    charts = set(re.findall(r'data-chart="([^"]+)"', page))
+    assert {"drift-tau", "drift-overlap"} <= charts
+    tau_chart = page.split('data-chart="drift-tau"')[1].split("</svg>")[0]
+    assert tau_chart.count('class="bar"') == 30  # one query per 0.05-wide bin here
+    assert "The 20 queries that moved most" in page and "<td>q&lt;0&gt;</td>" in page
+    assert re.search(r"<td>nDCG@10</td><td>0\.4100</td><td>0\.5200</td><td>\+0\.1100</td>", page)
+    assert "12 judged queries" in page and "bm25" in page
+    assert 'Quality gate: <span class="ok">passed</span>' in page
+    assert page.count('class="check-passed"') == 2 and 'class="check-failed"' not in page
+    assert '<div class="gate-failed">' not in page
+
+
+def test_a_failed_gate_is_marked_at_the_top_and_in_its_checks(tmp_path):
+    figures = comparison_figures(min_ndcg=0.6)
+    what = figures["quality"]["gate"]["failed"][0]["what"]
+    held = report(tmp_path, outcome=f"held by the quality gate: {what}", comparison=figures)
+    page = render_html(held)
+    banner = page.index('<div class="gate-failed">')
+    assert banner < page.index("<h2>Figures</h2>") and what in page[banner:]
+    assert "Quality gate failed." in page and "nothing is scored again" in page
+    assert 'Quality gate: <span class="bad">failed</span>' in page
+    assert page.count('class="check-failed"') == 1 and page.count('class="check-passed"') == 1
+    assert f'<b class="bad">held by the quality gate: {what}</b>' in page
+
+
+def test_a_report_without_a_comparison_has_none_of_it(tmp_path):
+    for data in (report(tmp_path), {k: v for k, v in report(tmp_path).items() if k != "comparison"}):
+        page = render_html(data)
+        assert "Comparison with the earlier run" not in page and "Quality on judged queries" not in page
+        assert "drift-tau" not in page and '<div class="gate-failed">' not in page
+        assert "Quality gate" not in page
+    only_quality = {k: v for k, v in comparison_figures(min_ndcg=0.5).items() if k == "quality"}
+    page = render_html(report(tmp_path, comparison=only_quality))
+    assert "Quality on judged queries" in page and "Comparison with the earlier run" not in page

@@ -13,6 +13,8 @@ import pytest
 
 from jobs.cli import main
 from pipeline.io import Storage, join
+from pipeline.rerank.compare.gate import gate_checks, verdict, write_verdict
+from pipeline.rerank.config import CompareConfig
 from pipeline.rerank.output import checkpoint, paths
 from pipeline.rerank.output.fingerprint import fingerprint_digest
 from pipeline.rerank.output.lease import process_tag
@@ -335,3 +337,121 @@ def test_an_interrupted_run_says_what_is_known(local, capsys):
     assert main(["status", output]) == 1
     text = capsys.readouterr().out
     assert "None" not in text and "interrupted by SIGTERM" in text and "1 of 3 shards published" in text
+
+
+# --- the comparison with an earlier run, the quality gate ----------------------------------------
+
+
+def figures(*, min_ndcg: float) -> dict:
+    """The comparison's figures as the run's end makes them (`finish`): the changes, the drift and
+    the quality with the gate's verdict (--min-ndcg `min_ndcg`); and that verdict, as written."""
+    quality = {
+        "queries": 4,
+        "first_stage": {"ndcg10": 0.4, "mrr10": 0.3, "recall100": 0.8},
+        "reranked": {"ndcg10": 0.5, "mrr10": 0.45, "recall100": 0.8},
+    }
+    checks = gate_checks(CompareConfig(min_ndcg=min_ndcg), quality, None, None)
+    result = verdict(checks, quality, "/qrels.tsv")
+    drift = {
+        "queries": 6,
+        "overlap10": {"median": 0.8, "p10": 0.5},
+        "tau": {"median": 0.615, "p10": -0.205},
+        "top1_changed_share": 0.5,
+        "movers": [],
+        "tau_hist": [0] * 200,
+        "overlap_hist": [[1, 2, 1], [4, 5, 5]],
+    }
+    totals = {"added": 2, "removed": 1, "reranked": 1200, "rescored": 3}
+    return {
+        "changes": {"against": "/runs/day0", "epsilon": 0.0, "totals": totals, "files": [{"path": "p"}] * 3},
+        "drift": drift,
+        "quality": {
+            **quality,
+            "first_stage_column": None,
+            "gate": {k: result[k] for k in ("passed", "failed", "checks")},
+        },
+        "verdict": result,
+    }
+
+
+def held_run(storage: Storage, input_uri: str, output: str, *, done: int, min_ndcg: float = 0.6) -> dict:
+    """OUTPUT as a run the quality gate held leaves it: `done` shards published, no `_SUCCESS`,
+    quality.json's verdict, and its report with the comparison."""
+    craft(storage, input_uri, output, done=done)
+    made = figures(min_ndcg=min_ndcg)
+    write_verdict(storage, output, made.pop("verdict"))
+    rec = RunCollector(started_at=time.time() - 5, max_length=128, score_columns=["score"])
+    what = "; ".join(c["what"] for c in made["quality"]["gate"]["failed"])
+    data = report_data(
+        collector=rec, output=output, outcome=f"held by the quality gate: {what}",
+        shards={"total": 3, "skipped": 0, "published": done, "failed": 0}, failed={}, summary={},
+        config={}, fingerprint=FP, digest=DIGEST, comparison=made,
+    )  # fmt: skip
+    write_report(storage, output, data)
+    return made
+
+
+def test_a_run_the_quality_gate_held_is_held_and_says_what_to_do(local, capsys):
+    storage, input_uri, output = local
+    made = held_run(storage, input_uri, output, done=3)
+    code, s = status_of(capsys, output)
+    assert code == 1 and s["state"] == "held" and not s["has_success"] and s["pending"] == []
+    assert s["quality_gate"]["passed"] is False and s["quality_gate"]["qrels"] == "/qrels.tsv"
+    assert [c["threshold"] for c in s["quality_gate"]["failed"]] == ["min_ndcg"]
+    assert s["comparison"]["changes"] == {**made["changes"], "files": 3}  # the report's: counted
+    assert s["comparison"]["drift"] == made["drift"] and s["comparison"]["quality"] == made["quality"]
+    assert main(["status", output]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{output}: held by the quality gate"
+    assert "quality gate: min_ndcg failed: reranked nDCG@10 0.5000 (at least 0.6 wanted)" in lines[1]
+    assert "rerun with the thresholds you accept: nothing is scored again" in lines[2]
+    assert (
+        "changes against /runs/day0: 2 added, 1 removed, 1,200 reranked, 3 rescored (3 change file(s))"
+        in lines
+    )
+    drift = [line for line in lines if line.startswith("drift over 6 queries")]
+    assert (
+        drift and "overlap median 0.8000 (p10 0.5000)" in drift[0] and "top-1 changed for 50.0 %" in drift[0]
+    )
+    quality = [line for line in lines if line.startswith("quality on 4 judged queries")]
+    assert quality and "nDCG@10 0.4000 -> 0.5000" in quality[0] and quality[0].endswith("gate failed")
+
+
+@pytest.mark.parametrize("case", ["a shard pending", "the gate passed", "quality.json damaged"])
+def test_held_only_when_every_shard_is_done_and_the_gate_failed(local, capsys, case):
+    storage, input_uri, output = local
+    held_run(storage, input_uri, output, done=2 if case == "a shard pending" else 3, min_ndcg=0.6)
+    if case == "the gate passed":
+        write_verdict(storage, output, figures(min_ndcg=0.1)["verdict"])
+    if case == "quality.json damaged":
+        storage.write_text_atomic(join(output, paths.QUALITY_JSON), '{"passed": fal')
+    code, s = status_of(capsys, output)
+    assert code == 1 and s["state"] == "incomplete"
+    assert (join(output, paths.QUALITY_JSON) in s["damaged"]) == (case == "quality.json damaged")
+
+
+def test_a_complete_run_shows_the_comparison_of_its_success(local, capsys):
+    storage, input_uri, output = local
+    craft(storage, input_uri, output, done=3)
+    made = figures(min_ndcg=0.1)
+    write_verdict(storage, output, made.pop("verdict"))
+    shards = storage.list_shards(input_uri)
+    markers = checkpoint.read_markers(storage, output, [s.relpath for s in shards])
+    checkpoint.write_success(storage, output, markers, FP, DIGEST, {}, comparison=made)
+    code, s = status_of(capsys, output)
+    assert code == 0 and s["state"] == "complete" and s["quality_gate"]["passed"] is True
+    assert s["comparison"]["changes"]["files"] == 3 and s["comparison"]["drift"]["queries"] == 6
+    assert main(["status", output]) == 0
+    text = capsys.readouterr().out
+    assert "changes against /runs/day0" in text and "drift over 6 queries" in text
+    assert "(first stage -> reranked); gate passed" in text and "quality gate:" not in text
+
+
+def test_a_run_without_a_comparison_shows_none(local, capsys):
+    storage, input_uri, output = local
+    craft(storage, input_uri, output, done=3, success=True)
+    code, s = status_of(capsys, output)
+    assert code == 0 and s["comparison"] == {} and s["quality_gate"] is None
+    main(["status", output])
+    text = capsys.readouterr().out
+    assert "changes against" not in text and "drift over" not in text and "quality on" not in text

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.rerank.config import BEST_CHUNK_CHAR, CHUNKS, REJECT_REASON, InputConfig, reserved_columns
-from pipeline.rerank.input.quarantine import reject_reasons
+from pipeline.rerank.input.quarantine import table_reject_reasons
 
 # every column a run of this job adds to its output (whatever its model, layers or chunking)
 PREVIOUS_OUTPUT = re.compile(rf"score(_l\d+)?(_norm)?|rank|{CHUNKS}|{BEST_CHUNK_CHAR}|{REJECT_REASON}")
@@ -151,15 +151,7 @@ def with_prefilter(pairs: pa.Table, columns: InputConfig, group_column: str) -> 
     name = input_prefilter_column(pairs.column_names, columns)
     if name is None:  # checked before any scoring (discovery); a shard changed since then
         raise ValueError(f"no prefilter column {columns.prefilter_column!r} in {pairs.column_names}")
-    c = columns
-    reasons = reject_reasons(
-        pairs.column(c.query_column).to_pylist(),
-        pairs.column(c.passage_column).to_pylist(),
-        c.query_column,
-        c.passage_column,
-        query_ids=pairs.column(c.query_id_column).to_pylist(),
-        query_id_column=c.query_id_column,
-    )
+    reasons = table_reject_reasons(pairs, columns)
     eligible = np.array([r is None for r in reasons], bool)
     values = pairs.column(name).combine_chunks()
     selected = prefilter_selection(group_codes(pairs.column(group_column)), values, eligible, top_k)

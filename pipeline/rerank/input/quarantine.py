@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pipeline.rerank.config import REJECT_REASON
+from pipeline.rerank.config import REJECT_REASON, InputConfig
 
 
 def reject_reasons(
@@ -30,6 +30,19 @@ def reject_reasons(
         else:
             reasons.append(None)
     return reasons
+
+
+def table_reject_reasons(table: pa.Table, columns: InputConfig) -> list[str | None]:
+    """`reject_reasons` of a flat table's rows, by the job's columns (the query id's included)."""
+    c = columns
+    return reject_reasons(
+        table.column(c.query_column).to_pylist(),
+        table.column(c.passage_column).to_pylist(),
+        c.query_column,
+        c.passage_column,
+        query_ids=table.column(c.query_id_column).to_pylist(),
+        query_id_column=c.query_id_column,
+    )
 
 
 def split_rejected(table: pa.Table, rows: np.ndarray, reasons: list[str]) -> tuple[np.ndarray, pa.Table]:

@@ -28,6 +28,11 @@ def query_id_hashes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.unique(hashes)
 
 
+def each_query_id_hash(values: pa.Array) -> np.ndarray:
+    """The hash (uint64) of each value, as `query_id_hashes` hashes it; a null hashes to 0."""
+    return np.fromiter((0 if q is None else _hash(q) for q in values.to_pylist()), np.uint64, len(values))
+
+
 def names_of(column: pa.ChunkedArray | pa.Array, hashes: set[int]) -> dict[int, Any]:
     """hash -> query id, for the given hashes found in `column` (to name them in a message)."""
     return {h: q for q in pc.unique(column).to_pylist() if (h := _hash(q)) in hashes}

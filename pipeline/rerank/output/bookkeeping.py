@@ -98,6 +98,9 @@ MARKER_RECORD = Record(
         "published_at?": TIME,
         "query_id_hashes?": _hashes,
         **_COUNTS,
+        "changes?": {"against": str, "epsilon": NUMBER},
+        "drift?": dict,
+        "quality?": {"qrels": (str, type(None)), "queries": int},
     },
     "its shard counts as not done: the next run redoes it",
 )
@@ -109,8 +112,16 @@ SUCCESS_RECORD = Record(
         "finished_at?": TIME,
         "last_run?": dict,
         "score_store?": {"format": int, "digest": str, "identity": dict},
+        "changes?": {"against": str, "files": [{"path": str}], "totals": dict},
+        "drift?": dict,
+        "quality?": dict,
     },
     "OUTPUT counts as not complete: the next run writes it again",
+)
+QUALITY_RECORD = Record(
+    "quality verdict",
+    {"passed": bool, "summary": dict, "failed": [dict], "checked_at?": TIME},
+    "ignored: the next run writes it again",
 )
 SHARD_LIST_RECORD = Record(
     "shard list",

@@ -25,6 +25,7 @@ from pipeline.rerank.output.bookkeeping import (
     read_record,
 )
 from pipeline.rerank.output.paths import (
+    CHANGES,
     LEASE,
     MARKERS,
     OPTIONAL_COUNTS,
@@ -66,6 +67,7 @@ def own_files(storage: Storage, output: str, files: list[str]) -> list[str]:
         if p in shards
         or (p.startswith(OWN) and p != LEASE)
         or p.startswith(REJECTED + "/")
+        or p.startswith(CHANGES + "/")
         or p == SUCCESS
         or is_temp_file(p)
     ]
@@ -242,9 +244,12 @@ def write_success(
     digest: str,
     summary: dict[str, Any],
     store: dict[str, Any] | None = None,
+    comparison: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Writes the `_SUCCESS` manifest: every output shard with its row counts, totals, fingerprint,
-    and what the run's score store was made with (`store`, pipeline/rerank/reuse/store.py).
+    what the run's score store was made with (`store`, pipeline/rerank/reuse/store.py), and the
+    comparison's figures (`changes`: the change files with their counts, `drift`, `quality`:
+    pipeline/rerank/compare/finish.py).
 
     `reconciled` states that every input row is in an output shard, in a quarantine shard, or was
     dropped by top-k: rows_in = rows_out + rows_rejected + rows_dropped_top_k, per shard and in all.
@@ -281,5 +286,6 @@ def write_success(
     }
     if store is not None:
         manifest["score_store"] = store
+    manifest |= comparison or {}
     storage.write_json_atomic(join(output, SUCCESS), manifest)
     return manifest

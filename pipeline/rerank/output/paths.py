@@ -11,7 +11,12 @@ OUTPUT/_rerank/scores/<relpath>.parquet  the shard's score store (pipeline/reran
                                       written before its done-marker
 OUTPUT/_rerank/reuse/                 scratch of a --reuse lookup: a shard's reused scores, removed
                                       when the run ends (pipeline/rerank/reuse/lookup.py)
-OUTPUT/_SUCCESS                       manifest, written last, once every shard is done
+OUTPUT/_changes/<relpath>.parquet     --diff-against: the shard's rows added, removed, reranked or
+                                      rescored since the earlier run (pipeline/rerank/compare/)
+OUTPUT/_rerank/quality/<relpath>.parquet  --qrels: the shard's judged queries' figures
+OUTPUT/_rerank/quality.parquet, .json every judged query's figures; the summary and the gate's verdict
+OUTPUT/_SUCCESS                       manifest, written last, once every shard is done (and the
+                                      quality gate, if any, passed)
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ REPORT_JSON = "_rerank/report.json"
 REPORT_HTML = "_rerank/report.html"
 SCORES = "_rerank/scores"
 REUSE = "_rerank/reuse"
+CHANGES = "_changes"
+QUALITY_PIECES = "_rerank/quality"
+QUALITY_TABLE = "_rerank/quality.parquet"
+QUALITY_JSON = "_rerank/quality.json"
 SUCCESS = "_SUCCESS"
 REJECTED = "_rejected"
 # the row accounting of every done-marker: rows_in = rows_out + rows_rejected + rows_dropped_top_k

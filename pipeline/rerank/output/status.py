@@ -2,8 +2,10 @@
 it (run.json), the shards done (their markers, or `_SUCCESS`), pending (against INPUT, or the list
 the last run wrote: `_rerank/shards.json`) and failed (the last run's report.json), the row
 counts and the pairs scored and reused (--reuse) of the done shards, the last run's summary,
-`_SUCCESS`, the lease holder with the age of its heartbeat, and every bookkeeping file that is
-damaged (`bookkeeping.py`), with what remains known without it.
+`_SUCCESS`, the lease holder with the age of its heartbeat, the comparison's figures (changes,
+drift, quality: `_SUCCESS`'s, else the last report's) and the quality gate's verdict
+(`_rerank/quality.json`), and every bookkeeping file that is damaged (`bookkeeping.py`), with what
+remains known without it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pipeline.io import ShardFile, Storage, join
 from pipeline.rerank.output import checkpoint, paths
 from pipeline.rerank.output.bookkeeping import (
     LEASE_RECORD,
+    QUALITY_RECORD,
     REPORT_RECORD,
     RUN_RECORD,
     SHARD_LIST_RECORD,
@@ -27,6 +30,7 @@ from pipeline.rerank.output.bookkeeping import (
 from pipeline.rerank.output.lease import is_gone
 
 PAIR_COUNTS = ("pairs_scored", "pairs_reused")  # of a done-marker, and of `_SUCCESS`'s totals
+COMPARISON = ("changes", "drift", "quality")  # the comparison's figures in `_SUCCESS` and report.json
 
 
 def write_shard_list(storage: Storage, output: str, input_uri: str, shards: list[ShardFile]) -> None:
@@ -53,8 +57,9 @@ class LeaseState:
 
 @dataclass
 class RunStatus:
-    """Everything `rerank status` prints; `state` is complete | incomplete | in_progress (a live
-    lease: a run is planning or scoring) | no_run."""
+    """Everything `rerank status` prints; `state` is complete | held (every shard done, but the
+    quality gate kept `_SUCCESS` back) | incomplete | in_progress (a live lease: a run is planning
+    or scoring) | no_run."""
 
     output: str
     state: str
@@ -78,6 +83,9 @@ class RunStatus:
     lease: LeaseState | None = None
     report: str | None = None  # URI of the last run's report.html
     damaged: dict[str, str] = field(default_factory=dict)  # bookkeeping file -> what is wrong, what then
+    # changes (its files counted), drift, quality: `_SUCCESS`'s, else the last report's
+    comparison: dict[str, Any] = field(default_factory=dict)
+    quality_gate: dict[str, Any] | None = None  # the verdict in _rerank/quality.json
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -184,7 +192,17 @@ def _state(s: RunStatus) -> str:
     if not s.has_run:
         return "no_run"
     complete = s.has_success and not s.pending and not s.not_in_input and not s.damaged
-    return "complete" if complete else "incomplete"
+    if complete:
+        return "complete"
+    return "held" if is_held(s) else "incomplete"
+
+
+def is_held(s: RunStatus) -> bool:
+    """Every shard done (known to be: nothing pending, nothing damaged), no `_SUCCESS`, and the
+    quality gate's last verdict failed: the gate holds the run back."""
+    all_done = s.digest is not None and s.pending == [] and not s.damaged
+    gate_failed = s.quality_gate is not None and not s.quality_gate.get("passed", True)
+    return all_done and not s.has_success and gate_failed
 
 
 def _read_run(
@@ -227,6 +245,21 @@ def _read_run(
     last_failures = ((report or {}).get("failures") or {}).get("shards") or {}
     status.failed = {k: v for k, v in last_failures.items() if status.pending is None or k in status.pending}
     status.last_run = _last_run(success, report)
+    status.comparison = _comparison(success, report)
+    if paths.QUALITY_JSON in files:
+        status.quality_gate = status.read(storage, join(output, paths.QUALITY_JSON), QUALITY_RECORD)
+
+
+def _comparison(success: dict[str, Any] | None, report: dict[str, Any] | None) -> dict[str, Any]:
+    """The comparison's figures: `_SUCCESS`'s (its change files counted, as report.json does),
+    else the last report's."""
+    if success is None:
+        found = (report or {}).get("comparison")
+        return {k: v for k, v in found.items() if k in COMPARISON} if isinstance(found, dict) else {}
+    figures = {k: success[k] for k in COMPARISON if k in success}
+    if "changes" in figures:
+        figures["changes"] = {**figures["changes"], "files": len(figures["changes"].get("files") or [])}
+    return figures
 
 
 def _progress(

@@ -8,7 +8,7 @@ import json
 from html import escape
 from typing import Any
 
-from pipeline.rerank.report import svg
+from pipeline.rerank.report import comparison, svg
 from pipeline.rerank.report.sections import (
     has_reuse,
     lengths,
@@ -33,6 +33,8 @@ pre{background:#f9fafb;border:1px solid #e5e7eb;padding:10px;overflow:auto;font-
 svg.chart{display:block;margin:8px 0;background:#fff}
 svg text{font-size:11px;fill:#374151}svg text.ct{font-size:13px;font-weight:600;fill:#111827}
 svg text.ml{fill:#4b5563}svg .grid{stroke:#f3f4f6}svg .axis{stroke:#9ca3af}
+.gate-failed{border:2px solid #b91c1c;background:#fef2f2;color:#7f1d1d;padding:8px 12px;margin:10px 0}
+.gate-failed ul{margin:4px 0}tr.check-failed td{background:#fef2f2}
 """
 
 
@@ -61,6 +63,7 @@ def _header(data: dict[str, Any]) -> list[str]:
         f'<p class="sub">{escape(str(data.get("output", "")))}<br>'
         f"started {_when(data.get('started_at'))}, ended {_when(data.get('ended_at'))} — "
         f'<b class="{status}">{escape(outcome)}</b></p>',
+        comparison.gate_banner(data),
         "<h2>Figures</h2>",
         table(["figure", "value"], _figures(data)),
         (
@@ -101,11 +104,22 @@ def _figures(data: dict[str, Any]) -> list[list[Any]]:
 
 
 def _body(data: dict[str, Any]) -> list[str]:
-    """The sections after the figures: score reuse (when the run had any), time, throughput, work,
+    """The sections after the figures: the comparison with the earlier run and the quality on
+    judged queries (when asked for), score reuse (when the run had any), time, throughput, work,
     lengths, scores, problems, config."""
     busy = data.get("stage_busy_s") or {}
     stage_items = [(k, float(busy[k])) for k in ("tokenize", "score", "publish") if busy.get(k) is not None]
     return [
+        *(
+            ["<h2>Comparison with the earlier run</h2>", comparison.changes(data)]
+            if comparison.has_changes(data)
+            else []
+        ),
+        *(
+            ["<h2>Quality on judged queries</h2>", comparison.quality(data)]
+            if comparison.has_quality(data)
+            else []
+        ),
         *(["<h2>Score reuse (--reuse)</h2>", reuse(data)] if has_reuse(data) else []),
         "<h2>Where the time went</h2>",
         svg.stacked_bar("phases", "Wall time by phase", phases(data)),

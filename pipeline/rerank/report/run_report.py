@@ -35,11 +35,13 @@ def report_data(
     digest: str,
     totals: dict[str, Any] | None = None,
     ended_at: float | None = None,
+    comparison: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What report.json holds: the run (`shards`: total, skipped, published, failed), the collected
     figures, score reuse (`reuse_data`), failures with reasons, the final summary, the redacted
     config and the fingerprint. `totals`: OUTPUT's row totals (`_SUCCESS`'s), else this run's
-    published shards' are used."""
+    published shards' are used. `comparison`: the change feed's counts, the ranking drift and the
+    quality figures with the gate's verdict (pipeline/rerank/compare/finish.py), where asked for."""
     ended_at = time.time() if ended_at is None else ended_at
     shown = dict(sorted(failed.items())[:MAX_FAILURES])
     return {
@@ -57,7 +59,17 @@ def report_data(
         "config": config,
         "fingerprint": fingerprint,
         "digest": digest,
+        "comparison": comparison_data(comparison or {}),
     }
+
+
+def comparison_data(comparison: dict[str, Any]) -> dict[str, Any]:
+    """The comparison's figures as report.json keeps them: the change files counted, not listed
+    (`_SUCCESS` lists them)."""
+    if "changes" not in comparison:
+        return comparison
+    changes = comparison["changes"]
+    return {**comparison, "changes": {**changes, "files": len(changes["files"])}}
 
 
 def reuse_data(collector: RunCollector, summary: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:

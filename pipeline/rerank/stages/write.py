@@ -22,9 +22,11 @@ import pyarrow as pa
 from pipeline.errors import DISK_FULL, LeaseLostError, is_disk_full, storage_error
 from pipeline.faults import crash_point
 from pipeline.io import ShardFile, Storage
+from pipeline.rerank.compare.shard import Comparison, compare_shard
 from pipeline.rerank.config import InputConfig, RankingConfig
 from pipeline.rerank.input.layout import flatten_shard
 from pipeline.rerank.input.quarantine import duplicate_pairs, split_rejected
+from pipeline.rerank.input.split_queries import query_id_hashes as hash_query_ids
 from pipeline.rerank.output import checkpoint
 from pipeline.rerank.output.lease import LeaseClaim
 from pipeline.rerank.output.ranking import rank_table
@@ -43,8 +45,9 @@ from pipeline.rerank.stages.unscored import (
 class WriteSettings:
     """What every shard of a run is published with: where (`storage`, `output`), how (`columns`,
     `ranking`, `score_columns`), the run's identity in each done-marker (`digest`) and the lease
-    claim checked before each write (`claim`; None: no lease, e.g. a test) and the identity of the
-    score store written beside each shard (`store`, pipeline/rerank/reuse/store.py)."""
+    claim checked before each write (`claim`; None: no lease, e.g. a test), the identity of the
+    score store written beside each shard (`store`, pipeline/rerank/reuse/store.py) and what each
+    shard is compared with (`compare`: its change file, drift and quality figures)."""
 
     storage: Storage
     output: str
@@ -54,6 +57,7 @@ class WriteSettings:
     score_columns: list[str] | None = None
     claim: LeaseClaim | None = None
     store: StoreIdentity | None = None  # the score store's identity; None: no store (a test)
+    compare: Comparison | None = None  # --diff-against / --qrels (pipeline/rerank/compare/)
 
 
 def publish_shard(
@@ -95,6 +99,7 @@ def publish_shard(
         "pairs_scored": int(stored.sum()) - scored.reused,
         "pairs_reused": scored.reused,
         **write_shard_store(settings, shard, table, scored, stored, chunked),
+        **compare_published(settings, shard, table, ranked, kept),
     }
     if chunked:  # windows of the rows scored; those past --max-chunks were not
         stats |= {"windows_scored": scored.windows_scored, "windows_not_scored": scored.windows_not_scored}
@@ -127,6 +132,22 @@ def write_shard_store(
     )
     size = write_store(settings.storage, store_uri(settings.output, shard.relpath), rows, settings.store)
     return {"pairs_stored": rows.num_rows, "store_bytes": size}
+
+
+def compare_published(
+    settings: WriteSettings, shard: ShardFile, table: pa.Table, ranked: pa.Table, kept: pa.Table
+) -> dict:
+    """The shard's change file and quality piece, after its output and before its marker; returns
+    what the marker records of them (pipeline/rerank/compare/shard.py). Its queries are all of its
+    input's (`table`), as planning hashed them: a query whose rows were all quarantined is one
+    this run holds, its earlier rows listed as removed."""
+    cmp = settings.compare
+    if cmp is None or not cmp.active:
+        return {}
+    own = hash_query_ids(table.column(settings.columns.query_id_column))
+    return compare_shard(
+        cmp, settings.storage, settings.output, shard.relpath, ranked, kept, own, settings.columns
+    )
 
 
 def rank_kept(
