@@ -29,8 +29,8 @@ failure always exits 1): a compared run's change counts sum to more than 0, adde
 pairs and removed == its removed pairs exactly (moved queries are paired across shards), every output
 shard has its change file and `changes.files` names each; a plain run has no `_changes/`; with
 `--qrels`, every judged query is in `quality`. At small `--pairs` Ray's start dominates the wall, so
-the wall share there says little; the driver RSS is taken before the run's end-of-run comparison
-step (pipeline/rerank/runner.py, finalize), so it covers the per-shard work only. Linux carries a
+the wall share there says little; the driver RSS is taken after the run's end-of-run comparison
+step (pipeline/rerank/runner.py, finalize), so it covers the driver's whole run. Linux carries a
 process's peak RSS (ru_maxrss) across fork and exec into the `rerank run` it starts, so the setup
 runs in a child process and this one stays small (its own peak is printed; a driver figure at or
 under it is not the driver's, and the RSS check fails).
