@@ -272,10 +272,23 @@ def test_qrels_on_s3(nights, s3, tmp_path, tiny_bert):
     with fs.open("judged/q.parquet", "wb") as f:
         pq.write_table(table, f)
     storage = {"storage": {"endpoint_url": endpoint}}
-    compare = {"qrels": "s3://judged/q.parquet", "min_ndcg": 0.99}
+    compare = {"qrels": "s3://judged/q.parquet", "min_ndcg": 0.99, "first_stage_column": "extra"}
     report = run(job(inp, tmp_path / "out", tiny_bert, scoring=SCORING, compare=compare, **storage))
     assert report.ok and not report.held
-    assert report.comparison["quality"]["queries"] == 18
+    quality = report.comparison["quality"]
+    assert quality["queries"] == 18 and quality["first_stage_column"] == "extra"
+    # the first stage is the `extra` column's order, highest first: by ir_measures on that order
+    given = [ir_measures.Qrel(q, d, rel) for q, d, rel in judged(plain, best=True)]
+    order = [
+        ir_measures.ScoredDoc(r["query_id"], r["doc_id"], float(r["extra"]))
+        for t in read_output(inp).values()
+        for r in t.to_pylist()
+    ]
+    ndcg = ir_measures.nDCG @ 10
+    # (ties in `extra` would order by doc id in the library and by input order here: none in this corpus)
+    assert quality["first_stage"]["ndcg10"] == pytest.approx(
+        ir_measures.calc_aggregate([ndcg], given, order)[ndcg], abs=1e-6
+    )
 
 
 @pytest.mark.parametrize(

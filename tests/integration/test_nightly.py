@@ -105,7 +105,8 @@ def test_bad_date_and_unquoted_yaml_are_usage_errors(tmp_path, tiny_bert, caplog
 
 def test_each_night_reuses_the_night_before(ray_address, write_shards, tmp_path, tiny_bert, caplog):
     """`output.reuse: [".../{previous_date}"]`: the first night has no previous run (a warning, not
-    an error) and scores everything; the next night scores nothing it already scored."""
+    an error) and scores everything; the next night scores nothing it already scored. Its change
+    feed (`compare.diff_against`, `{previous_date}` too) is empty: the same corpus, the same scores."""
     for date in ("2026-11-26", "2026-11-27"):
         write_shards(n_shards=2, n_queries=3, candidates=4, root=tmp_path / "in" / date)
     config = tmp_path / "nightly-reuse.yaml"
@@ -113,13 +114,19 @@ def test_each_night_reuses_the_night_before(ray_address, write_shards, tmp_path,
         f'input: {{uri: "{tmp_path}/in/{{date}}"}}\n'
         f'output: {{uri: "{tmp_path}/out/{{date}}", reuse: ["{tmp_path}/out/{{previous_date}}"]}}\n'
         f"model: {{name_or_path: {tiny_bert}, max_length: 128}}\n"
+        f'compare: {{diff_against: "{tmp_path}/out/{{previous_date}}"}}\n'
     )
     config = str(config)
     assert main(["nightly", "--date", "2026-11-26", "--config", config]) == 0
     assert f"--reuse {tmp_path}/out/2026-11-25 skipped" in caplog.text
+    assert f"--diff-against {tmp_path}/out/2026-11-25 skipped" in caplog.text
     caplog.clear()
     assert main(["nightly", "--date", "2026-11-27", "--config", config]) == 0
     totals = STORAGE.read_json(str(tmp_path / "out" / "2026-11-27" / "_SUCCESS"))["totals"]
     assert (totals["pairs_scored"], totals["pairs_reused"]) == (0, 24)  # the same corpus, both nights
     record = STORAGE.read_json(str(tmp_path / "out" / "2026-11-27" / paths.RUN_MANIFEST))
     assert record["reuse"]["used"] == [f"{tmp_path}/out/2026-11-26"]
+    changes = STORAGE.read_json(str(tmp_path / "out" / "2026-11-27" / "_SUCCESS"))["changes"]
+    assert changes["against"] == f"{tmp_path}/out/2026-11-26"
+    assert changes["totals"] == {"added": 0, "removed": 0, "reranked": 0, "rescored": 0}
+    assert len(changes["files"]) == 2

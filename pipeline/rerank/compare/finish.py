@@ -29,7 +29,7 @@ from pipeline.rerank.compare.shard import Comparison, compare_shard, quality_uri
 from pipeline.rerank.config import InputConfig, JobConfig
 from pipeline.rerank.input.layout import flatten_shard
 from pipeline.rerank.input.quarantine import table_reject_reasons
-from pipeline.rerank.input.split_queries import decode_hashes
+from pipeline.rerank.input.split_queries import decode_hashes, query_id_hashes
 from pipeline.rerank.output.checkpoint import marker_uri, shard_output_uri
 from pipeline.rerank.output.paths import CHANGES, QUALITY_JSON, QUALITY_PIECES, QUALITY_TABLE
 
@@ -46,7 +46,8 @@ def compare_done_shard(
     columns, output = cfg.input, cfg.output.uri
     ranked = ranked_rows(storage, shard_output_uri(output, shard.relpath), columns)
     first_stage = kept_rows(storage, shard.uri, columns) if cmp.qrels_uri else None
-    own = decode_hashes(marker.get("query_id_hashes") or "")
+    encoded = marker.get("query_id_hashes")  # a marker of an older version may lack them
+    own = decode_hashes(encoded) if encoded else query_id_hashes(ranked.column(columns.query_id_column))
     fields = compare_shard(cmp, storage, output, shard.relpath, ranked, first_stage, own, columns)
     updated = {**marker, **fields}
     storage.write_json_atomic(marker_uri(output, shard.relpath), updated)

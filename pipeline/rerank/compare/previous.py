@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,29 +160,73 @@ def ranked_rows(storage: Storage, uri: str, columns: InputConfig) -> pa.Table:
     return flatten_shard(storage.read_table(uri), columns).flat.select(wanted)
 
 
+MAX_CACHED_ROWS = 2_000_000  # earlier rows a process keeps read (ids, score, rank, hash: ~40 B a row)
+
+
+class EarlierShards:
+    """The earlier shards this process has read, each with its rows' query hashes, newest used
+    kept, up to MAX_CACHED_ROWS rows: the shards of a run whose queries moved between shards read
+    the same earlier shards, each once per writer, not once per shard of this run. Held by the
+    run's `Comparison` (never pickled), so it never outlives the run."""
+
+    def __init__(self, max_rows: int = MAX_CACHED_ROWS) -> None:
+        self._held: OrderedDict[str, tuple[pa.Table, np.ndarray]] = OrderedDict()
+        self._rows, self._max_rows = 0, max_rows
+        self._lock = threading.Lock()  # the end of a run compares done shards in threads
+
+    def get(self, storage: Storage, uri: str, columns: InputConfig) -> tuple[pa.Table, np.ndarray]:
+        with self._lock:
+            found = self._held.get(uri)
+            if found is not None:
+                self._held.move_to_end(uri)
+                return found
+        table = ranked_rows(storage, uri, columns)  # read outside the lock: reads go on in parallel
+        found = (table, row_hashes(table.column(columns.query_id_column)))
+        with self._lock:
+            if uri not in self._held:
+                self._held[uri] = found
+                self._rows += table.num_rows
+            while self._rows > self._max_rows and len(self._held) > 1:
+                _, (dropped, _) = self._held.popitem(last=False)
+                self._rows -= dropped.num_rows
+        return found
+
+
 def read_previous(
-    storage: Storage, reads: list[PreviousRead], own: np.ndarray, columns: InputConfig
+    storage: Storage,
+    reads: list[PreviousRead],
+    own: np.ndarray,
+    columns: InputConfig,
+    cache: EarlierShards | None = None,
 ) -> pa.Table:
     """The earlier rows one shard of this run compares with: those of its queries (`own`: their
     sorted hashes) and those of the gone queries its reads name."""
+    cache = cache if cache is not None else EarlierShards()
     tables = []
     for read in reads:
-        table = ranked_rows(storage, read.uri, columns)
+        table, hashes = cache.get(storage, read.uri, columns)
         wanted = own if not read.gone else np.union1d(own, decode_hashes(read.gone))
-        tables.append(table.filter(rows_of(table.column(columns.query_id_column), wanted)))
+        tables.append(table.filter(pa.array(np.isin(hashes, wanted))))
     if not tables:
         return pa.table({})
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def rows_of(column: pa.ChunkedArray, hashes: np.ndarray) -> pa.Array:
-    """Which rows hold a query whose hash is among `hashes` (sorted): hashed once per distinct id."""
+def row_hashes(column: pa.ChunkedArray) -> np.ndarray:
+    """Each row's query-id hash (as the split-query check hashes ids), hashed once per distinct
+    id; a null id hashes to 0."""
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     encoded = pc.dictionary_encode(column.combine_chunks(), null_encoding="mask")
-    mine = np.isin(each_query_id_hash(encoded.dictionary), hashes)
+    distinct = each_query_id_hash(encoded.dictionary)
+    if not len(distinct):
+        return np.zeros(len(column), np.uint64)
     indices = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False)
     valid = encoded.indices.is_valid().to_numpy(zero_copy_only=False)
-    if not len(mine):
-        return pa.array(np.zeros(len(column), bool))
-    return pa.array(valid & mine[indices])
+    return np.where(valid, distinct[indices], np.uint64(0))
+
+
+def rows_of(column: pa.ChunkedArray, hashes: np.ndarray) -> pa.Array:
+    """Which rows hold a query whose hash is among `hashes`."""
+    mine = np.isin(row_hashes(column), hashes)
+    return pa.array(mine & column.is_valid().to_numpy(zero_copy_only=False))

@@ -19,7 +19,7 @@ import pyarrow as pa
 from pipeline.io import Storage, join
 from pipeline.rerank.compare.changes import change_counts, diff_rankings
 from pipeline.rerank.compare.drift import drift_summary, query_drift
-from pipeline.rerank.compare.previous import RANKED, PreviousRead, read_previous
+from pipeline.rerank.compare.previous import RANKED, EarlierShards, PreviousRead, read_previous
 from pipeline.rerank.compare.qrels import Qrels, load_qrels
 from pipeline.rerank.compare.quality import first_stage_positions, shard_quality
 from pipeline.rerank.config import InputConfig
@@ -51,6 +51,7 @@ class Comparison:
     routing: str = ""  # previous.routing_digest: the earlier run and this run's queries
     previous_quality: dict[str, Any] | None = None  # the earlier run's recorded quality figures
     _qrels: Qrels | None = field(default=None, repr=False, compare=False)
+    _earlier: EarlierShards | None = field(default=None, repr=False, compare=False)
 
     @property
     def active(self) -> bool:
@@ -62,6 +63,12 @@ class Comparison:
             self._qrels = load_qrels(storage, self.qrels_uri)
         return self._qrels
 
+    def earlier(self) -> EarlierShards:
+        """The earlier shards this process has read (previous.EarlierShards)."""
+        if self._earlier is None:
+            self._earlier = EarlierShards()
+        return self._earlier
+
     def made_with(self) -> dict[str, Any]:
         """What a marker's comparisons must have been made with to be current."""
         made: dict[str, Any] = {}
@@ -71,8 +78,8 @@ class Comparison:
             made["quality"] = {"qrels": self.qrels_digest, "first_stage_column": self.first_stage_column}
         return made
 
-    def __getstate__(self) -> dict[str, Any]:  # the qrels are loaded where they are used
-        return {**self.__dict__, "_qrels": None}
+    def __getstate__(self) -> dict[str, Any]:  # the qrels and earlier shards: read where used
+        return {**self.__dict__, "_qrels": None, "_earlier": None}
 
 
 def stale(marker: dict[str, Any], cmp: Comparison) -> bool:
@@ -101,7 +108,7 @@ def compare_shard(
     current = ranked.select([qid, did, *RANKED])
     out: dict[str, Any] = {}
     if cmp.against is not None:
-        previous = read_previous(storage, cmp.reads.get(relpath, []), own, columns)
+        previous = read_previous(storage, cmp.reads.get(relpath, []), own, columns, cmp.earlier())
         if not previous.num_columns:
             previous = current.schema.empty_table()
         changes = diff_rankings(current, previous, query_id=qid, doc_id=did, epsilon=cmp.epsilon)
@@ -127,7 +134,7 @@ def removed_only(
     """The change file of an earlier shard whose path this run has no shard of: the rows of its
     queries no shard of this run holds, all removed. Returns its entry in `_SUCCESS`."""
     qid, did = columns.query_id_column, columns.doc_id_column
-    previous = read_previous(storage, [read], np.zeros(0, np.uint64), columns)
+    previous = read_previous(storage, [read], np.zeros(0, np.uint64), columns, cmp.earlier())
     current = previous.schema.empty_table()
     changes = diff_rankings(current, previous, query_id=qid, doc_id=did, epsilon=cmp.epsilon)
     storage.write_parquet_atomic(changes_uri(output, read.relpath), changes)
