@@ -44,6 +44,8 @@ def compare_done_shard(
     """A done shard compared from its published output (and its input, for the first-stage order);
     returns its marker with the new figures, written back."""
     columns, output = cfg.input, cfg.output.uri
+    if "query_id_hashes" not in marker:  # the summary a writer returned: the marker keeps them
+        marker = storage.read_json(marker_uri(output, shard.relpath)) or marker
     ranked = ranked_rows(storage, shard_output_uri(output, shard.relpath), columns)
     first_stage = kept_rows(storage, shard.uri, columns) if cmp.qrels_uri else None
     encoded = marker.get("query_id_hashes")  # a marker of an older version may lack them

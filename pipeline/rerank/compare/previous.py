@@ -170,24 +170,28 @@ class EarlierShards:
     run's `Comparison` (never pickled), so it never outlives the run."""
 
     def __init__(self, max_rows: int = MAX_CACHED_ROWS) -> None:
-        self._held: OrderedDict[str, tuple[pa.Table, np.ndarray]] = OrderedDict()
+        self._held: OrderedDict[str, tuple[pa.Table, np.ndarray, np.ndarray]] = OrderedDict()
         self._rows, self._max_rows = 0, max_rows
         self._lock = threading.Lock()  # the end of a run compares done shards in threads
 
-    def get(self, storage: Storage, uri: str, columns: InputConfig) -> tuple[pa.Table, np.ndarray]:
+    def get(
+        self, storage: Storage, uri: str, columns: InputConfig
+    ) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+        """The shard's rows, its distinct query hashes (sorted) and each row's index among them."""
         with self._lock:
             found = self._held.get(uri)
             if found is not None:
                 self._held.move_to_end(uri)
                 return found
         table = ranked_rows(storage, uri, columns)  # read outside the lock: reads go on in parallel
-        found = (table, row_hashes(table.column(columns.query_id_column)))
+        distinct, inverse = np.unique(row_hashes(table.column(columns.query_id_column)), return_inverse=True)
+        found = (table, distinct, inverse)
         with self._lock:
             if uri not in self._held:
                 self._held[uri] = found
                 self._rows += table.num_rows
             while self._rows > self._max_rows and len(self._held) > 1:
-                _, (dropped, _) = self._held.popitem(last=False)
+                _, (dropped, _, _) = self._held.popitem(last=False)
                 self._rows -= dropped.num_rows
         return found
 
@@ -204,9 +208,9 @@ def read_previous(
     cache = cache if cache is not None else EarlierShards()
     tables = []
     for read in reads:
-        table, hashes = cache.get(storage, read.uri, columns)
+        table, distinct, inverse = cache.get(storage, read.uri, columns)
         wanted = own if not read.gone else np.union1d(own, decode_hashes(read.gone))
-        tables.append(table.filter(pa.array(np.isin(hashes, wanted))))
+        tables.append(table.filter(pa.array(np.isin(distinct, wanted)[inverse])))
     if not tables:
         return pa.table({})
     return pa.concat_tables(tables, promote_options="permissive")
