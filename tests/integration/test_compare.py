@@ -211,52 +211,28 @@ def test_quality_gate_passes_then_holds_then_publishes(nights, tmp_path, tiny_be
 
     held = tmp_path / "held"
     args[1] = str(held)
-    assert main(["run", *args, "--qrels", str(bad), "--min-ndcg", "0.5"]) == 5
+    # against the run above too (--diff-against): it recorded a reranked nDCG@10 of 1.0
+    gate = ["--min-ndcg", "0.5", "--max-ndcg-drop", "0.05", "--diff-against", str(out)]
+    assert main(["run", *args, "--qrels", str(bad), *gate]) == 5
     assert not (held / "_SUCCESS").exists()
     assert len(list(held.glob("part-*.parquet"))) == 3  # the shards stay published
     verdict = STORAGE.read_json(str(held / "_rerank" / "quality.json"))
     assert not verdict["passed"] and verdict["failed"][0]["threshold"] == "min_ndcg"
+    reranked = verdict["summary"]["reranked"]["ndcg10"]
+    previous = [c for c in verdict["checks"] if c.get("against") == "previous_run"]
+    assert len(previous) == 1 and previous[0]["value"] == pytest.approx(1.0 - reranked)
+    assert not previous[0]["passed"] and str(out) in previous[0]["what"]
     capsys.readouterr()
     assert main(["status", str(held)]) == 1
     shown = capsys.readouterr().out
     assert "held by the quality gate" in shown and "min_ndcg failed" in shown
 
     # a lower threshold checks again without scoring anything: _SUCCESS
-    assert main(["run", *args, "--qrels", str(bad), "--min-ndcg", "0.0"]) == 0
+    assert main(["run", *args, "--qrels", str(bad), "--min-ndcg", "0.0", "--diff-against", str(out)]) == 0
     success = STORAGE.read_json(str(held / "_SUCCESS"))
     assert success["quality"]["gate"]["passed"]
     report = STORAGE.read_json(str(held / "_rerank" / "report.json"))
     assert report["outcome"].startswith("held by the quality gate")  # the last run that scored
-
-
-def test_gate_against_the_previous_run(ray_address, tmp_path, tiny_bert):
-    shards = night1_shards(2)
-    inp = write(tmp_path / "in", shards)
-    good_run = tmp_path / "n1"
-    assert run(job(inp, good_run, tiny_bert, scoring=SCORING)).ok
-    good = judged(good_run, best=True)
-    qrels = write_trec(tmp_path / "q.qrels", good)
-    compare = {"qrels": str(qrels), "max_ndcg_drop": 0.05}
-    out1 = tmp_path / "out1"
-    assert run(job(inp, out1, tiny_bert, scoring=SCORING, compare=compare)).ok
-    # night 2: the earlier night recorded nDCG@10 1.0; a drop of more than 0.05 is held
-    n2 = {rel: t for rel, t in shards.items()}
-    first = n2["part-0.parquet"].to_pylist()
-    for r in first:
-        if r["doc_id"] in {d for _, d, _ in good}:
-            r["passage"] = "zzz unrelated text"
-    n2["part-0.parquet"] = pa.Table.from_pylist(first, schema=shards["part-0.parquet"].schema)
-    in2 = write(tmp_path / "in2", n2)
-    report = run(
-        job(
-            in2, tmp_path / "out2", tiny_bert, scoring=SCORING, compare={**compare, "diff_against": str(out1)}
-        )
-    )
-    checks = report.comparison["quality"]["gate"]["checks"]
-    assert [c.get("against") for c in checks] == ["first_stage", "previous_run"]
-    previous = checks[1]
-    assert previous["value"] == pytest.approx(1.0 - report.comparison["quality"]["reranked"]["ndcg10"])
-    assert report.held == (previous["value"] > 0.05 or not checks[0]["passed"])
 
 
 def test_qrels_on_s3(nights, s3, tmp_path, tiny_bert):
