@@ -30,6 +30,7 @@ FlagTable = dict[str, tuple[str, str]]
 MODEL_FLAGS: FlagTable = {
     "model": ("model", "name_or_path"),
     "kind": ("model", "kind"),
+    "family": ("model", "family"),
     "prompt": ("model", "prompt"),
     "max_length": ("model", "max_length"),
     "query_max_length": ("model", "query_max_length"),

@@ -19,6 +19,10 @@ Device = Literal["auto", "cpu", "cuda"]
 ResolvedDevice = Literal["cpu", "cuda"]
 Kind = Literal["auto", "encoder", "llm", "layerwise"]
 ResolvedKind = Literal["encoder", "llm", "layerwise"]
+# The reranker families (pipeline/models/families/registry.py, which a test holds equal to this:
+# the config may not import the models).
+ResolvedFamilyName = Literal["cross-encoder", "modernbert", "flag-llm", "flag-layerwise", "qwen3", "mxbai-v2"]
+FamilyName = Literal["auto", "cross-encoder", "modernbert", "flag-llm", "flag-layerwise", "qwen3", "mxbai-v2"]
 Attention = Literal["auto", "padded", "unpadded"]
 ResolvedAttention = Literal["padded", "unpadded"]
 Compile = Literal["auto", "on", "off"]
@@ -79,6 +83,12 @@ class RerankerSection(Section):
         "auto",
         description="encoder (cross-encoder, one logit), llm (decoder: logit of 'Yes' at the last "
         "token), layerwise (minicpm-layerwise heads); auto = read from the model's config.json.",
+    )
+    family: FamilyName = Field(
+        "auto",
+        description="Reranker family: prompt layout, score and truncation; finer than --kind. auto = "
+        "from the model: its reranker.json, known model names, the architecture. qwen3, mxbai-v2 "
+        "and modernbert are recognised but not yet scored by this version.",
     )
     prompt: str | None = Field(
         None,

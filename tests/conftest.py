@@ -13,6 +13,7 @@ import pytest
 import s3fs
 
 from pipeline.demo.s3_endpoint import FlakyProxy, MotoServer
+from tests.family_fixtures import tiny_mxbai_v2, tiny_qwen3_reranker
 
 # MODELS is also imported from here by a few unit tests; new code imports it from tests.helpers.
 from tests.helpers import MODELS, pairs_table
@@ -30,7 +31,17 @@ os.environ.update(
 # Models fetched from object storage land in a cache private to this test session.
 os.environ["RERANK_CACHE_DIR"] = tempfile.mkdtemp(prefix="rerank-model-cache-")
 
-__all__ = ["MODELS", "decoder_goldens", "goldens", "tiny_bert", "tiny_gemma", "tiny_layerwise", "tiny_xlmr"]
+__all__ = [
+    "MODELS",
+    "decoder_goldens",
+    "goldens",
+    "tiny_bert",
+    "tiny_gemma",
+    "tiny_layerwise",
+    "tiny_mxbai_v2",
+    "tiny_qwen3_reranker",
+    "tiny_xlmr",
+]
 
 
 @pytest.fixture

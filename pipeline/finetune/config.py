@@ -169,8 +169,11 @@ class FinetuneConfig(JobSection):
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed run must share with the run whose checkpoints it continues (recorded as
-        checkpoints have always recorded it: the model under `base`; the device may change)."""
-        model = self.model.model_dump(exclude={"device"})
+        checkpoints have always recorded it: the model under `base`; the device may change; the
+        family only when one is given, so checkpoints from before --family still resume)."""
+        model = self.model.model_dump(
+            exclude={"device", *(["family"] if self.model.family == "auto" else [])}
+        )
         model["base"] = model.pop("name_or_path")
         return {"data": self.data.model_dump(), "model": model, "train": self.train.model_dump()}
 
@@ -182,6 +185,11 @@ def _cross_field_problems(cfg: FinetuneConfig) -> list[str]:
         problems.append(
             "model.kind=layerwise: fine-tuning supports encoder and llm rerankers; set --kind encoder, "
             "llm or auto"
+        )
+    if m.family == "flag-layerwise":
+        problems.append(
+            "model.family=flag-layerwise: fine-tuning supports encoder and llm rerankers; set --family "
+            "cross-encoder, flag-llm or auto"
         )
     if m.kind == "encoder" and m.prompt is not None:
         problems.append("model.prompt is for llm rerankers; drop --prompt or set --kind llm")

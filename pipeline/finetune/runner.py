@@ -25,7 +25,8 @@ from pipeline.finetune.train_loop import train_worker
 from pipeline.io import Storage, join, storage_error
 from pipeline.logs import is_verbose
 from pipeline.model_cache import check_model_path, local_model_path
-from pipeline.models.kinds import resolve_kind
+from pipeline.models.families.registry import family_named
+from pipeline.models.kinds import resolve_model
 from pipeline.models.limits import check_max_length
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def trainable_kind(cfg: FinetuneConfig, storage: Storage) -> ResolvedKind:
         local = local_model_path(m.name_or_path, storage)
     except OSError as e:
         raise storage_error(m.name_or_path, "--model", e) from e
-    kind = resolve_kind(local, m.kind)
+    kind = family_named(resolve_model(local, m).family).kind  # a family not scored yet: refused
     if kind not in ("encoder", "llm"):
         raise ConfigError(
             [f"--model {m.name_or_path!r} is a {kind} reranker; fine-tuning supports encoder and llm"]

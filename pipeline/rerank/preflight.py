@@ -11,8 +11,9 @@ from pipeline.config import ResolvedKind
 from pipeline.errors import ConfigError, ModelLoadError
 from pipeline.io import Storage, location, protocol_of, storage_error
 from pipeline.model_cache import check_model_path, local_model_path
+from pipeline.models.families.registry import family_named
 from pipeline.models.identity import UNKNOWN, model_identity
-from pipeline.models.kinds import check_model, load_pair_tokenizer, resolve_kind
+from pipeline.models.kinds import check_model, load_pair_tokenizer, resolve_model
 from pipeline.models.limits import check_max_length
 from pipeline.rerank.config import JobConfig
 
@@ -87,15 +88,16 @@ def storage_from_config(cfg: JobConfig) -> Storage:
 
 def load_model_locally(cfg: JobConfig, storage: Storage) -> tuple[JobConfig, ResolvedKind]:
     """Checks --model (fetching it into this node's cache if remote) before any shard work; returns
-    the config with the model's kind resolved (auto -> encoder, llm or layerwise), and the kind."""
+    the config with the model's kind and family resolved (auto -> encoder, llm or layerwise; the
+    family, `pipeline/models/families/detect.py`), and the kind."""
     m = cfg.model
     check_model_path(m.name_or_path)
     try:
         path = local_model_path(m.name_or_path, storage)
     except Exception as e:
         raise storage_error(m.name_or_path, "--model", e) from e
-    kind = resolve_kind(path, m.kind)
-    resolved = m.model_copy(update={"kind": kind})
+    resolved = resolve_model(path, m)
+    kind = family_named(resolved.family).kind
     if kind == "encoder" and m.prompt is not None:
         raise ModelLoadError(
             f"--prompt is for llm/layerwise rerankers; --model {m.name_or_path!r} is an encoder"
@@ -107,7 +109,7 @@ def load_model_locally(cfg: JobConfig, storage: Storage) -> tuple[JobConfig, Res
     check_max_length(path, m.name_or_path, m.max_length, kind)
     check_model(path, resolved)
     load_pair_tokenizer(path, resolved)
-    log.info("model %s: %s reranker", m.name_or_path, kind)
+    log.info("model %s: %s reranker (family %s)", m.name_or_path, kind, resolved.family)
     return cfg.model_copy(update={"model": resolved}), kind
 
 
