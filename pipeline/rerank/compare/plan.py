@@ -17,9 +17,8 @@ from pipeline.rerank.compare.previous import open_previous, plan_reads, routing_
 from pipeline.rerank.compare.qrels import judged_query_hashes, load_qrels
 from pipeline.rerank.compare.shard import Comparison
 from pipeline.rerank.config import JobConfig
-from pipeline.rerank.input.discovery import PendingShard
+from pipeline.rerank.input.discovery import PendingShard, query_hashes_by_shard
 from pipeline.rerank.input.layout import flat_schema
-from pipeline.rerank.input.split_queries import decode_hashes
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +35,6 @@ def diff_source(cfg: JobConfig) -> str | None:
     return given or (cfg.output.reuse[0] if cfg.output.reuse else None)
 
 
-def corpus_hashes(pending: list[PendingShard], done: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
-    """relpath -> the sorted query-id hashes of every shard of this run (planning holds them)."""
-    hashes = {p.shard.relpath: p.query_hashes for p in pending if p.num_rows >= 0}
-    hashes |= {
-        rel: decode_hashes(m["query_id_hashes"]) for rel, m in done.items() if m.get("query_id_hashes")
-    }
-    return hashes
-
-
 def plan_comparison(
     cfg: JobConfig,
     storage: Storage,
@@ -56,7 +46,7 @@ def plan_comparison(
     first-stage column a shard lacks, or a change feed over split queries (`split_queries`: how
     many --allow-split-queries let through)."""
     c, output = cfg.compare, cfg.output.uri
-    current = corpus_hashes(pending, done)
+    current = query_hashes_by_shard(pending, done)
     cmp = Comparison(epsilon=c.change_epsilon, first_stage_column=c.first_stage_column)
     if c.qrels is not None:
         qrels = load_qrels(storage, c.qrels)

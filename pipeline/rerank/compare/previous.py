@@ -228,9 +228,3 @@ def row_hashes(column: pa.ChunkedArray) -> np.ndarray:
     indices = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False)
     valid = encoded.indices.is_valid().to_numpy(zero_copy_only=False)
     return np.where(valid, distinct[indices], np.uint64(0))
-
-
-def rows_of(column: pa.ChunkedArray, hashes: np.ndarray) -> pa.Array:
-    """Which rows hold a query whose hash is among `hashes`."""
-    mine = np.isin(row_hashes(column), hashes)
-    return pa.array(mine & column.is_valid().to_numpy(zero_copy_only=False))

@@ -240,13 +240,22 @@ def split_query_names(
     return names
 
 
+def query_hashes_by_shard(
+    pending: list[PendingShard], done: dict[str, dict[str, Any]]
+) -> dict[str, np.ndarray]:
+    """relpath -> the sorted query-id hashes of every shard of the run: the pending shards' as
+    planning read them, the done ones' from their markers (a marker of an older version may have
+    none: left out)."""
+    hashes = {p.shard.relpath: p.query_hashes for p in pending}
+    hashes |= {rel: decode_hashes(m["query_id_hashes"]) for rel, m in done.items() if "query_id_hashes" in m}
+    return hashes
+
+
 def check_split_queries(
     storage: Storage, pending: list[PendingShard], done: dict[str, dict[str, Any]], columns: InputConfig
 ) -> int:
     """Query ids found in more than one shard: an error unless allowed. Returns how many."""
-    hashes = {p.shard.relpath: p.query_hashes for p in pending}
-    hashes |= {rel: decode_hashes(m["query_id_hashes"]) for rel, m in done.items() if "query_id_hashes" in m}
-    split = split_queries(hashes)
+    split = split_queries(query_hashes_by_shard(pending, done))
     if not split:
         return 0
     shown = dict(list(split.items())[:10])
