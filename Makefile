@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup test test-unit test-integration test-gpu lint demo goldens bench
+.PHONY: setup test test-unit test-integration test-gpu lint demo goldens family-goldens bench
 
 setup:  ## venv with the CPU torch wheel, the package and its test tools (reinstalls)
 	@rm -f $(INSTALLED)
@@ -45,6 +45,16 @@ goldens:  ## regenerate FlagEmbedding goldens in a side venv (transformers 4.57.
 	test -x .venv-flag/bin/python || ($(PY) -m venv .venv-flag && .venv-flag/bin/pip install -q torch==2.13.0 transformers==4.57.6 FlagEmbedding==1.4.2)
 	.venv-flag/bin/python tests/assets/make_tiny_models.py
 	.venv-flag/bin/python tests/assets/make_goldens.py
+
+# The same side venv, plus mixedbread's mxbai-rerank and `batched`, its one import the venv lacks
+# (--no-deps: nothing else moves; it calls tokenizer.prepare_for_model, gone in transformers 5), and
+# sentence-transformers 5.7.0 (CrossEncoder + LogitScore on transformers 4.57.6). The main venv
+# builds the tiny models, the side venv scores them.
+family-goldens: $(INSTALLED)  ## regenerate Qwen3-Reranker / mxbai-rerank-v2 / ModernBERT goldens (side venv); not part of CI
+	test -x .venv-flag/bin/python || ($(PY) -m venv .venv-flag && .venv-flag/bin/pip install -q torch==2.13.0 transformers==4.57.6 FlagEmbedding==1.4.2)
+	.venv-flag/bin/pip install -q sentence-transformers==5.7.0
+	.venv-flag/bin/pip install -q --no-deps mxbai-rerank==0.1.6 batched==0.1.5
+	$(BIN)/python -m tests.assets.make_family_goldens
 
 bench: $(INSTALLED)  ## figures on this machine: the job vs the limit and the peers; LLM head; local vs s3 storage
 	$(BIN)/python bench/throughput.py

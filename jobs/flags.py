@@ -31,6 +31,7 @@ MODEL_FLAGS: FlagTable = {
     "model": ("model", "name_or_path"),
     "kind": ("model", "kind"),
     "family": ("model", "family"),
+    "instruction": ("model", "instruction"),
     "prompt": ("model", "prompt"),
     "max_length": ("model", "max_length"),
     "query_max_length": ("model", "query_max_length"),

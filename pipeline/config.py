@@ -81,19 +81,22 @@ class RerankerSection(Section):
     name_or_path: str = Field(description="Local model directory, storage URI or hub id of a reranker.")
     kind: Kind = Field(
         "auto",
-        description="encoder (cross-encoder, one logit), llm (decoder: logit of 'Yes' at the last "
+        description="encoder (cross-encoder, one logit), llm (decoder: token logits at the last "
         "token), layerwise (minicpm-layerwise heads); auto = read from the model's config.json.",
     )
     family: FamilyName = Field(
         "auto",
         description="Reranker family: prompt layout, score and truncation; finer than --kind. auto = "
-        "from the model: its reranker.json, known model names, the architecture. qwen3, mxbai-v2 "
-        "and modernbert are recognised but not yet scored by this version.",
+        "from the model: its reranker.json, known model names, the architecture (docs/models.md).",
+    )
+    instruction: str | None = Field(
+        None,
+        description="The instruction of a family that takes one (flag-llm, flag-layerwise: the prompt "
+        "after the pair; qwen3: <Instruct>; mxbai-v2: an instruction line); default the model's "
+        "reranker.json, else the family's. Fine-tuning: for lines without their own.",
     )
     prompt: str | None = Field(
-        None,
-        description="llm/layerwise: the instruction after the pair (fine-tuning: for lines without "
-        "their own); default FlagEmbedding's.",
+        None, description="The older spelling of --instruction (kept for existing configs)."
     )
     max_length: int = Field(
         512, ge=8, description="Max tokens of a (query, passage) pair, specials included."
@@ -113,8 +116,15 @@ class RerankerSection(Section):
         return default_query_max_length(self.max_length)
 
     @property
+    def given_instruction(self) -> str | None:
+        """--instruction, or --prompt (its older spelling); None when neither was given."""
+        return self.instruction if self.instruction is not None else self.prompt
+
+    @property
     def resolved_prompt(self) -> str:
-        return self.prompt if self.prompt is not None else DEFAULT_PROMPT
+        """The flag families' prompt: the given instruction, else FlagEmbedding's."""
+        given = self.given_instruction
+        return given if given is not None else DEFAULT_PROMPT
 
 
 class ModelConfig(RerankerSection):

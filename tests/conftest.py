@@ -13,7 +13,7 @@ import pytest
 import s3fs
 
 from pipeline.demo.s3_endpoint import FlakyProxy, MotoServer
-from tests.family_fixtures import tiny_mxbai_v2, tiny_qwen3_reranker
+from tests.family_fixtures import tiny_modernbert, tiny_mxbai_v2, tiny_qwen3_reranker
 
 # MODELS is also imported from here by a few unit tests; new code imports it from tests.helpers.
 from tests.helpers import MODELS, pairs_table
@@ -38,6 +38,7 @@ __all__ = [
     "tiny_bert",
     "tiny_gemma",
     "tiny_layerwise",
+    "tiny_modernbert",
     "tiny_mxbai_v2",
     "tiny_qwen3_reranker",
     "tiny_xlmr",

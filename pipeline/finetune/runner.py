@@ -13,10 +13,9 @@ import os
 from typing import Any
 
 from pipeline.cluster import connect_ray, resolve_device
-from pipeline.config import ResolvedKind
 from pipeline.errors import ConfigError, OutputStateError
 from pipeline.faults import ENV as CRASH_ENV
-from pipeline.finetune.config import FinetuneConfig, TrainSection, with_kind_defaults
+from pipeline.finetune.config import FinetuneConfig, ModelSection, TrainSection, with_kind_defaults
 from pipeline.finetune.data import TrainQuery, load_queries
 from pipeline.finetune.diagnostics import schedule_warning
 from pipeline.finetune.groups import schedule_for
@@ -96,7 +95,9 @@ def _ray_storage(storage: Storage, uri: str) -> dict[str, Any]:
     return {"storage_path": parent, "name": name, "storage_filesystem": pyarrow.fs.PyFileSystem(handler)}
 
 
-def _trainer(cfg: FinetuneConfig, storage: Storage, kind: str, train: Any, evals: Any, device: str) -> Any:
+def _trainer(
+    cfg: FinetuneConfig, storage: Storage, model: ModelSection, train: Any, evals: Any, device: str
+) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -115,7 +116,8 @@ def _trainer(cfg: FinetuneConfig, storage: Storage, kind: str, train: Any, evals
         train_worker,
         train_loop_config={
             "cfg": cfg.model_dump(mode="json"),
-            "kind": kind,
+            "kind": model.kind,
+            "model": model.model_dump(mode="json"),  # kind, family and instruction resolved
             "train": train,
             "eval": evals,
             "storage": storage,
@@ -165,22 +167,26 @@ def published_report(storage: Storage, out: str) -> dict[str, Any] | None:
     return None
 
 
-def trainable_kind(cfg: FinetuneConfig, storage: Storage) -> ResolvedKind:
-    """The base model's kind (fetching it into this node's cache if remote), checked trainable and
-    its position limit against --max-length."""
+def trainable_model(cfg: FinetuneConfig, storage: Storage) -> ModelSection:
+    """The base model's section with its kind, family and instruction resolved (fetching it into
+    this node's cache if remote), checked trainable and its position limit against --max-length."""
     m = cfg.model
     check_model_path(m.name_or_path)
     try:
         local = local_model_path(m.name_or_path, storage)
     except OSError as e:
         raise storage_error(m.name_or_path, "--model", e) from e
-    kind = family_named(resolve_model(local, m).family).kind  # a family not scored yet: refused
-    if kind not in ("encoder", "llm"):
+    resolved = resolve_model(local, m)
+    family = family_named(resolved.family)
+    if not family.trainable:
         raise ConfigError(
-            [f"--model {m.name_or_path!r} is a {kind} reranker; fine-tuning supports encoder and llm"]
+            [
+                f"--model {m.name_or_path!r} is a {family.label}; fine-tuning supports encoder and "
+                "llm rerankers"
+            ]
         )
-    check_max_length(local, m.name_or_path, m.max_length, kind)
-    return kind
+    check_max_length(local, m.name_or_path, m.max_length, family.kind, family.hard_position_limit)
+    return resolved
 
 
 def log_recipe(t: TrainSection, kind: str) -> None:
@@ -205,13 +211,20 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if done is not None:
         log.info("%s already holds a fine-tuned model (its %s exists); nothing to do", out, REPORT)
         return done
-    kind = trainable_kind(cfg, storage)
+    model = trainable_model(cfg, storage)
+    kind = model.kind
     cfg = with_kind_defaults(cfg, kind)
     log_recipe(cfg.train, kind)
     train = load_queries(storage, cfg.data.train_uri, cfg.data)
     _check_teacher(train, cfg.train.loss)
     evals = load_queries(storage, cfg.data.eval_uri, cfg.data, "--eval") if cfg.data.eval_uri else None
-    log.info("training queries: %d; eval queries: %d; kind: %s", len(train), len(evals or []), kind)
+    log.info(
+        "training queries: %d; eval queries: %d; kind: %s (family %s)",
+        len(train),
+        len(evals or []),
+        kind,
+        model.family,
+    )
     early_warning = schedule_warning(schedule_for(cfg.train, len(train), cfg.run.workers), cfg.train)
     if early_warning:
         log.warning("%s", early_warning)
@@ -228,7 +241,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         _claim_checkpoints(storage, cfg)
     except OSError as e:
         raise storage_error(cfg.output.resolved_checkpoint_uri, "--checkpoint-uri", e) from e
-    trainer = _trainer(cfg, storage, kind, ray.put(train), ray.put(evals) if evals else None, device)
+    trainer = _trainer(cfg, storage, model, ray.put(train), ray.put(evals) if evals else None, device)
     trainer.fit()
     report = storage.read_json(join(out, REPORT))
     if report is None:

@@ -1,8 +1,9 @@
 """The model being trained, wrapped in the same scoring module `rerank run` uses for its kind.
 
 - encoder: `pipeline.modeling.reranker.EncoderScorer` over the sequence classifier; every weight trains.
-- llm: `pipeline.modeling.llm_scorer.YesLogitScorer` over the causal LM's decoder, with LoRA adapters
-  (peft) in its linear layers; the score is the "Yes" logit at the last token, as in scoring. The
+- llm: `pipeline.modeling.llm_scorer.TokenLogitScorer` over the causal LM's decoder, with LoRA
+  adapters (peft) in its linear layers; the score is the family's token-logit score at the last
+  token (flag-llm's "Yes" logit, qwen3's yes - no, mxbai-v2's "1" - "0"), as in scoring. The
   published model has the adapters merged, so `rerank run` loads it as any LLM reranker.
 
 Groups are tokenized by the job's own pair tokenizers (`pipeline.models.kinds.load_pair_tokenizer`), so
@@ -18,16 +19,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import ModelConfig, ResolvedKind
+from pipeline.config import ModelConfig
 from pipeline.errors import ModelLoadError
 from pipeline.finetune.config import ModelSection
 from pipeline.finetune.groups import Group
-from pipeline.modeling.llm_scorer import YesLogitScorer
+from pipeline.modeling.llm_scorer import TokenLogitScorer
 from pipeline.modeling.reranker import EncoderScorer
-from pipeline.models.kinds import load_pair_tokenizer
+from pipeline.modeling.token_head import TokenLogitHead, final_logit_softcap, load_rows
+from pipeline.models.families.registry import family_named
+from pipeline.models.families.score_tokens import score_token_ids, score_weights
+from pipeline.models.families.template_tokenizer import TemplatePairTokenizer
+from pipeline.models.kinds import family_query_max_length, load_pair_tokenizer
 from pipeline.models.padding import right_pad, token_lists
-from pipeline.models.pair_tokenizer import PairTokenizer, load_hf_tokenizer
-from pipeline.models.prompt_tokenizer import PromptPairTokenizer, yes_token_id
+from pipeline.models.pair_tokenizer import PairTokenizer
+from pipeline.models.text_tokenizer import TextTokenizer
 
 
 @dataclass
@@ -60,21 +65,24 @@ class Student:
         tokenizer.save_pretrained(directory)
 
 
-def scoring_model_config(section: ModelSection, kind: ResolvedKind) -> ModelConfig:
-    """The scoring job's model config for the same model, lengths and prompt."""
+def scoring_model_config(section: ModelSection) -> ModelConfig:
+    """The scoring job's model config for the same model, family, lengths and instruction
+    (`section` resolved: its kind and family known)."""
     return ModelConfig(
         name_or_path=section.name_or_path,
-        kind=kind,
-        prompt=section.prompt if kind == "llm" else None,
+        kind=section.kind,
+        family=section.family,
+        instruction=section.given_instruction if section.kind == "llm" else None,
         max_length=section.max_length,
         query_max_length=section.query_max_length,
         trust_remote_code=section.trust_remote_code,
     )
 
 
-def load_student(path: str, section: ModelSection, kind: str) -> Student:
-    """The base model at `path` (a local directory or hub id), ready to train in float32."""
-    if kind == "encoder":
+def load_student(path: str, section: ModelSection) -> Student:
+    """The base model at `path` (a local directory or hub id), ready to train in float32;
+    `section` resolved (its kind and family known)."""
+    if section.kind == "encoder":
         from transformers import AutoModelForSequenceClassification
 
         try:
@@ -83,10 +91,10 @@ def load_student(path: str, section: ModelSection, kind: str) -> Student:
             )
         except Exception as e:
             raise ModelLoadError(f"cannot load --model {path!r} to fine-tune: {e}") from e
-        return Student(EncoderScorer(model), model, kind)
-    if kind == "llm":
+        return Student(EncoderScorer(model), model, section.kind)
+    if section.kind == "llm":
         return _load_lora_student(path, section)
-    raise ModelLoadError(f"fine-tuning supports --kind encoder and llm, not {kind!r}")
+    raise ModelLoadError(f"fine-tuning supports --kind encoder and llm, not {section.kind!r}")
 
 
 def _load_lora_student(path: str, section: ModelSection) -> Student:
@@ -99,7 +107,8 @@ def _load_lora_student(path: str, section: ModelSection) -> Student:
         )
     except Exception as e:
         raise ModelLoadError(f"cannot load --model {path!r} as a causal LM to fine-tune: {e}") from e
-    yes = yes_token_id(load_hf_tokenizer(path, section.trust_remote_code))
+    family = family_named(section.family)
+    token_ids = score_token_ids(family, TextTokenizer.load(path))
     lora = LoraConfig(
         r=section.lora_rank,
         lora_alpha=section.lora_alpha,
@@ -108,11 +117,10 @@ def _load_lora_student(path: str, section: ModelSection) -> Student:
         bias="none",
     )
     peft_model = get_peft_model(lm, lora)  # adapters go into lm's own modules, in place
-    head = lm.get_output_embeddings()
-    bias = head.bias[yes] if getattr(head, "bias", None) is not None else None
-    softcap = getattr(lm.config, "final_logit_softcapping", None)
-    scorer = YesLogitScorer(lm.get_decoder(), head.weight[yes], bias, softcap)
-    return Student(scorer, peft_model, "llm")
+    # the score rows stay frozen (LoRA leaves the output embedding alone): the head is a copy
+    rows, bias = load_rows(lm, token_ids)
+    head = TokenLogitHead(rows, score_weights(family), bias, final_logit_softcap(lm))
+    return Student(TokenLogitScorer(lm.get_decoder(), head), peft_model, "llm")
 
 
 class GroupEncoder:
@@ -124,20 +132,20 @@ class GroupEncoder:
         self.model = model
         fallback = self.base.tokenizer.pad_token_id
         self.pad_token_id = int(pad_token_id if pad_token_id is not None else (fallback or 0))
-        self._by_prompt: dict[str, PairTokenizer | PromptPairTokenizer] = {}
+        self._by_prompt: dict[str, PairTokenizer | TemplatePairTokenizer] = {}
 
     @property
     def tokenizer(self) -> Any:
         """The pair tokenizer's text tokenizer (what `Student.save_pretrained` saves with the model)."""
         return self.base.tokenizer
 
-    def _tokenizer(self, prompt: str | None) -> PairTokenizer | PromptPairTokenizer:
-        if prompt is None or not isinstance(self.base, PromptPairTokenizer):
+    def _tokenizer(self, prompt: str | None) -> PairTokenizer | TemplatePairTokenizer:
+        if prompt is None or not isinstance(self.base, TemplatePairTokenizer):
             return self.base  # encoders take no prompt (FlagEmbedding ignores it there too)
         if prompt not in self._by_prompt:
-            b = self.base
-            self._by_prompt[prompt] = PromptPairTokenizer(
-                b.tokenizer, b.max_length, b.query_max_length, prompt, always_bos=False
+            b, family = self.base, self.base.family
+            self._by_prompt[prompt] = TemplatePairTokenizer(
+                family, b.tokenizer, b.max_length, family_query_max_length(family, self.model), prompt
             )
         return self._by_prompt[prompt]
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from pipeline.faults import crash_point
-from pipeline.finetune.config import FinetuneConfig
+from pipeline.finetune.config import FinetuneConfig, ModelSection
 from pipeline.finetune.data import TrainQuery
 from pipeline.finetune.diagnostics import run_warnings
 from pipeline.finetune.evaluate import evaluate
@@ -32,6 +32,7 @@ from pipeline.finetune.student import GroupEncoder, Student, load_student, scori
 from pipeline.io import Storage
 from pipeline.logs import LOG_FORMAT, configure_library_logging, is_verbose
 from pipeline.model_cache import local_model_path
+from pipeline.models.families.sidecar import write_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,9 @@ def build_worker(config: dict[str, Any], num_queries: int) -> Worker:
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.train.seed)  # same initial weights (LoRA, new heads) on every worker
     path = local_model_path(cfg.model.name_or_path, config["storage"])
-    student = load_student(path, cfg.model, config["kind"])
-    scoring = scoring_model_config(cfg.model, config["kind"])
+    section = ModelSection.model_validate(config["model"])  # kind, family and instruction resolved
+    student = load_student(path, section)
+    scoring = scoring_model_config(section)
     encoder = GroupEncoder(path, scoring, getattr(student.model.config, "pad_token_id", None))
     model = ray.train.torch.prepare_model(student.scorer)
     t = cfg.train
@@ -256,6 +258,8 @@ def finish(
         report_doc["eval"] = {"before": state.eval_before, "after": after}
     with tempfile.TemporaryDirectory() as directory:
         w.student.save_pretrained(directory, w.encoder.tokenizer)
+        scoring = w.encoder.model  # the model as `rerank run --model OUT` is to score it, no flags
+        write_sidecar(directory, scoring.family, scoring.given_instruction)
         storage: Storage = config["storage"]
         publish_model(storage, directory, w.cfg.output.uri, report_doc)
     log.info("published the fine-tuned model at %s", w.cfg.output.uri)

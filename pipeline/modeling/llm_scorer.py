@@ -1,39 +1,45 @@
-"""LLM reranker scoring (bge-reranker-v2-gemma style): the logit of "Yes" at the last real token.
+"""LLM reranker scoring: token logits at the last real token, read through the family's score
+head (`pipeline.modeling.token_head`): bge-reranker-v2-gemma's "Yes" logit, Qwen3-Reranker's
+logit("yes") - logit("no"), mxbai-rerank-v2's logit("1") - logit("0").
 
-FlagEmbedding runs the full causal LM and takes `logits[:, last, yes]`: it computes logits over the
-whole vocabulary (256k for Gemma) at every position, the main memory and time cost. The score only
-needs `final_hidden[last] . W_out[yes]` (+ bias, + Gemma-2 style soft-capping when configured), so
-this module runs the decoder body alone, gathers one hidden vector per row, and multiplies it by the
-one "Yes" row of the output embedding. An untied output embedding is dropped after its row is kept.
+FlagEmbedding and the model cards run the full causal LM and read `logits[:, last, tokens]`: logits
+over the whole vocabulary (256k for Gemma, 152k for Qwen) at every position, the main memory and
+time cost. The score only needs the final hidden state at the last token times the score tokens'
+rows of the output embedding (one folded row for a difference), so this module runs the decoder
+body alone, gathers one hidden vector per row and applies the head. An untied output embedding is
+dropped after its rows are kept.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import ModelLoadError
+from pipeline.modeling.token_head import TokenLogitHead, token_logit_head
 
 
-class YesLogitScorer(nn.Module):
-    """Wraps a decoder body; forward gives fp32 scores [rows, 1] for right-padded batches."""
+class TokenLogitScorer(nn.Module):
+    """Wraps a decoder body and a score head; forward gives fp32 scores [rows, 1] for
+    right-padded batches."""
 
-    def __init__(
-        self, decoder: nn.Module, yes_row: torch.Tensor, yes_bias: torch.Tensor | None, softcap: float | None
-    ) -> None:
+    def __init__(self, decoder: nn.Module, head: TokenLogitHead) -> None:
         super().__init__()
         self.decoder = decoder
-        self.yes_row = nn.Parameter(yes_row.detach().clone().view(1, -1), requires_grad=False)
-        self.yes_bias = None
-        if yes_bias is not None:
-            self.yes_bias = nn.Parameter(yes_bias.detach().clone().view(1), requires_grad=False)
-        self.softcap = softcap
+        self.head = head
 
     @classmethod
     def load(
-        cls, directory: str, yes_token_id: int, dtype: torch.dtype, trust_remote_code: bool = False
-    ) -> YesLogitScorer:
+        cls,
+        directory: str,
+        token_ids: Sequence[int],
+        weights: Sequence[float],
+        dtype: torch.dtype,
+        trust_remote_code: bool = False,
+    ) -> TokenLogitScorer:
+        """The causal LM at `directory`, scored by `weights . logits[token_ids]`."""
         from transformers import AutoModelForCausalLM
 
         try:
@@ -42,14 +48,8 @@ class YesLogitScorer(nn.Module):
             )
         except Exception as e:
             raise ModelLoadError(f"cannot load --model {directory!r} as a causal LM for scoring: {e}") from e
-        head = lm.get_output_embeddings()
-        if head is None or not hasattr(head, "weight") or head.weight.shape[0] <= yes_token_id:
-            raise ModelLoadError(
-                f"--model {directory!r} has no output embedding row for the 'Yes' token id {yes_token_id}"
-            )
-        softcap = getattr(lm.config, "final_logit_softcapping", None)
-        bias = head.bias[yes_token_id] if getattr(head, "bias", None) is not None else None
-        return cls(lm.get_decoder(), head.weight[yes_token_id], bias, softcap).eval()
+        head = token_logit_head(lm, token_ids, weights)
+        return cls(lm.get_decoder(), head).eval()
 
     def forward(
         self,
@@ -63,7 +63,4 @@ class YesLogitScorer(nn.Module):
         # needed (and SDPA takes its fast causal path). Positions count from 0 as when unpadded.
         hidden = self.decoder(input_ids=input_ids, position_ids=positions, use_cache=False).last_hidden_state
         final = hidden[torch.arange(input_ids.shape[0], device=hidden.device), last]
-        logits = F.linear(final, self.yes_row, self.yes_bias)
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits.float()
+        return self.head(final).view(-1, 1)

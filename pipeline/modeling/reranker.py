@@ -1,5 +1,5 @@
 """The scoring model run over right-padded token-budget micro-batches, whatever its kind:
-an encoder's one logit, an LLM's "Yes" logit (pipeline.modeling.llm_scorer) or layerwise heads
+an encoder's one logit, an LLM's token-logit score (pipeline.modeling.llm_scorer) or layerwise heads
 (pipeline.modeling.minicpm_layerwise). Each scoring module maps (input_ids, attention_mask[, token_type_ids])
 to fp32 scores [rows, columns].
 
@@ -23,12 +23,13 @@ from pipeline.errors import ModelLoadError
 from pipeline.modeling.kernels.compile import CompiledScorer, bucket_length, bucket_width
 from pipeline.modeling.kernels.packed import packed_scorer
 from pipeline.modeling.kernels.packing import pack, plan_packed_batches
-from pipeline.modeling.llm_scorer import YesLogitScorer
+from pipeline.modeling.llm_scorer import TokenLogitScorer
 from pipeline.modeling.minicpm_layerwise import LayerwiseReranker
 from pipeline.models.batching import plan_micro_batches
+from pipeline.models.families.registry import family_named
+from pipeline.models.families.score_tokens import score_token_ids, score_weights
 from pipeline.models.padding import right_pad
-from pipeline.models.pair_tokenizer import load_hf_tokenizer
-from pipeline.models.prompt_tokenizer import yes_token_id
+from pipeline.models.text_tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,15 @@ def load_scorer(
     dtype: torch.dtype,
     trust_remote_code: bool = False,
     cutoff_layers: list[int] | None = None,
+    family: str | None = None,
 ) -> tuple[torch.nn.Module, int, int]:
-    """(scoring module, pad token id, number of score columns) for a reranker of the given kind."""
+    """(scoring module, pad token id, number of score columns) for a reranker of the given kind
+    and family (None: the kind's original one, flag-llm for llm)."""
     if kind == "llm":
-        tokenizer = load_hf_tokenizer(name_or_path, trust_remote_code)
-        scorer = YesLogitScorer.load(name_or_path, yes_token_id(tokenizer), dtype, trust_remote_code)
+        chosen = family_named(family or "flag-llm")
+        tokenizer = TextTokenizer.load(name_or_path)
+        ids = score_token_ids(chosen, tokenizer)
+        scorer = TokenLogitScorer.load(name_or_path, ids, score_weights(chosen), dtype, trust_remote_code)
         return scorer, tokenizer.pad_token_id or 0, 1
     if kind == "layerwise":
         layerwise = LayerwiseReranker.load(name_or_path, cutoff_layers, dtype)
@@ -138,11 +143,13 @@ class Reranker:
         cutoff_layers: list[int] | None = None,
         attention: ResolvedAttention = "padded",
         compiled: bool = False,
+        family: str | None = None,
     ) -> Reranker:
         """`dtype` is concrete (float16, bfloat16 or float32), so are `attention` and `compiled`
-        (pipeline.modeling.kernels resolves their `auto`)."""
+        (pipeline.modeling.kernels resolves their `auto`); `family` is resolved (None: the kind's
+        original family)."""
         model, pad, num_scores = load_scorer(
-            name_or_path, kind, TORCH_DTYPES[dtype], trust_remote_code, cutoff_layers
+            name_or_path, kind, TORCH_DTYPES[dtype], trust_remote_code, cutoff_layers, family
         )
         model.eval().to(device)
         return cls(

@@ -1,12 +1,14 @@
 """The three reranker kinds, told apart by the model's config.json, and what each needs to load.
 
-- encoder: a cross-encoder sequence classifier with one logit (bge-reranker-v2-m3, ms-marco MiniLM);
-- llm: a causal LM scored by the logit of "Yes" at the last token (bge-reranker-v2-gemma);
+- encoder: a cross-encoder sequence classifier with one logit (bge-reranker-v2-m3, ms-marco MiniLM,
+  ModernBERT rerankers);
+- llm: a causal LM scored by token logits at the last token (bge-reranker-v2-gemma's "Yes",
+  Qwen3-Reranker's yes - no, mxbai-rerank-v2's "1" - "0");
 - layerwise: a MiniCPM decoder with one hidden -> 1 head per layer (bge-reranker-v2-minicpm-layerwise).
 
-Both the tokenizer stage and the scoring stage ask here, so they always agree on the layout. The
-finer family of a model (`pipeline/models/families/`) is resolved with the kind, by
-`resolve_model`; until the new families are scored, the layout and the score follow the kind.
+The finer family of a model (`pipeline/models/families/`: its prompt layout, score and truncation)
+is resolved with the kind, by `resolve_model`. Both the tokenizer stage and the scoring stage ask
+here, so they always agree on the layout.
 """
 
 from __future__ import annotations
@@ -23,41 +25,49 @@ from pipeline.models.families.detect import is_layerwise_config as is_layerwise_
 from pipeline.models.families.detect import resolve_family
 from pipeline.models.families.detect import resolve_kind as resolve_kind
 from pipeline.models.families.family import Family
-from pipeline.models.families.registry import fallback_family
+from pipeline.models.families.registry import family_named
+from pipeline.models.families.sidecar import SIDECAR, read_sidecar
+from pipeline.models.families.template_tokenizer import TemplatePairTokenizer
 from pipeline.models.hf_config import read_model_config as read_model_config
 from pipeline.models.layerwise_config import LayerwiseConfig
 from pipeline.models.pair_tokenizer import PairTokenizer
-from pipeline.models.prompt_tokenizer import PromptPairTokenizer
 
-# the families this version scores; the others are recognised, and refused until their templates
-# and scores land (issue 25), so that nobody gets the old layout's scores for them unknowingly
-SCORED_FAMILIES = ("cross-encoder", "flag-llm", "flag-layerwise")
 SectionT = TypeVar("SectionT", bound=RerankerSection)
 
 
 def resolve_model(name_or_path: str, model: SectionT) -> SectionT:
     """`model` with its kind and family resolved (`families/detect.py`) for the model directory
-    `name_or_path` (its local copy when --model is on object storage): what the driver runs, once,
-    before any shard work."""
+    `name_or_path` (its local copy when --model is on object storage), and its instruction taken
+    from the model's reranker.json where none was given: what the driver runs, once, before any
+    shard work."""
     family = resolve_family(name_or_path, model.kind, model.family, given_name=model.name_or_path)
-    check_is_scored(family, model.name_or_path)
-    return model.model_copy(update={"kind": family.kind, "family": family.name})
+    update: dict[str, Any] = {"kind": family.kind, "family": family.name}
+    sidecar = read_sidecar(name_or_path)
+    if model.given_instruction is None and sidecar is not None and sidecar.instruction is not None:
+        if not family.takes_instruction:
+            raise ModelLoadError(
+                f"{name_or_path}/{SIDECAR} gives an instruction, but the {family.name} family takes none; "
+                "remove the key from the file"
+            )
+        update["instruction"] = sidecar.instruction
+    elif model.given_instruction is not None and not family.takes_instruction:
+        raise ModelLoadError(
+            f"--instruction (or --prompt) is for rerankers with an instruction; --model "
+            f"{model.name_or_path!r} is a {family.label}, which takes none: drop it"
+        )
+    return model.model_copy(update=update)
 
 
-def check_is_scored(family: Family, name: str) -> None:
-    """ModelLoadError for a family this version recognises but does not score yet."""
-    if family.name in SCORED_FAMILIES:
-        return
-    old = fallback_family(family.kind)
-    raise ModelLoadError(
-        f"--model {name!r} is a {family.label}: family {family.name} is recognised but not yet scored "
-        f"by this version (its layout, truncation and score land in a later version); pass --family "
-        f"{old.name} to score it the old way, as a {old.label}, which may not give the model card's scores"
-    )
+def with_family(name_or_path: str, model: SectionT) -> SectionT:
+    """`model` with kind and family resolved (the runner resolves them once; a stage run alone, or
+    a test, does it here)."""
+    if model.kind != "auto" and model.family != "auto":
+        return model
+    return resolve_model(name_or_path, model)
 
 
 def with_kind(name_or_path: str, model: ModelConfig) -> ModelConfig:
-    """`model` with `kind` resolved (the runner resolves it once; a stage run alone does it here)."""
+    """`model` with `kind` resolved."""
     if model.kind != "auto":
         return model
     return model.model_copy(update={"kind": resolve_kind(name_or_path, model.kind)})
@@ -95,20 +105,30 @@ def num_labels(config: dict[str, Any]) -> int:
     return int(config.get("num_labels", 2))
 
 
-def load_pair_tokenizer(name_or_path: str, model: ModelConfig) -> PairTokenizer | PromptPairTokenizer:
-    """The tokenizer stage's tokenizer for `model.kind`."""
-    model = with_kind(name_or_path, model)
-    if model.kind == ENCODER:
+def family_query_max_length(family: Family, model: RerankerSection) -> int | None:
+    """The query cap a pair is built with: --query-max-length (default 3/4 of --max-length), or
+    only a given one for families whose card has no cap (qwen3, modernbert)."""
+    if family.query_cap == "given":
+        return model.query_max_length
+    return model.resolved_query_max_length
+
+
+def load_pair_tokenizer(name_or_path: str, model: RerankerSection) -> PairTokenizer | TemplatePairTokenizer:
+    """The tokenizer stage's tokenizer for the model's family."""
+    model = with_family(name_or_path, model)
+    family = family_named(model.family)
+    if family.layout is None:
         return PairTokenizer.load(
-            name_or_path, model.max_length, model.resolved_query_max_length, model.trust_remote_code
-        )
-    if model.kind in (LLM, LAYERWISE):
-        return PromptPairTokenizer.load(
             name_or_path,
             model.max_length,
             model.resolved_query_max_length,
-            model.resolved_prompt,
-            always_bos=model.kind == LAYERWISE,
-            trust_remote_code=model.trust_remote_code,
+            truncation=family.truncation,
+            query_cap=family_query_max_length(family, model),
         )
-    raise ValueError(f"unknown model kind {model.kind!r}")
+    return TemplatePairTokenizer.load(
+        name_or_path,
+        family,
+        model.max_length,
+        family_query_max_length(family, model),
+        family.instruction(model.given_instruction),
+    )

@@ -50,10 +50,16 @@ def position_limit(config: dict[str, Any]) -> int | None:
     return positions
 
 
-def check_max_length(path: str, name: str, max_length: int, kind: str) -> None:
+def check_max_length(path: str, name: str, max_length: int, kind: str, hard_limit: int | None = None) -> None:
     """ModelLoadError (exit 2) when `max_length` exceeds what an encoder with learned positions
-    can take; a warning when a decoder is run past the positions in its config."""
+    can take, or a family's hard limit (`hard_limit`: ModernBERT's 8,192, whose attention masks
+    are built for it); a warning when a decoder is run past the positions in its config."""
     config = read_model_config(path)
+    if hard_limit is not None and max_length > hard_limit:
+        raise ModelLoadError(
+            f"--max-length {max_length} exceeds what --model {name!r} can take: {hard_limit} tokens "
+            f"(its family's limit); set --max-length {hard_limit} or less"
+        )
     limit = position_limit(config)
     if limit is None or max_length <= limit:
         return

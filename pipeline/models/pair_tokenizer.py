@@ -5,6 +5,11 @@
 3. both joined with the tokenizer's own pair template (`[CLS] q [SEP] p [SEP]` for BERT,
    `<s> q </s></s> p </s>` for XLM-R), cutting only the passage so the pair fits `max_length`.
 
+ModernBERT cross-encoders (`truncation="longest-first"`) are cut as their cards' `tokenizer(q, d,
+truncation=True)` cuts a pair: the Rust tokenizers' longest-first rule
+(`pipeline.models.families.truncation.longest_first`), the query capped only by a given
+--query-max-length.
+
 With `--long-passages chunk`, `encode_windows` tokenizes each passage once, whole, and pairs each
 of its windows (`pipeline.models.windows`) with the query in the same template: window width =
 `max_length - len(query ids) - specials`, so a passage that fits is the very pair `encode` gives.
@@ -25,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.errors import ModelLoadError
+from pipeline.models.families.family import Truncation
+from pipeline.models.families.truncation import longest_first
 from pipeline.models.text_tokenizer import TextTokenizer
 from pipeline.models.windows import (
     WindowOptions,
@@ -114,12 +121,26 @@ def read_pair_template(tokenizer: TextTokenizer) -> PairTemplate:
 
 
 class PairTokenizer:
-    """Turns (query, passage) texts into FlagEmbedding's pair token ids."""
+    """Turns (query, passage) texts into a cross-encoder's pair token ids (FlagEmbedding's rule,
+    or longest-first)."""
 
-    def __init__(self, tokenizer: TextTokenizer, max_length: int, query_max_length: int) -> None:
+    def __init__(
+        self,
+        tokenizer: TextTokenizer,
+        max_length: int,
+        query_max_length: int,
+        truncation: Truncation = "query-cap",
+        query_cap: int | None = None,
+    ) -> None:
+        """`query_max_length` caps the query in chunk mode (and in FlagEmbedding's rule);
+        `query_cap` is the longest-first rule's cap: a given --query-max-length, or None."""
+        if truncation not in ("query-cap", "longest-first"):
+            raise ValueError(f"a cross-encoder pair is cut by query-cap or longest-first, not {truncation!r}")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.query_max_length = query_max_length
+        self.truncation = truncation
+        self.query_cap = query_cap
         self.template = read_pair_template(tokenizer)
         # Type ids go to the model when its tokenizer returns them (FlagEmbedding passes all the
         # tokenizer returns) and they are not all zero (all zeros are what the model assumes anyway).
@@ -134,10 +155,15 @@ class PairTokenizer:
 
     @classmethod
     def load(
-        cls, name_or_path: str, max_length: int, query_max_length: int, trust_remote_code: bool = False
+        cls,
+        name_or_path: str,
+        max_length: int,
+        query_max_length: int,
+        truncation: Truncation = "query-cap",
+        query_cap: int | None = None,
     ) -> PairTokenizer:
-        """`trust_remote_code` is accepted for the callers' sake: tokenizer.json runs no repo code."""
-        return cls(TextTokenizer.load(name_or_path), max_length, query_max_length)
+        """The model's tokenizer.json (no repo code runs)."""
+        return cls(TextTokenizer.load(name_or_path), max_length, query_max_length, truncation, query_cap)
 
     @property
     def min_window(self) -> int:
@@ -157,17 +183,27 @@ class PairTokenizer:
                 *t.suffix_types,
             ]
 
+    def _cut(self, q: list[int], p: list[int]) -> tuple[list[int], list[int]]:
+        room = self.max_length - self.template.num_special
+        if self.truncation == "longest-first":
+            return longest_first(q, p, room, side="left" if self.cut_left else "right")
+        keep = room - len(q)
+        if len(p) > keep:
+            p = p[len(p) - keep :] if self.cut_left else p[:keep]
+        return q, p
+
     def encode(self, queries: list[str], passages: list[str]) -> dict[str, pa.Array]:
         """Token ids (and token type ids if the model takes them) as Arrow list arrays."""
-        q_ids = self.tokenizer.ids(queries, self.query_max_length)
-        p_ids = self.tokenizer.ids(passages, self.max_length)
+        if self.truncation == "longest-first":  # whole lengths: which side is longer decides the cut
+            q_ids, p_ids = self.tokenizer.ids(queries, self.query_cap), self.tokenizer.ids(passages)
+        else:
+            q_ids = self.tokenizer.ids(queries, self.query_max_length)
+            p_ids = self.tokenizer.ids(passages, self.max_length)
         ids: list[int] = []
         types: list[int] = []
         offsets = np.zeros(len(q_ids) + 1, dtype=np.int32)
-        for i, (q, p) in enumerate(zip(q_ids, p_ids, strict=True)):
-            keep = self.max_length - len(q) - self.template.num_special
-            if len(p) > keep:
-                p = p[len(p) - keep :] if self.cut_left else p[:keep]
+        for i, (q_full, p_full) in enumerate(zip(q_ids, p_ids, strict=True)):
+            q, p = self._cut(q_full, p_full)
             self._join(q, p, ids, types)
             offsets[i + 1] = len(ids)
         offsets_arr = pa.array(offsets, pa.int32())

@@ -205,8 +205,16 @@ class JobConfig(JobSection):
 def _cross_field_problems(cfg: JobConfig) -> list[str]:
     m, s = cfg.model, cfg.scoring
     problems = query_room_problems(m.max_length, m.resolved_query_max_length)
-    if m.kind == "encoder" and m.prompt is not None:
-        problems.append("model.prompt is for llm/layerwise rerankers; drop --prompt or set --kind llm")
+    if m.kind == "encoder" and m.given_instruction is not None:
+        problems.append(
+            "model.instruction (--instruction, --prompt) is for llm/layerwise rerankers; drop it or "
+            "set --kind llm"
+        )
+    if m.instruction is not None and m.prompt is not None and m.instruction != m.prompt:
+        problems.append(
+            "model.prompt is the older spelling of model.instruction and both are given, differently; "
+            "give --instruction alone"
+        )
     if m.kind in ("encoder", "llm") and m.cutoff_layers is not None:
         problems.append(
             f"model.cutoff_layers={m.cutoff_layers} is for layerwise rerankers (--kind layerwise), "

@@ -97,16 +97,18 @@ def load_model_locally(cfg: JobConfig, storage: Storage) -> tuple[JobConfig, Res
     except Exception as e:
         raise storage_error(m.name_or_path, "--model", e) from e
     resolved = resolve_model(path, m)
-    kind = family_named(resolved.family).kind
-    if kind == "encoder" and m.prompt is not None:
+    family = family_named(resolved.family)
+    kind = family.kind
+    if m.attention == "unpadded" and not family.packs:
         raise ModelLoadError(
-            f"--prompt is for llm/layerwise rerankers; --model {m.name_or_path!r} is an encoder"
+            f"--attention unpadded does not support the {resolved.family} family (its attention has no "
+            "packed path here); use --attention padded or auto"
         )
     if kind != "layerwise" and m.cutoff_layers is not None:
         raise ModelLoadError(
             f"--cutoff-layers is for layerwise rerankers; --model {m.name_or_path!r} is an {kind} reranker"
         )
-    check_max_length(path, m.name_or_path, m.max_length, kind)
+    check_max_length(path, m.name_or_path, m.max_length, kind, family.hard_position_limit)
     check_model(path, resolved)
     load_pair_tokenizer(path, resolved)
     log.info("model %s: %s reranker (family %s)", m.name_or_path, kind, resolved.family)

@@ -20,16 +20,15 @@ tests/unit/test_decoder_parity.py checks against it.
 from __future__ import annotations
 
 import json
-import random
 import sys
 from pathlib import Path
 
 import torch
 from FlagEmbedding import FlagReranker
 from FlagEmbedding.utils.tokenizer_compat import prepare_for_model_compat
+from golden_pairs import make_pairs, record_inputs  # run as a script: tests/assets is on sys.path
 
 ASSETS = Path(__file__).resolve().parent
-SEED = 7
 
 # (model, max_length, query_max_length or None for FlagEmbedding's default max_length * 3 // 4)
 CASES = [
@@ -38,27 +37,6 @@ CASES = [
     ("tiny-xlmr", 512, None),
     ("tiny-xlmr", 64, 20),
 ]
-
-
-def make_pairs() -> list[list[str]]:
-    """Short pairs, passages far past 512 tokens, queries past the query cap, non-ASCII text."""
-    rng = random.Random(SEED)
-    syll = ["ka", "lo", "mi", "ter", "sun", "ra", "vel", "on", "is", "zo", "pe", "dre", "bar"]
-
-    def words(n: int) -> str:
-        return " ".join("".join(rng.choice(syll) for _ in range(rng.randint(1, 3))) for _ in range(n))
-
-    pairs = [
-        ["what is kalo", "kalo is a sunra of the velon."],
-        ["how does zo pe work?", "short"],
-        ["café naïve", "Ünïcödé text — with dashes, emoji 🙂 and עברית"],
-        ["", "empty query still scores"],
-    ]
-    for n_q, n_p in [(3, 20), (8, 60), (12, 300), (5, 900), (60, 50), (200, 400), (1, 1)]:
-        pairs.append([words(n_q), words(n_p)])
-    for _ in range(12):
-        pairs.append([words(rng.randint(2, 15)), words(int(rng.lognormvariate(4.0, 1.0)) + 1)])
-    return pairs
 
 
 def golden_case(model: str, max_length: int, query_max_length: int | None, pairs: list) -> dict:
@@ -127,21 +105,6 @@ def decoder_ids(tok, pairs, max_length: int, qmax: int, prompt: str | None, alwa
         )
         out.append(list(item["input_ids"]) + sep + prompt_ids)
     return out
-
-
-def record_inputs(model) -> list:
-    """Wraps model.forward to record the real (unpadded) token ids of every sequence it scores."""
-    seen: list = []
-    forward = model.forward
-
-    def recording(*args, **kwargs):
-        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
-        for row, m in zip(ids.tolist(), mask.tolist()):
-            seen.append(tuple(t for t, keep in zip(row, m) if keep))
-        return forward(*args, **kwargs)
-
-    model.forward = recording
-    return seen
 
 
 def decoder_case(kind, model, max_length, query_max_length, prompt, cutoff_layers, pairs) -> dict:

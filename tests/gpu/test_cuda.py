@@ -31,17 +31,18 @@ def test_cuda_scores_track_goldens(goldens, dtype, atol):
 def test_cuda_decoder_scores_track_goldens(decoder_goldens, dtype, atol):
     """LLM and layerwise kinds on CUDA (loose in half precision: the tiny models amplify rounding)."""
     from pipeline.config import DEFAULT_PROMPT
-    from pipeline.models.prompt_tokenizer import PromptPairTokenizer
+    from pipeline.models.families.registry import FLAG_LAYERWISE, FLAG_LLM
+    from pipeline.models.families.template_tokenizer import TemplatePairTokenizer
 
     pairs = decoder_goldens["pairs"]
     for case in decoder_goldens["cases"]:
         path = str(MODELS / case["model"])
-        tok = PromptPairTokenizer.load(
+        tok = TemplatePairTokenizer.load(
             path,
+            FLAG_LAYERWISE if case["kind"] == "layerwise" else FLAG_LLM,
             case["max_length"],
             case["query_max_length"],
             case["prompt"] or DEFAULT_PROMPT,
-            always_bos=case["kind"] == "layerwise",
         )
         ids = tok.encode([p[0] for p in pairs], [p[1] for p in pairs])["input_ids"]
         reranker = Reranker.load(

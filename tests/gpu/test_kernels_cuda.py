@@ -10,8 +10,9 @@ from pipeline.config import DEFAULT_PROMPT
 from pipeline.modeling.budget_probe import CudaMemoryGauge, memory_bound, probe_budget
 from pipeline.modeling.kernels import attention
 from pipeline.modeling.reranker import Reranker
+from pipeline.models.families.registry import FLAG_LAYERWISE, FLAG_LLM
+from pipeline.models.families.template_tokenizer import TemplatePairTokenizer
 from pipeline.models.pair_tokenizer import PairTokenizer
-from pipeline.models.prompt_tokenizer import PromptPairTokenizer
 from tests.helpers import MODELS
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -32,7 +33,8 @@ def encoded(goldens: dict, model: str, kind: str):
     if kind == "encoder":
         enc = PairTokenizer.load(path, 512, 384).encode(queries, passages)
     else:
-        tok = PromptPairTokenizer.load(path, 512, 384, DEFAULT_PROMPT, always_bos=kind == "layerwise")
+        family = FLAG_LAYERWISE if kind == "layerwise" else FLAG_LLM
+        tok = TemplatePairTokenizer.load(path, family, 512, 384, DEFAULT_PROMPT)
         enc = tok.encode(queries, passages)
     return enc["input_ids"], enc.get("token_type_ids")
 

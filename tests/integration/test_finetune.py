@@ -3,6 +3,7 @@ closed with `rerank run` (a fine-tuned directory scores with no extra steps)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -124,6 +125,8 @@ def test_finetune_learns_the_task_and_the_model_runs_in_rerank_run(trained, tmp_
     assert after >= 0.9 and after - before >= 0.4, report["eval"]
     assert report["workers"] == 2 and report["steps"] == len(report["losses"]) > 0
     assert report["final_loss"] < report["losses"][0][1]
+    # the family it was trained as travels with it: `rerank run` needs no --family
+    assert json.loads((Path(model_dir) / "reranker.json").read_text()) == {"family": "cross-encoder"}
 
     shard = records_to_shard(tmp_path / "in" / "part-0.parquet", held_out)
     assert (

@@ -52,7 +52,7 @@ def test_the_gpu_benchmark_smoke_run_writes_its_json(tmp_path):
     result = json.loads(out.read_text())
     assert {"meta", "parity", "kinds", "targets"} <= result.keys()
     assert result["meta"]["smoke"] is True and result["meta"]["device"] == "cpu"
-    assert set(result["kinds"]) == {"m3", "llm", "layerwise"}
+    assert set(result["kinds"]) == {"m3", "llm", "layerwise", "qwen3"}
     for kind, section in result["kinds"].items():
         rows = section["rows"]
         assert {"forward", "pipeline", "flag-style", "naive", "forward unpadded eager"} <= rows.keys(), kind
@@ -68,5 +68,5 @@ def test_the_gpu_benchmark_smoke_run_writes_its_json(tmp_path):
     kernels = result["parity"]["kernels"]
     assert kernels and all(r["max_abs_diff"] <= 1e-5 * max(1.0, r["max_abs_score"]) for r in kernels)
     assert {r["dtype"] for r in result["parity"]["precision"]} == {"float16", "bfloat16"}
-    assert {t["kind"] for t in result["targets"]} == {"m3", "llm", "layerwise"}
+    assert {t["kind"] for t in result["targets"]} == {"m3", "llm", "layerwise", "qwen3"}
     assert "pairs/s" in done.stdout  # the table

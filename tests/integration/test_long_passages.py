@@ -16,12 +16,8 @@ import pytest
 from jobs.cli import main
 from pipeline.config import ModelConfig
 from pipeline.io import Storage
-from pipeline.rerank.config import InputConfig, RankingConfig
-from pipeline.rerank.stages.score import ScorePairs
-from pipeline.rerank.stages.tokenize import TokenizeShard
-from pipeline.rerank.stages.write import WriteSettings, publish_shard
-from pipeline.rerank.stream.assembly import ShardAssembler
-from tests.helpers import assert_reconciled, pairs_table, read_output, scoring_settings, tables_equal
+from pipeline.rerank.config import InputConfig
+from tests.helpers import assert_reconciled, pairs_table, publish_without_ray, read_output, tables_equal
 
 pytestmark = pytest.mark.integration
 
@@ -45,22 +41,6 @@ def write_input(root):
         }
     )
     pq.write_table(odd, root / "part-odd.parquet")
-
-
-def publish_without_ray(input_dir, output, model, columns):
-    """Every shard through the stages in this process: what an uninterrupted run publishes."""
-    tokenize = TokenizeShard(model, columns, STORAGE, block_rows=16)
-    score = ScorePairs(model, STORAGE, scoring_settings())
-    for shard in STORAGE.list_shards(str(input_dir)):
-        rows = pq.read_metadata(shard.uri).num_rows
-        assembler = ShardAssembler({0: rows}, ["score"], columns.chunk_aggregate)
-        for block in tokenize({"shards": [[0]], "uris": [[shard.uri]]}):
-            assembler.add(score(block))
-        publish_shard(
-            shard,
-            assembler.take(0),
-            WriteSettings(STORAGE, str(output), columns, RankingConfig(), "reference"),
-        )
 
 
 @pytest.mark.timeout(600)

@@ -17,7 +17,8 @@ from pipeline.config import DEFAULT_PROMPT
 from pipeline.errors import ModelLoadError
 from pipeline.modeling.minicpm_layerwise import LayerwiseReranker
 from pipeline.modeling.reranker import Reranker
-from pipeline.models.prompt_tokenizer import PromptPairTokenizer
+from pipeline.models.families.registry import FLAG_LAYERWISE, FLAG_LLM
+from pipeline.models.families.template_tokenizer import TemplatePairTokenizer
 from pipeline.models.text_tokenizer import TextTokenizer
 from pipeline.rerank.output.ranking import sigmoid
 from tests.conftest import MODELS
@@ -26,12 +27,10 @@ TOLERANCE = 1e-4
 
 
 def _tokenizer(case, tok=None):
-    path = str(MODELS / case["model"])
-    args = (case["max_length"], case["query_max_length"], case["prompt"] or DEFAULT_PROMPT)
-    always_bos = case["kind"] == "layerwise"
-    if tok is not None:
-        return PromptPairTokenizer(tok, *args, always_bos)
-    return PromptPairTokenizer.load(path, *args, always_bos=always_bos)
+    tok = tok or TextTokenizer.load(str(MODELS / case["model"]))
+    family = FLAG_LAYERWISE if case["kind"] == "layerwise" else FLAG_LLM
+    prompt = case["prompt"] or DEFAULT_PROMPT
+    return TemplatePairTokenizer(family, tok, case["max_length"], case["query_max_length"], prompt)
 
 
 def _reranker(case, budget=4096, dtype="float32", cutoff_layers="case"):
@@ -149,7 +148,8 @@ def test_llm_layout_without_bos_when_bos_is_the_pad_token(tiny_gemma, decoder_go
 
     c = next(x for x in decoder_goldens["cases"] if x["kind"] == "llm")
     tok = AutoTokenizer.from_pretrained(tiny_gemma)
-    assert _tokenizer(c, TextTokenizer.load(tiny_gemma)).prefix == [tok.bos_token_id]
+    first = _tokenizer(c, TextTokenizer.load(tiny_gemma)).encode_pairs(["q"], ["p"])[0]
+    assert first[0] == tok.bos_token_id
     bos_pads = tmp_path / "bos-pads"  # the tiny gemma saved with `tok.pad_token = tok.bos_token`
     shutil.copytree(tiny_gemma, bos_pads)
     for name in ("tokenizer_config.json", "special_tokens_map.json"):

@@ -17,7 +17,6 @@ from pipeline.io import Storage
 from pipeline.models.families.family import JoinedLayout, SegmentLayout
 from pipeline.models.families.registry import FAMILIES, fallback_family, family_named
 from pipeline.models.identity import model_identity
-from pipeline.models.prompt_tokenizer import PASSAGE_PREFIX, QUERY_PREFIX, SEPARATOR
 from pipeline.rerank.config import load_config
 from pipeline.rerank.output.fingerprint import fingerprint, fingerprint_digest
 from pipeline.rerank.preflight import load_model_locally
@@ -81,13 +80,14 @@ def test_template_digests_are_pinned():
 
 
 @pytest.mark.parametrize("name,bos", [("flag-llm", "if-distinct-from-pad"), ("flag-layerwise", "always")])
-def test_the_flag_layout_is_the_prompt_tokenizer_s(name, bos):
+def test_the_flag_layout_is_flagembedding_s(name, bos):
     layout = FAMILIES[name].layout
     assert isinstance(layout, SegmentLayout) and layout.bos == bos
     assert (layout.prefix, layout.instruction_line, layout.suffix) == ("", "", "")
-    assert layout.query.format(query="") == QUERY_PREFIX
-    assert layout.document.format(document="") == PASSAGE_PREFIX
-    assert layout.separator == SEPARATOR and layout.tail.format(instruction="P") == "P"
+    # FlagEmbedding 1.4.2's BaseLLMReranker: "A: " query, "\n", "B: " passage, "\n", prompt
+    assert layout.query.format(query="") == "A: "
+    assert layout.document.format(document="") == "B: "
+    assert layout.separator == "\n" and layout.tail.format(instruction="P") == "P"
 
 
 def test_the_qwen3_template_is_the_model_card_s():
@@ -304,3 +304,32 @@ def test_the_finetune_checkpoints_fingerprint_does_not_move():
     }
     forced = cfg.model_copy(update={"model": cfg.model.model_copy(update={"family": "flag-llm"})})
     assert forced.fingerprint()["model"]["family"] == "flag-llm"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "name"),
+    [("tiny_qwen3_reranker", "qwen3"), ("tiny_mxbai_v2", "mxbai-v2"), ("tiny_modernbert", "modernbert")],
+)
+def test_the_new_families_fingerprint_and_reuse_identity_name_family_template_and_instruction(
+    fixture, name, request
+):
+    path = request.getfixturevalue(fixture)
+
+    def resolved(**model: str):
+        data = {"input": {"uri": "in"}, "output": {"uri": "out"}, "model": {"name_or_path": path, **model}}
+        return load_model_locally(load_config(None, data), Storage())[0]
+
+    cfg = resolved()
+    fp, store = fingerprint(cfg, "float32", IDENTITY), store_identity(cfg, "float32", IDENTITY)
+    assert fp["family"] == store["family"] == family_named(name).identity(None)
+    assert "prompt" not in fp and "prompt" not in store
+    if name == "modernbert":  # no instruction to change
+        return
+    other = resolved(instruction="Find the tower.")
+    other_fp, other_store = (
+        fingerprint(other, "float32", IDENTITY),
+        store_identity(other, "float32", IDENTITY),
+    )
+    assert other_fp["family"]["instruction"] == other_store["family"]["instruction"] == "Find the tower."
+    assert fingerprint_digest(other_fp) != fingerprint_digest(fp)
+    assert identity_digest(other_store) != identity_digest(store)

@@ -218,30 +218,36 @@ def test_a_chat_tokenizer_falling_back_to_flag_llm_is_a_warning(tmp_path, caplog
 
 
 @pytest.mark.parametrize(
-    ("name", "architecture", "tokens", "old"),
+    ("name", "architecture", "tokens", "family"),
     [
-        ("Qwen3-Reranker-0.6B", "Qwen3ForCausalLM", QWEN3_TOKENS, "flag-llm"),
-        ("mxbai-rerank-base-v2", "Qwen2ForCausalLM", QWEN2_TOKENS, "flag-llm"),
-        ("gte-reranker-modernbert-base", "ModernBertForSequenceClassification", (), "cross-encoder"),
+        ("Qwen3-Reranker-0.6B", "Qwen3ForCausalLM", QWEN3_TOKENS, "qwen3"),
+        ("mxbai-rerank-base-v2", "Qwen2ForCausalLM", QWEN2_TOKENS, "mxbai-v2"),
+        ("gte-reranker-modernbert-base", "ModernBertForSequenceClassification", (), "modernbert"),
     ],
 )
-def test_families_not_scored_yet_are_refused_with_the_old_way(tmp_path, name, architecture, tokens, old):
+def test_the_new_families_resolve_with_their_instruction(tmp_path, name, architecture, tokens, family):
     path = model_dir(tmp_path, name, architecture, tokens)
-    with pytest.raises(
-        ModelLoadError, match=f"is recognised but not yet scored by this version.*--family {old}"
-    ):
-        resolve_model(path, ModelConfig(name_or_path=path))
-    resolved = resolve_model(path, ModelConfig(name_or_path=path, family=old))
-    assert resolved.family == old and resolved.kind == ("encoder" if old == "cross-encoder" else "llm")
+    resolved = resolve_model(path, ModelConfig(name_or_path=path))
+    assert resolved.family == family and resolved.kind == ("encoder" if family == "modernbert" else "llm")
+    if family == "modernbert":  # a family without an instruction refuses one
+        with pytest.raises(ModelLoadError, match="which takes none: drop it"):
+            resolve_model(path, ModelConfig(name_or_path=path, instruction="Find answers."))
+        return
+    given = resolve_model(path, ModelConfig(name_or_path=path, prompt="Find answers."))
+    assert given.given_instruction == "Find answers."
+    (tmp_path / name / "reranker.json").write_text('{"instruction": "From the file."}')
+    assert resolve_model(path, ModelConfig(name_or_path=path)).instruction == "From the file."
+    assert resolve_model(path, ModelConfig(name_or_path=path, instruction="Flag.")).instruction == "Flag."
 
 
-def test_the_run_refuses_them_before_any_shard_work(tmp_path):
-    path = model_dir(tmp_path, "Qwen3-Reranker-0.6B", "Qwen3ForCausalLM", QWEN3_TOKENS)
-    cfg = load_config(
-        None, {"input": {"uri": "in"}, "output": {"uri": "out"}, "model": {"name_or_path": path}}
-    )
-    with pytest.raises(ModelLoadError, match="family qwen3 is recognised but not yet scored"):
-        load_model_locally(cfg, Storage())
+def test_the_run_resolves_them_before_any_shard_work(tiny_qwen3_reranker):
+    path = tiny_qwen3_reranker
+    places = {"input": {"uri": "in"}, "output": {"uri": "out"}}
+    cfg = load_config(None, {**places, "model": {"name_or_path": path}})
+    resolved, kind = load_model_locally(cfg, Storage())
+    assert (resolved.model.family, kind) == ("qwen3", "llm")
+    with pytest.raises(ConfigError, match="older spelling of model.instruction"):
+        load_config(None, {**places, "model": {"name_or_path": path, "instruction": "a", "prompt": "b"}})
 
 
 def test_family_is_a_flag_of_run_and_finetune():
@@ -258,3 +264,17 @@ def test_family_is_a_flag_of_run_and_finetune():
         ConfigError, match="model.family=flag-layerwise: fine-tuning supports encoder and llm"
     ):
         load_finetune_config(None, {**overrides, "model": {"name_or_path": "m", "family": "flag-layerwise"}})
+
+
+def test_modernbert_hard_position_limit_and_no_packed_path_refused_before_any_shard_work(tiny_modernbert):
+    places = {"input": {"uri": "in"}, "output": {"uri": "out"}}
+    cfg = load_config(None, {**places, "model": {"name_or_path": tiny_modernbert, "max_length": 8192}})
+    assert load_model_locally(cfg, Storage())[0].model.family == "modernbert"
+    too_long = load_config(None, {**places, "model": {"name_or_path": tiny_modernbert, "max_length": 8193}})
+    with pytest.raises(ModelLoadError, match="--max-length 8193 exceeds .* 8192 tokens"):
+        load_model_locally(too_long, Storage())
+    packed = load_config(
+        None, {**places, "model": {"name_or_path": tiny_modernbert, "attention": "unpadded"}}
+    )
+    with pytest.raises(ModelLoadError, match="--attention unpadded does not support the modernbert family"):
+        load_model_locally(packed, Storage())

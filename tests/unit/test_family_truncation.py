@@ -1,5 +1,5 @@
 """The truncation rules of `pipeline.models.families.truncation`, against the code they copy:
-today's FlagEmbedding rule (`PromptPairTokenizer.encode`), the `tokenizers` crate itself, and the
+FlagEmbedding's rule (as the flag families always cut), the `tokenizers` crate itself, and the
 Qwen3-Reranker card's right cut of the body (`(head + doc)[:budget]`)."""
 
 import pytest
@@ -22,7 +22,7 @@ def _span(base: int, n: int) -> list[int]:
 
 
 def _prompt_tokenizer_rule(first, second, budget, cut_left):
-    """Today's inline rule, copied from `PromptPairTokenizer.encode` (it is not a function there)."""
+    """Today's inline rule, as `PromptPairTokenizer.encode` had it inline before the families landed."""
     remove = len(first) + len(second) - budget
     if 0 < remove < len(second):
         second = second[remove:] if cut_left else second[:-remove]

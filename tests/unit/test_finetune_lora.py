@@ -1,16 +1,21 @@
-"""LLM rerankers fine-tune through LoRA on the "Yes" logit; the merged model scores in `rerank run`."""
+"""LLM rerankers fine-tune through LoRA on their family's score (flag-llm's "Yes" logit, qwen3's
+yes - no, mxbai-v2's "1" - "0"); the merged model, with its reranker.json, scores in `rerank run`
+as the same family without flags."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from pipeline.config import ModelConfig
 from pipeline.finetune.config import ModelSection
 from pipeline.finetune.groups import Group
 from pipeline.finetune.loss import listwise_ce
 from pipeline.finetune.student import GroupEncoder, load_student, scoring_model_config
 from pipeline.modeling.reranker import Reranker
-from pipeline.models.kinds import load_pair_tokenizer
+from pipeline.models.families.sidecar import write_sidecar
+from pipeline.models.kinds import load_pair_tokenizer, resolve_model
 
 PASSAGES = ("the sun is a star", "bananas are yellow", "rain falls down", "stars shine at night")
 
@@ -19,18 +24,29 @@ def group_scores(student, encoder, group) -> torch.Tensor:
     return student.scorer(**encoder.to_tensors(encoder.encode_groups([group]), torch.device("cpu")))[:, 0]
 
 
-def test_lora_step_changes_yes_logits_and_merged_model_loads_as_llm_reranker(tiny_gemma, tmp_path):
+@pytest.mark.parametrize(
+    ("family", "fixture"),
+    [("flag-llm", "tiny_gemma"), ("qwen3", "tiny_qwen3_reranker"), ("mxbai-v2", "tiny_mxbai_v2")],
+)
+def test_lora_step_moves_the_family_score_and_the_merged_model_scores_as_that_family(
+    family, fixture, tmp_path, request
+):
+    path = request.getfixturevalue(fixture)
     torch.manual_seed(0)
-    section = ModelSection(name_or_path=tiny_gemma, max_length=64)
-    student = load_student(tiny_gemma, section, "llm")
+    section = resolve_model(path, ModelSection(name_or_path=path, max_length=96, instruction="Rank."))
+    assert section.family == family
+    student = load_student(path, section)
     trainable = [n for n, p in student.scorer.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
-    encoder = GroupEncoder(tiny_gemma, scoring_model_config(section, "llm"), 0)
+    encoder = GroupEncoder(path, scoring_model_config(section), 0)
     group = Group("what is the sun", PASSAGES, None, None)
 
     student.scorer.eval()
     with torch.no_grad():
         before = group_scores(student, encoder, group)
+    base = Reranker.load(path, "cpu", "float32", 4096, kind="llm", family=family)
+    encoded = encoder.base.encode([group.query] * len(PASSAGES), list(PASSAGES))
+    np.testing.assert_allclose(base.score(encoded["input_ids"]).scores, before.numpy(), atol=1e-5)
     optimizer = torch.optim.AdamW([p for p in student.scorer.parameters() if p.requires_grad], lr=5e-2)
     student.scorer.train()
     for _ in range(3):
@@ -44,12 +60,13 @@ def test_lora_step_changes_yes_logits_and_merged_model_loads_as_llm_reranker(tin
     assert not torch.allclose(before, after, atol=1e-3)
     assert after[0] - after[1:].max() > before[0] - before[1:].max()  # the positive moved up
 
-    student.save_pretrained(str(tmp_path / "merged"), encoder.tokenizer)
     merged = str(tmp_path / "merged")
-    reranker = Reranker.load(merged, "cpu", "float32", 4096, kind="llm")
-    tokenizer = load_pair_tokenizer(
-        merged, scoring_model_config(section.model_copy(update={"name_or_path": merged}), "llm")
+    student.save_pretrained(merged, encoder.tokenizer)
+    write_sidecar(merged, family, "Rank.")  # as the training job publishes it
+    resolved = resolve_model(merged, ModelConfig(name_or_path=merged, max_length=96))
+    assert (resolved.family, resolved.instruction) == (family, "Rank.")
+    reranker = Reranker.load(merged, "cpu", "float32", 4096, kind="llm", family=family)
+    encoded = load_pair_tokenizer(merged, resolved).encode([group.query] * len(PASSAGES), list(PASSAGES))
+    np.testing.assert_allclose(
+        reranker.score(encoded["input_ids"]).scores, after.numpy(), rtol=1e-4, atol=1e-4
     )
-    encoded = tokenizer.encode([group.query] * len(PASSAGES), list(PASSAGES))
-    scored = reranker.score(encoded["input_ids"]).scores
-    np.testing.assert_allclose(scored, after.numpy(), rtol=1e-4, atol=1e-4)

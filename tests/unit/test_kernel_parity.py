@@ -17,8 +17,9 @@ from pipeline.modeling.kernels.attention import (
 )
 from pipeline.modeling.kernels.packed import packed_scorer
 from pipeline.modeling.reranker import Reranker
+from pipeline.models.families.registry import FLAG_LAYERWISE, FLAG_LLM
+from pipeline.models.families.template_tokenizer import TemplatePairTokenizer
 from pipeline.models.pair_tokenizer import PairTokenizer
-from pipeline.models.prompt_tokenizer import PromptPairTokenizer
 from pipeline.rerank.config import load_config
 from pipeline.rerank.output.fingerprint import fingerprint
 from pipeline.rerank.stages.score import ScorePairs
@@ -39,7 +40,8 @@ def encoded(model: str, kind: str, pairs: list[list[str]]):
     if kind == "encoder":
         enc = PairTokenizer.load(path, 128, 96).encode(queries, passages)
     else:
-        tok = PromptPairTokenizer.load(path, 128, 96, DEFAULT_PROMPT, always_bos=kind == "layerwise")
+        family = FLAG_LAYERWISE if kind == "layerwise" else FLAG_LLM
+        tok = TemplatePairTokenizer.load(path, family, 128, 96, DEFAULT_PROMPT)
         enc = tok.encode(queries, passages)
     return enc["input_ids"], enc.get("token_type_ids")
 

@@ -71,7 +71,7 @@ def test_kind_options_are_validated_together():
         **BASE,
         "model": {"name_or_path": "m", "kind": "encoder", "prompt": "p?"},
     }
-    with pytest.raises(ConfigError, match="model.prompt is for llm/layerwise"):
+    with pytest.raises(ConfigError, match=r"model.instruction \(--instruction, --prompt\) is for llm/layer"):
         load_config(None, bad)
     for kind in ("encoder", "llm"):
         with pytest.raises(ConfigError, match="cutoff_layers=.* is for layerwise"):

@@ -1,5 +1,5 @@
-"""`TemplatePairTokenizer` builds each family's ids as its own code does: today's
-`PromptPairTokenizer` for the FlagEmbedding families (id for id), the Qwen3-Reranker card's
+"""`TemplatePairTokenizer` builds each family's ids as its own code does: FlagEmbedding's layout
+for the FlagEmbedding families (id for id with its goldens: test_decoder_parity.py), the Qwen3-Reranker card's
 `prefix + tok(body)[:max_length - |prefix| - |suffix|] + suffix` whenever the document absorbs the
 cut, and mxbai-rerank-v2's piecewise rule (a reference written here from spec.md §3)."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from pipeline.config import DEFAULT_PROMPT
@@ -18,8 +19,8 @@ from pipeline.models.families.template_tokenizer import (
     format_with_spans,
     query_token_span,
 )
-from pipeline.models.prompt_tokenizer import PromptPairTokenizer
 from pipeline.models.text_tokenizer import TextTokenizer
+from pipeline.models.windows import WindowOptions
 
 # Words that stress BPE boundaries: punctuation that merges with a newline ("?\n"), spaces,
 # non-Latin scripts, emoji, braces (not format fields once substituted), digits.
@@ -45,38 +46,15 @@ def _ids(tok: TextTokenizer, text: str) -> list[int]:
     return tok.backend.encode(text, add_special_tokens=False).ids
 
 
-# --- FlagEmbedding families: today's PromptPairTokenizer ---------------------------------------
+# --- the stage's interface: Arrow columns and chunk-mode windows ----------------------------------
 
 
-@pytest.mark.parametrize(
-    ("family", "model_fixture"), [(FLAG_LLM, "tiny_gemma"), (FLAG_LAYERWISE, "tiny_layerwise")]
-)
-@pytest.mark.parametrize("seed", range(4))
-def test_flag_families_equal_prompt_pair_tokenizer(family, model_fixture, seed, request):
-    tok = TextTokenizer.load(request.getfixturevalue(model_fixture))
-    rng = random.Random(seed)
-    queries, passages = _pairs(seed, 60, 30, 80)
-    for _ in range(6):
-        max_length = rng.choice([8, 16, 24, 40, 64, 128, 512])
-        query_max_length = rng.choice([1, 4, max_length * 3 // 4, max_length, 2 * max_length])
-        prompt = rng.choice([None, "Is B relevant to A? Yes or No.", "", "日本語 {x}"])
-        ours = TemplatePairTokenizer(
-            family, tok, max_length, query_max_length, family.instruction(prompt)
-        ).encode_pairs(queries, passages)
-        theirs = PromptPairTokenizer(
-            tok,
-            max_length,
-            query_max_length,
-            prompt if prompt is not None else DEFAULT_PROMPT,
-            always_bos=family.layout.bos == "always",
-        ).encode(queries, passages)["input_ids"]
-        assert ours == theirs.to_pylist(), (max_length, query_max_length, prompt)
-
-
-def test_encode_is_encode_pairs_of_one(tiny_gemma):
+def test_encode_is_encode_pairs_as_arrow(tiny_gemma):
     tok = TextTokenizer.load(tiny_gemma)
     template = TemplatePairTokenizer(FLAG_LLM, tok, 32, 24, DEFAULT_PROMPT)
-    assert template.encode("q?", "p") == template.encode_pairs(["q?"], ["p"])[0]
+    assert template.encode(["q?", ""], ["p", "x"])["input_ids"].to_pylist() == template.encode_pairs(
+        ["q?", ""], ["p", "x"]
+    )
     with pytest.raises(ValueError, match="2 queries but 1 passages"):
         template.encode_pairs(["a", "b"], ["c"])
 
@@ -114,7 +92,7 @@ def test_qwen3_is_the_card_whenever_the_document_absorbs_the_cut(qwen3_tok, seed
         given = rng.choice([None, None, "Find the passage about rivers 🙂"])
         instruction = QWEN3.instruction(given)
         assert instruction == (CARD_INSTRUCTION if given is None else given)
-        ids = TemplatePairTokenizer(QWEN3, qwen3_tok, max_length, None, instruction).encode(q, d)
+        ids = TemplatePairTokenizer(QWEN3, qwen3_tok, max_length, None, instruction).encode_pairs([q], [d])[0]
         budget = max_length - len(prefix) - len(suffix)
         assert ids[: len(prefix)] == prefix and ids[len(ids) - len(suffix) :] == suffix
         assert len(ids) <= max_length
@@ -135,7 +113,9 @@ def test_qwen3_query_cap_keeps_the_labels(qwen3_tok):
     shares with the template stays (it holds the label's newline)."""
     query = "what is built? " * 20 + "built?"
     template = TemplatePairTokenizer(QWEN3, qwen3_tok, 512, 5, CARD_INSTRUCTION)
-    kept = qwen3_tok.backend.decode(template.encode(query, "The Eiffel tower."), skip_special_tokens=False)
+    kept = qwen3_tok.backend.decode(
+        template.encode_pairs([query], ["The Eiffel tower."])[0], skip_special_tokens=False
+    )
     assert kept == (
         f"{CARD_PREFIX}<Instruct>: {CARD_INSTRUCTION}\n<Query>: what is built? what?\n"
         f"<Document>: The Eiffel tower.{CARD_SUFFIX}"
@@ -143,9 +123,8 @@ def test_qwen3_query_cap_keeps_the_labels(qwen3_tok):
 
 
 def test_qwen3_raises_when_the_template_alone_overflows(qwen3_tok):
-    template = TemplatePairTokenizer(QWEN3, qwen3_tok, 60, None, CARD_INSTRUCTION)
-    with pytest.raises(ValueError, match="raise --max-length"):
-        template.encode("q", "d")
+    with pytest.raises(ModelLoadError, match="raise --max-length"):
+        TemplatePairTokenizer(QWEN3, qwen3_tok, 60, None, CARD_INSTRUCTION)
 
 
 # --- mxbai-rerank-v2: a reference from spec.md §3 --------------------------------------------------
@@ -194,7 +173,9 @@ def test_mxbai_equals_its_piecewise_reference(tiny_mxbai_v2, seed):
     for q, d in zip(queries, passages, strict=True):
         max_length = rng.choice([4, 12, 24, 48, 96, 256])
         instruction = MXBAI_V2.instruction(rng.choice([None, "Judge relevance to 日本語"]))
-        ids = TemplatePairTokenizer(MXBAI_V2, tok, max_length, max_length * 3 // 4, instruction).encode(q, d)
+        ids = TemplatePairTokenizer(MXBAI_V2, tok, max_length, max_length * 3 // 4, instruction).encode_pairs(
+            [q], [d]
+        )[0]
         assert ids == _mxbai_reference(tok, q, d, max_length, instruction), (q, d, max_length)
         kinds.add(len(ids) - 79 - max_length)
     assert any(k < 0 for k in kinds) and 0 in kinds  # both short pairs and cut ones were seen
@@ -236,3 +217,42 @@ def test_a_family_that_always_takes_bos_needs_one(tiny_qwen3_reranker):
     family: Family = FLAG_LAYERWISE
     with pytest.raises(ModelLoadError, match="BOS"):
         TemplatePairTokenizer(family, tok, 32, 24, DEFAULT_PROMPT)
+
+
+@pytest.mark.parametrize("family", [QWEN3, MXBAI_V2])
+def test_chat_family_windows_hold_the_template_and_cover_the_passage(family, qwen3_tok):
+    queries, passages = _pairs(11, 12, 20, 600)
+    passages[0] = "a short passage."
+    max_length, overlap = 160, 8
+    tok = TemplatePairTokenizer(family, qwen3_tok, max_length, None if family is QWEN3 else 120, "Rank it.")
+    pair, columns = tok.encode_windows(queries, passages, WindowOptions(overlap, 50))
+    ids = columns["input_ids"].to_pylist()
+    whole = tok.encode_pairs(queries, passages)
+    suffix = _ids(qwen3_tok, family.layout.suffix)
+    # mxbai's budget counts the query and document only: its system turn, task prompt and suffix
+    # come on top (as in its own code)
+    layout = family.layout
+    pieces = () if family is QWEN3 else (layout.prefix, "\n", layout.tail, layout.suffix)
+    extra = sum(len(_ids(qwen3_tok, text)) for text in pieces)
+    for i in range(len(queries)):
+        windows = [ids[k] for k in np.flatnonzero(pair == i)]
+        assert all(len(w) <= max_length + extra for w in windows)
+        assert all(w[-len(suffix) :] == suffix for w in windows)
+        if len(windows) == 1:  # a passage that fits is the very sequence encode gives
+            assert windows[0] == whole[i]
+            continue
+        head = _common_prefix(windows)
+        tail = len(suffix) if family is QWEN3 else len(suffix) + len(_ids(qwen3_tok, family.layout.tail)) + 1
+        bodies = [w[len(head) : len(w) - tail] for w in windows]
+        rebuilt = bodies[0] + [t for b in bodies[1:] for t in b[overlap:]]
+        lead = "document: " if family is MXBAI_V2 else " "
+        full = _ids(qwen3_tok, lead + passages[i])
+        assert full[len(full) - len(rebuilt) :] == rebuilt  # every passage token, in order, once
+    assert len(set(pair.tolist())) == len(queries)
+
+
+def _common_prefix(rows: list[list[int]]) -> list[int]:
+    n = 0
+    while all(len(r) > n and r[n] == rows[0][n] for r in rows):
+        n += 1
+    return rows[0][:n]

@@ -32,12 +32,13 @@ def _causal_lm(directory: str) -> torch.nn.Module:
 def test_score_token_ids_of_each_family(tiny_qwen3_reranker, tiny_mxbai_v2, tiny_gemma):
     from transformers import AutoTokenizer
 
-    from pipeline.models.prompt_tokenizer import yes_token_id
-
     assert score_token_ids(QWEN3, TextTokenizer.load(tiny_qwen3_reranker)) == (9693, 2152)
     assert score_token_ids(MXBAI_V2, TextTokenizer.load(tiny_mxbai_v2)) == (16, 15)
     flag_ids = score_token_ids(FLAG_LLM, TextTokenizer.load(tiny_gemma))
-    assert flag_ids == (yes_token_id(AutoTokenizer.from_pretrained(tiny_gemma)),)
+    # FlagLLMReranker's: the first id of tokenizer("Yes", add_special_tokens=False)
+    assert flag_ids == (
+        AutoTokenizer.from_pretrained(tiny_gemma)("Yes", add_special_tokens=False)["input_ids"][0],
+    )
     # the Qwen3 card's lookup is the same id
     qwen = AutoTokenizer.from_pretrained(tiny_qwen3_reranker)
     assert (qwen.convert_tokens_to_ids("yes"), qwen.convert_tokens_to_ids("no")) == (9693, 2152)

@@ -10,11 +10,24 @@ from tokenizers import Tokenizer
 
 from pipeline.config import DEFAULT_PROMPT
 from pipeline.errors import ConfigError, ModelLoadError
+from pipeline.models.families.registry import FLAG_LAYERWISE, FLAG_LLM
+from pipeline.models.families.template_tokenizer import TemplatePairTokenizer
 from pipeline.models.pair_tokenizer import PairTokenizer, load_hf_tokenizer
-from pipeline.models.prompt_tokenizer import PASSAGE_PREFIX, PromptPairTokenizer
+from pipeline.models.text_tokenizer import TextTokenizer
 from pipeline.models.windows import WindowOptions, window_starts
 from pipeline.rerank.config import load_config
 from tests.helpers import MODELS
+
+PASSAGE_PREFIX = "B: "
+
+
+def _flag(path, max_length, query_max_length, prompt, layerwise=False):
+    """FlagEmbedding's decoder layout, and its pieces: (tokenizer, [BOS], "\\n" ids, prompt ids)."""
+    text = TextTokenizer.load(path)
+    family = FLAG_LAYERWISE if layerwise else FLAG_LLM
+    tok = TemplatePairTokenizer(family, text, max_length, query_max_length, prompt)
+    bos = [text.bos_token_id] if layerwise or text.bos_token_id != text.pad_token_id else []
+    return tok, bos, text.ids(["\n"])[0], text.ids([prompt])[0]
 
 
 @settings(max_examples=300, deadline=None)
@@ -102,15 +115,15 @@ def test_decoder_windows_match_the_tokenizer(decoder_goldens, case_index):
     queries, passages = [p[0] for p in pairs], [p[1] for p in pairs]
     path = str(MODELS / case["model"])
     args = (case["max_length"], case["query_max_length"], case["prompt"] or DEFAULT_PROMPT)
-    tok = PromptPairTokenizer.load(path, *args, always_bos=case["kind"] == "layerwise")
+    tok, bos, sep, prompt = _flag(path, *args, layerwise=case["kind"] == "layerwise")
     hf = load_hf_tokenizer(path)
-    tail = [*tok.sep_ids, *tok.prompt_ids]
+    tail = [*sep, *prompt]
     for i, windows in enumerate(_windows(tok, queries, passages)):
         assert windows[0]["input_ids"] == case["input_ids"][i]  # the first window: FlagEmbedding's
         full = hf(PASSAGE_PREFIX + passages[i], add_special_tokens=False, return_offsets_mapping=True)
         n_lead = sum(end <= len(PASSAGE_PREFIX) for _, end in full["offset_mapping"])
         q_ids = hf("A: " + queries[i], add_special_tokens=False)["input_ids"][: case["query_max_length"]]
-        head = [*tok.prefix, *q_ids, *tok.sep_ids, *full["input_ids"][:n_lead]]
+        head = [*bos, *q_ids, *sep, *full["input_ids"][:n_lead]]
         bodies = []
         for w in windows:
             ids = w["input_ids"]
@@ -128,7 +141,7 @@ def test_fitting_passages_are_one_window_equal_to_the_truncate_pair(tiny_bert, t
     tokenizers = [
         PairTokenizer.load(tiny_bert, 128, 96),
         PairTokenizer.load(tiny_xlmr, 128, 96),
-        PromptPairTokenizer.load(tiny_gemma, 128, 96, DEFAULT_PROMPT, always_bos=False),
+        _flag(tiny_gemma, 128, 96, DEFAULT_PROMPT)[0],
     ]
     for tok in tokenizers:
         truncated = tok.encode(queries, passages)
@@ -151,17 +164,15 @@ def test_max_chunks_scores_the_first_windows_and_counts_the_rest(tiny_bert):
 
 
 def test_window_char_counts_characters_not_bytes(tiny_gemma):
-    tok = PromptPairTokenizer.load(tiny_gemma, 64, 16, DEFAULT_PROMPT, always_bos=False)
+    tok, bos, sep, prompt = _flag(tiny_gemma, 64, 16, DEFAULT_PROMPT)
     passage = "".join(f"wörd{i} 😀 " for i in range(60))  # 2-, 4-byte characters before each window
     (windows,) = _windows(tok, ["q"], [passage], overlap=4)
     assert len(windows) > 2
     hf = load_hf_tokenizer(tiny_gemma)
     full = hf(PASSAGE_PREFIX + passage, add_special_tokens=False, return_offsets_mapping=True)
     n_lead = sum(end <= len(PASSAGE_PREFIX) for _, end in full["offset_mapping"])
-    head = (
-        len(tok.prefix) + len(hf("A: q", add_special_tokens=False)["input_ids"]) + len(tok.sep_ids) + n_lead
-    )
-    tail = len(tok.sep_ids) + len(tok.prompt_ids)
+    head = len(bos) + len(hf("A: q", add_special_tokens=False)["input_ids"]) + len(sep) + n_lead
+    tail = len(sep) + len(prompt)
     for w in windows[1:]:
         body = w["input_ids"][head : len(w["input_ids"]) - tail]
         # the passage from that character on tokenizes to the window's own first tokens (after up

@@ -12,12 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import ModelLoadError
 from pipeline.modeling.kernels.attention import VARLEN, flash_varlen, packed_attention, register_varlen
-from pipeline.modeling.llm_scorer import YesLogitScorer
+from pipeline.modeling.llm_scorer import TokenLogitScorer
 from pipeline.modeling.minicpm_layerwise import DecoderLayer, LayerwiseReranker, apply_rotary
 from pipeline.models.limits import PADDING_OFFSET_TYPES
 
@@ -83,13 +82,13 @@ class PackedEncoder(nn.Module):
         return logits.view(-1, 1).float()
 
 
-class PackedYesLogit(nn.Module):
-    """The LLM kind (pipeline.modeling.llm_scorer) over a packed row: the "Yes" logit at each pair's
-    last token."""
+class PackedTokenLogit(nn.Module):
+    """The LLM kind (pipeline.modeling.llm_scorer) over a packed row: the family's token-logit
+    score at each pair's last token."""
 
     position_offset = 0
 
-    def __init__(self, scorer: YesLogitScorer) -> None:
+    def __init__(self, scorer: TokenLogitScorer) -> None:
         super().__init__()
         self.scorer = scorer
         _use_varlen(scorer.decoder)
@@ -111,10 +110,7 @@ class PackedYesLogit(nn.Module):
             use_cache=False,
             **_varlen_kwargs(cu_seqlens, max_length),
         ).last_hidden_state
-        logits = F.linear(hidden[0, last], s.yes_row, s.yes_bias)
-        if s.softcap:
-            logits = torch.tanh(logits / s.softcap) * s.softcap
-        return logits.float()
+        return s.head(hidden[0, last]).view(-1, 1)
 
 
 def _packed_layer(
@@ -175,8 +171,8 @@ class PackedLayerwise(nn.Module):
 def packed_scorer(scorer: nn.Module) -> nn.Module:
     """The packed counterpart of a padded scoring module (pipeline.modeling.reranker.load_scorer)."""
     flash_varlen()  # looked up here, before any forward is compiled
-    if isinstance(scorer, YesLogitScorer):
-        return PackedYesLogit(scorer)
+    if isinstance(scorer, TokenLogitScorer):
+        return PackedTokenLogit(scorer)
     if isinstance(scorer, LayerwiseReranker):
         return PackedLayerwise(scorer)
     inner = getattr(scorer, "model", None)  # EncoderScorer holds the transformers classifier

@@ -132,6 +132,21 @@ class Family:
         }
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
+    @property
+    def hard_position_limit(self) -> int | None:
+        """The most tokens a pair may have whatever config.json says (ModernBERT: 8,192)."""
+        return self.max_positions if self.position_limit_is_hard else None
+
+    def identity(self, given_instruction: str | None) -> dict[str, str | None]:
+        """What of the family a score depends on, for the run fingerprint and the reuse identity
+        of the families that are not `legacy_fingerprint`: its name, template digest and the
+        instruction the pairs are built with."""
+        return {
+            "name": self.name,
+            "template": self.template_digest(),
+            "instruction": self.instruction(given_instruction),
+        }
+
     def instruction(self, given: str | None) -> str | None:
         """The instruction a pair is built with: `given` (--instruction) or the family's default;
         None for a family without one (cross-encoders)."""

@@ -5,6 +5,7 @@ or a hub id, has no sidecar."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,3 +38,10 @@ def read_sidecar(name_or_path: str) -> Sidecar | None:
             "both strings (remove the file to detect the family from the model)"
         )
     return Sidecar(family=data.get("family"), instruction=data.get("instruction"))
+
+
+def write_sidecar(directory: str, family: str, instruction: str | None) -> None:
+    """Writes `directory`/reranker.json naming the family (and the instruction, when there is one),
+    so that the model is scored as it was trained without flags."""
+    data = {"family": family, **({"instruction": instruction} if instruction is not None else {})}
+    (Path(directory) / SIDECAR).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -11,7 +11,7 @@ Two layouts (`family.py`):
   `truncation.cut_second_only`: FlagEmbedding's budget (`flag-prompt`) is
   `max_length + |S| + |ids(tail)|` over `[BOS] + A + S + B`, mxbai's (`chat-second-only`) is
   `max_length` over `A + S + B` (its system turn, separator, task prompt and suffix come on top).
-  For the flag families this is today's `PromptPairTokenizer.encode`, id for id.
+  For the flag families this is FlagEmbedding's layout, id for id (its goldens).
 - **joined** (qwen3): the body is one text, as in the model card. The head
   ("<Instruct>: {i}\\n<Query>: {q}\\n<Document>:") is tokenized as ONE string (BPE merges cross
   the query's end, e.g. "?\\n") and the document as " " + document on its own (equal to the
@@ -20,19 +20,38 @@ Two layouts (`family.py`):
 
 mxbai also cuts the document to `model_max_length - |A| - 79` when that is below max_length; that
 only matters past the model's positions, which the caller's max-length check rules out, so it is
-not repeated here. Chunk mode (windows) is not here yet.
+not repeated here.
+
+With `--long-passages chunk`, `encode_windows` tokenizes the document's lead ("B: ", "document: ",
+" ") and the passage once, whole; every window holds the lead and as many passage tokens as fit
+beside the query under the family's own budget, so a passage that fits is the very sequence
+`encode` gives. For a family without a query cap (qwen3), chunk mode cuts the query to
+--query-max-length, by default three quarters of what the template leaves the query and passage:
+every window then has room.
 """
 
 from __future__ import annotations
 
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import chain
 
+import numpy as np
+import pyarrow as pa
+
+from pipeline.config import default_query_max_length
 from pipeline.errors import ModelLoadError
 from pipeline.models.families.family import Family, JoinedLayout, SegmentLayout
 from pipeline.models.families.truncation import cut_body, cut_second_only
 from pipeline.models.text_tokenizer import TextTokenizer
+from pipeline.models.windows import (
+    WindowOptions,
+    WindowRows,
+    check_window_room,
+    passage_tokens,
+    window_starts,
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,7 @@ class _Segments:
     query_line: str  # the instruction line, formatted ("" without one)
     query_max_length: int
     budget: int  # of bos + A + separator + B
+    document_lead: str  # the document text before the passage: "B: ", "document: "
 
 
 @dataclass(frozen=True)
@@ -60,11 +80,15 @@ class _Joined:
     suffix: list[int]
     query_max_length: int | None
     budget: int  # of head' + doc'
+    window_query_max_length: int  # chunk mode's cap: the given one, else 3/4 of the body's room
 
 
 class TemplatePairTokenizer:
     """Turns (query, passage) texts into a family's token ids (flag-llm, flag-layerwise, qwen3,
-    mxbai-v2); `encode` for one pair, `encode_pairs` for a batch."""
+    mxbai-v2): `encode_pairs` as id lists, `encode` and `encode_windows` as the tokenize stage's
+    Arrow columns (decoders take no token type ids)."""
+
+    uses_token_types = False
 
     def __init__(
         self,
@@ -91,9 +115,21 @@ class TemplatePairTokenizer:
                 f"family {family.name!r} has no prompt template (an encoder family): use PairTokenizer"
             )
 
-    def encode(self, query: str, passage: str) -> list[int]:
-        """The ids the model sees for one pair."""
-        return self.encode_pairs([query], [passage])[0]
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str,
+        family: Family,
+        max_length: int,
+        query_max_length: int | None,
+        instruction: str | None,
+    ) -> TemplatePairTokenizer:
+        """The family's tokenizer over the model's tokenizer.json (no repo code runs)."""
+        return cls(family, TextTokenizer.load(name_or_path), max_length, query_max_length, instruction)
+
+    def encode(self, queries: list[str], passages: list[str]) -> dict[str, pa.Array]:
+        """Token ids as an Arrow list array."""
+        return {"input_ids": list_array(self.encode_pairs(queries, passages))}
 
     def encode_pairs(self, queries: Sequence[str], passages: Sequence[str]) -> list[list[int]]:
         """The ids the model sees for each pair (the texts tokenized in batches)."""
@@ -104,6 +140,47 @@ class TemplatePairTokenizer:
         if isinstance(self._plan, _Segments):
             return self._encode_segments(self._plan, list(queries), list(passages))
         return self._encode_joined(self._plan, list(queries), list(passages))
+
+    @property
+    def min_window(self) -> int:
+        """Passage tokens beside the longest query: the narrowest window of chunk mode."""
+        plan = self._plan
+        if isinstance(plan, _Segments):
+            lead = len(passage_tokens(self.tokenizer.backend, [""], plan.document_lead)[0].lead)
+            return self._segment_room(plan, len(plan.bos) + plan.query_max_length) - lead
+        head, _ = self._window_heads(plan, [""])[0]
+        return plan.budget - len(head) - plan.window_query_max_length
+
+    def encode_windows(
+        self, queries: list[str], passages: list[str], options: WindowOptions
+    ) -> tuple[np.ndarray, dict[str, pa.Array]]:
+        """One sequence per window of each passage: (the input pair of each window, its token
+        columns and window columns, `pipeline.models.windows`)."""
+        check_window_room(self.min_window, options.overlap, f"the {self.family.name} template")
+        plan = self._plan
+        rows = WindowRows(with_types=False)
+        if isinstance(plan, _Segments):
+            a_ids = self._query_ids(plan, queries)
+            heads = [[*plan.bos, *plan.prefix, *a, *plan.separator] for a in a_ids]
+            rooms = [self._segment_room(plan, len(plan.bos) + len(a)) for a in a_ids]
+            tails, lead_text = plan.tail, plan.document_lead
+        else:
+            pieces = self._window_heads(plan, queries)
+            heads = [[*plan.prefix, *head] for head, _ in pieces]
+            rooms = [plan.budget - len(head) for head, _ in pieces]
+            tails, lead_text = plan.suffix, plan.lead
+        for i, (head, room, p) in enumerate(
+            zip(heads, rooms, passage_tokens(self.tokenizer.backend, passages, lead_text), strict=True)
+        ):
+            width = max(1, room - len(p.lead))
+            # min(): a lead that took more tokens than usual (a merge across the boundary) still steps
+            overlap = min(options.overlap, width - 1)
+            starts, not_scored = window_starts(len(p.ids), width, overlap, options.max_chunks)
+            for s in starts:
+                rows.ids += [*head, *p.lead, *p.ids[s : s + width], *tails]
+                rows.end_window()
+            rows.add_pair(i, starts, p.chars, not_scored)
+        return rows.arrays()
 
     # segments ------------------------------------------------------------------------------
 
@@ -145,13 +222,23 @@ class TemplatePairTokenizer:
             query_max_length=query_max_length,
             # FlagEmbedding's encode_max_length vs mxbai's prepare_for_model(max_length)
             budget=self.max_length + (len(separator) + len(tail_text) if flag_rule else 0),
+            document_lead=layout.document.partition("{document}")[0],
         )
 
+    def _segment_room(self, plan: _Segments, first: int) -> int:
+        """Tokens of the separator-less document (its lead included) that fit after `first`
+        counted tokens ([BOS] + A): B is cut to max_length, then S + B to what the budget leaves."""
+        return min(self.max_length, plan.budget - first - len(plan.separator))
+
+    def _query_ids(self, plan: _Segments, queries: list[str]) -> list[list[int]]:
+        texts = [plan.layout.query.format(instruction_line=plan.query_line, query=q) for q in queries]
+        return self.tokenizer.ids(texts, plan.query_max_length)
+
     def _encode_segments(self, plan: _Segments, queries: list[str], passages: list[str]) -> list[list[int]]:
-        layout = plan.layout
-        query_texts = [layout.query.format(instruction_line=plan.query_line, query=q) for q in queries]
-        a_ids = self.tokenizer.ids(query_texts, plan.query_max_length)
-        b_ids = self.tokenizer.ids([layout.document.format(document=p) for p in passages], self.max_length)
+        a_ids = self._query_ids(plan, queries)
+        b_ids = self.tokenizer.ids(
+            [plan.layout.document.format(document=p) for p in passages], self.max_length
+        )
         side = self.tokenizer.truncation_side
         out = []
         for a, b in zip(a_ids, b_ids, strict=True):
@@ -175,7 +262,7 @@ class TemplatePairTokenizer:
         if "{instruction}" in head and instruction is None:
             raise ValueError(f"family {self.family.name!r} puts an instruction in the body; got None")
         prefix, suffix = self._ids(layout.prefix), self._ids(layout.suffix)
-        return _Joined(
+        plan = _Joined(
             head=head,
             lead=before[len(head) :],
             instruction=instruction,
@@ -183,17 +270,48 @@ class TemplatePairTokenizer:
             suffix=suffix,
             query_max_length=query_max_length,
             budget=self.max_length - len(prefix) - len(suffix),
+            window_query_max_length=0,
         )
+        # chunk mode's cap: the given one, else 3/4 of what the template leaves the query and passage
+        room = plan.budget - self._template_ids(plan)
+        cap = query_max_length if query_max_length is not None else max(1, default_query_max_length(room))
+        return replace(plan, window_query_max_length=cap)
 
-    def _encode_joined(self, plan: _Joined, queries: list[str], passages: list[str]) -> list[list[int]]:
+    def _template_ids(self, plan: _Joined) -> int:
+        """The ids the body takes besides the query (instruction and labels); ModelLoadError,
+        before any pair, if the template and instruction alone overflow."""
+        head, (start, end) = self._heads(plan, [""])[0]
+        try:
+            cut_body(head, (start, end), [], plan.budget, 0)
+        except ValueError as e:
+            raise ModelLoadError(
+                f"--max-length {self.max_length} is too short for the {self.family.name} template: {e}"
+            ) from e
+        return len(head) - (end - start)
+
+    def _heads(self, plan: _Joined, queries: list[str]) -> list[tuple[list[int], tuple[int, int]]]:
+        """Each query's head ids and the [start, end) of its query's ids in them."""
         heads = [format_with_spans(plan.head, {"instruction": plan.instruction, "query": q}) for q in queries]
         encodings = self.tokenizer.backend.encode_batch([text for text, _ in heads], add_special_tokens=False)
+        return [
+            (list(e.ids), query_token_span(e.offsets, spans["query"]))
+            for (_, spans), e in zip(heads, encodings, strict=True)
+        ]
+
+    def _window_heads(self, plan: _Joined, queries: list[str]) -> list[tuple[list[int], tuple[int, int]]]:
+        """Chunk mode's heads: the query cut to the window cap (and to the budget, if need be)."""
+        out = []
+        for head, span in self._heads(plan, queries):
+            cut, _ = cut_body(head, span, [], plan.budget, plan.window_query_max_length)
+            out.append((cut, span))
+        return out
+
+    def _encode_joined(self, plan: _Joined, queries: list[str], passages: list[str]) -> list[list[int]]:
         doc_ids = self.tokenizer.ids([plan.lead + p for p in passages])
         out = []
-        for (_, spans), encoding, doc in zip(heads, encodings, doc_ids, strict=True):
-            span = query_token_span(encoding.offsets, spans["query"])
-            head, kept_doc = cut_body(encoding.ids, span, doc, plan.budget, plan.query_max_length)
-            out.append([*plan.prefix, *head, *kept_doc, *plan.suffix])
+        for (head, span), doc in zip(self._heads(plan, queries), doc_ids, strict=True):
+            kept_head, kept_doc = cut_body(head, span, doc, plan.budget, plan.query_max_length)
+            out.append([*plan.prefix, *kept_head, *kept_doc, *plan.suffix])
         return out
 
 
@@ -232,3 +350,11 @@ def query_token_span(offsets: Sequence[tuple[int, int]], chars: tuple[int, int])
         first_after = next((i for i, (_, end) in enumerate(offsets) if end > start_char), len(offsets))
         return first_after, first_after
     return inside[0], inside[-1] + 1
+
+
+def list_array(rows: list[list[int]]) -> pa.ListArray:
+    """Id lists as one Arrow int32 list array (flat values and offsets, no per-row objects)."""
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum([len(r) for r in rows], out=offsets[1:])
+    values = np.fromiter(chain.from_iterable(rows), dtype=np.int32, count=int(offsets[-1]))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))

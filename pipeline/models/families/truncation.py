@@ -35,7 +35,7 @@ def cut_second_only(
     whole and the pair exceeds the budget.
 
     This is transformers 4's `truncate_sequences(..., "only_second")`, which logs an error and
-    leaves both in that case, and it is today's rule in `PromptPairTokenizer.encode`
+    leaves both in that case, and it is the rule the flag families always had
     (`if 0 < remove < len(second)`), so the FlagEmbedding goldens are kept byte for byte.
     transformers 5's Python tokenizers dropped that guard (they empty the second part instead);
     we keep 4's behaviour, which is what the published FlagEmbedding and mxbai code ran.

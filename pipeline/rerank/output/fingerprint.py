@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from pipeline.io import Storage, join
+from pipeline.models.families.registry import family_named
 from pipeline.rerank.config import InputConfig, JobConfig
 from pipeline.rerank.output.bookkeeping import RUN_RECORD, Damaged, read_record
 from pipeline.rerank.output.paths import RUN_MANIFEST
@@ -35,7 +36,11 @@ def fingerprint(
         },
     }
     m = cfg.model
-    if m.kind not in ("auto", "encoder"):  # encoder runs keep the fingerprint they always had
+    family = None if m.family == "auto" else family_named(m.family)
+    if family is not None and not family.legacy_fingerprint:  # qwen3, mxbai-v2, modernbert
+        fp["kind"] = m.kind
+        fp["family"] = family.identity(m.given_instruction)
+    elif m.kind not in ("auto", "encoder"):  # encoder runs keep the fingerprint they always had
         fp["kind"] = m.kind
         fp["prompt"] = m.resolved_prompt
         fp["cutoff_layers"] = m.cutoff_layers

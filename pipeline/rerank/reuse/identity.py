@@ -13,6 +13,7 @@ import hashlib
 import json
 from typing import Any
 
+from pipeline.models.families.registry import family_named
 from pipeline.rerank.config import JobConfig
 
 STORE_FORMAT = 1  # the layout of a store file; a file of another format is not read
@@ -35,7 +36,10 @@ def store_identity(cfg: JobConfig, dtype: str, model_identity: dict[str, str] | 
         "dtype": dtype,
         "long_passages": i.long_passages,
     }
-    if m.kind != "encoder":
+    family = None if m.family == "auto" else family_named(m.family)
+    if family is not None and not family.legacy_fingerprint:  # qwen3, mxbai-v2, modernbert
+        out["family"] = family.identity(m.given_instruction)
+    elif m.kind != "encoder":
         out["prompt"] = m.resolved_prompt
         out["cutoff_layers"] = m.cutoff_layers
     if i.long_passages == "chunk":

@@ -75,6 +75,7 @@ class ScorePairs:
             cutoff_layers=model.cutoff_layers,
             attention=resolve_attention(model.attention, settings.device),
             compiled=resolve_compile(model.compile, settings.device),
+            family=None if model.family == "auto" else model.family,
         )
         self._budget = settings.max_batch_tokens
         self._probe_budget = settings.probe_budget
