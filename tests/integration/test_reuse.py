@@ -74,24 +74,33 @@ def texts(shards: dict[str, pa.Table]) -> set[tuple[str, str]]:
     }
 
 
+@pytest.fixture(scope="module")
+def nights(ray_address, tmp_path_factory, tiny_bert):
+    """Night 1 scored (its store), and night 2 scored in full: what the reuse runs are compared
+    with, run once for the tests that share them."""
+    root = tmp_path_factory.mktemp("nights")
+    n1 = night1_shards()
+    n2 = night2_shards(n1)
+    in1, in2 = write(root / "in1", n1), write(root / "in2", n2)
+    out1, full = root / "out1", root / "full"
+    assert run(job(in1, out1, tiny_bert, scoring=SCORING)).ok
+    assert run(job(in2, full, tiny_bert, scoring=SCORING)).ok
+    return n1, n2, in2, out1, full
+
+
 @pytest.mark.parametrize("lookup", ["one task", "hash join"])
-def test_night2_scores_only_what_changed(ray_address, tmp_path, tiny_bert, lookup, monkeypatch):
+def test_night2_scores_only_what_changed(nights, tmp_path, tiny_bert, lookup, monkeypatch):
     """Both lookups: a night that fits one join partition is joined in one task; a bigger one (here:
     partitions of 40 keys) by Ray Data's hash join."""
     if lookup == "hash join":
         monkeypatch.setattr(build, "KEYS_PER_PARTITION", 40)
-    n1 = night1_shards()
-    n2 = night2_shards(n1)
-    in1, in2 = write(tmp_path / "in1", n1), write(tmp_path / "in2", n2)
-    out1, full, reused = tmp_path / "out1", tmp_path / "full", tmp_path / "reused"
-    first = run(job(in1, out1, tiny_bert, scoring=SCORING))
-    assert first.ok
+    n1, n2, in2, out1, full = nights
+    reused = tmp_path / "reused"
     assert sorted(p.name for p in (out1 / "_rerank" / "scores").iterdir()) == sorted(n1)
     success1 = STORAGE.read_json(str(out1 / "_SUCCESS"))
     assert success1["score_store"]["format"] == 1
     assert success1["totals"]["pairs_stored"] == success1["totals"]["rows_out"] == 90
 
-    assert run(job(in2, full, tiny_bert, scoring=SCORING)).ok
     report = run(reusing(job(in2, reused, tiny_bert, scoring=SCORING), out1))
     assert report.ok
     tables_equal(read_output(full), read_output(reused))
@@ -186,13 +195,9 @@ def test_reuse_from_s3_into_s3(ray_address, s3, tmp_path, tiny_bert):
 # the reuse stage's own crash point; publish_in_flight with --reuse is the publish path every
 # killed-driver test covers (test_faults.py), reuse or not
 @pytest.mark.parametrize("point", ["after_reuse_lookup"])
-def test_killed_reuse_run_reruns_to_the_same_output(ray_address, tmp_path, tiny_bert, point):
-    n1 = night1_shards()
-    n2 = night2_shards(n1)
-    in1, in2 = write(tmp_path / "in1", n1), write(tmp_path / "in2", n2)
-    out1, out2, reference = tmp_path / "out1", tmp_path / "out2", tmp_path / "reference"
-    assert run(job(in1, out1, tiny_bert, scoring=SCORING)).ok
-    assert run(reusing(job(in2, reference, tiny_bert, scoring=SCORING), out1)).ok
+def test_killed_reuse_run_reruns_to_the_same_output(nights, ray_address, tmp_path, tiny_bert, point):
+    _, n2, in2, out1, reference = nights  # a reuse run equals the full one (the test above)
+    out2 = tmp_path / "out2"
     flags = ["--model", tiny_bert, "--max-length", "128", "--rows-per-call", "32", "--reuse", str(out1)]
     env = {**os.environ, "RAY_ADDRESS": ray_address, "RERANK_TEST_CRASH_AT": point}
     killed = subprocess.run(

@@ -195,7 +195,7 @@ def test_card_reference_matches_goldens(case):
         np.testing.assert_allclose(reference.probabilities, sigmoid, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("max_batch_tokens", [1024, 16384])
+@pytest.mark.parametrize("max_batch_tokens", [1024])  # several length-sorted micro-batches a case
 def test_scores_match_card_reference_and_goldens(case, max_batch_tokens):
     golden, model_dir = case
     model = _model_config(golden, model_dir)
