@@ -66,13 +66,6 @@ def with_family(name_or_path: str, model: SectionT) -> SectionT:
     return resolve_model(name_or_path, model)
 
 
-def with_kind(name_or_path: str, model: ModelConfig) -> ModelConfig:
-    """`model` with `kind` resolved."""
-    if model.kind != "auto":
-        return model
-    return model.model_copy(update={"kind": resolve_kind(name_or_path, model.kind)})
-
-
 def check_model(name_or_path: str, model: ModelConfig) -> None:
     """Fails fast, before any shard work, if the model cannot be scored as `model.kind`."""
     if model.kind == ENCODER:

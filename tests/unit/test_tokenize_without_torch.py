@@ -184,13 +184,14 @@ def test_save_pretrained_copies_the_tokenizer_as_saved(tmp_path, tiny_xlmr):
 DRIVER_SCRIPT = """
 import json, sys
 from jobs.cli import build_parser
-from pipeline.models.kinds import check_model, with_kind
+from pipeline.models.kinds import check_model, load_pair_tokenizer, with_family
 from pipeline.config import ModelConfig
 from pipeline.rerank.build import build  # the plan names the scoring stage's class
 
 build_parser().format_help()
-model = with_kind(sys.argv[1], ModelConfig(name_or_path=sys.argv[1], max_length=64))
+model = with_family(sys.argv[1], ModelConfig(name_or_path=sys.argv[1], max_length=64))
 check_model(sys.argv[1], model)  # the driver's model checks, before Ray
+load_pair_tokenizer(sys.argv[1], model)
 print(json.dumps({"loaded": sorted({"torch", "transformers"} & set(sys.modules))}))
 """
 
