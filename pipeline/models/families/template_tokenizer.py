@@ -35,7 +35,6 @@ from __future__ import annotations
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from itertools import chain
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +43,7 @@ from pipeline.config import default_query_max_length
 from pipeline.errors import ModelLoadError
 from pipeline.models.families.family import Family, JoinedLayout, SegmentLayout
 from pipeline.models.families.truncation import cut_body, cut_second_only
+from pipeline.models.padding import token_lists
 from pipeline.models.text_tokenizer import TextTokenizer
 from pipeline.models.windows import (
     WindowOptions,
@@ -129,7 +129,7 @@ class TemplatePairTokenizer:
 
     def encode(self, queries: list[str], passages: list[str]) -> dict[str, pa.Array]:
         """Token ids as an Arrow list array."""
-        return {"input_ids": list_array(self.encode_pairs(queries, passages))}
+        return {"input_ids": token_lists(self.encode_pairs(queries, passages))}
 
     def encode_pairs(self, queries: Sequence[str], passages: Sequence[str]) -> list[list[int]]:
         """The ids the model sees for each pair (the texts tokenized in batches)."""
@@ -148,7 +148,7 @@ class TemplatePairTokenizer:
         if isinstance(plan, _Segments):
             lead = len(passage_tokens(self.tokenizer.backend, [""], plan.document_lead)[0].lead)
             return self._segment_room(plan, len(plan.bos) + plan.query_max_length) - lead
-        head, _ = self._window_heads(plan, [""])[0]
+        (head,) = self._window_heads(plan, [""])
         return plan.budget - len(head) - plan.window_query_max_length
 
     def encode_windows(
@@ -165,9 +165,9 @@ class TemplatePairTokenizer:
             rooms = [self._segment_room(plan, len(plan.bos) + len(a)) for a in a_ids]
             tails, lead_text = plan.tail, plan.document_lead
         else:
-            pieces = self._window_heads(plan, queries)
-            heads = [[*plan.prefix, *head] for head, _ in pieces]
-            rooms = [plan.budget - len(head) for head, _ in pieces]
+            cut = self._window_heads(plan, queries)
+            heads = [[*plan.prefix, *head] for head in cut]
+            rooms = [plan.budget - len(head) for head in cut]
             tails, lead_text = plan.suffix, plan.lead
         for i, (head, room, p) in enumerate(
             zip(heads, rooms, passage_tokens(self.tokenizer.backend, passages, lead_text), strict=True)
@@ -298,13 +298,12 @@ class TemplatePairTokenizer:
             for (_, spans), e in zip(heads, encodings, strict=True)
         ]
 
-    def _window_heads(self, plan: _Joined, queries: list[str]) -> list[tuple[list[int], tuple[int, int]]]:
+    def _window_heads(self, plan: _Joined, queries: list[str]) -> list[list[int]]:
         """Chunk mode's heads: the query cut to the window cap (and to the budget, if need be)."""
-        out = []
-        for head, span in self._heads(plan, queries):
-            cut, _ = cut_body(head, span, [], plan.budget, plan.window_query_max_length)
-            out.append((cut, span))
-        return out
+        return [
+            cut_body(head, span, [], plan.budget, plan.window_query_max_length)[0]
+            for head, span in self._heads(plan, queries)
+        ]
 
     def _encode_joined(self, plan: _Joined, queries: list[str], passages: list[str]) -> list[list[int]]:
         doc_ids = self.tokenizer.ids([plan.lead + p for p in passages])
@@ -350,11 +349,3 @@ def query_token_span(offsets: Sequence[tuple[int, int]], chars: tuple[int, int])
         first_after = next((i for i, (_, end) in enumerate(offsets) if end > start_char), len(offsets))
         return first_after, first_after
     return inside[0], inside[-1] + 1
-
-
-def list_array(rows: list[list[int]]) -> pa.ListArray:
-    """Id lists as one Arrow int32 list array (flat values and offsets, no per-row objects)."""
-    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
-    np.cumsum([len(r) for r in rows], out=offsets[1:])
-    values = np.fromiter(chain.from_iterable(rows), dtype=np.int32, count=int(offsets[-1]))
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
