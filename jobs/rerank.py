@@ -29,6 +29,7 @@ from jobs.flags import (
 )
 from pipeline.rerank.config import JobConfig, load_config
 from pipeline.rerank.exclusive_run import run_exclusively
+from pipeline.rerank.report.kernels import kernel_line
 from pipeline.rerank.runner import RunReport
 
 log = logging.getLogger("rerank")
@@ -163,6 +164,9 @@ def log_summary(report: RunReport, reuse_given: list[str] | None = None) -> None
     )
     if reuse:
         log.info("%s", reuse)
+    kernels = kernel_line(summary.get("kernels"))
+    if kernels:
+        log.info("%s", kernels)
     log.info(
         "planning %ss | driver peak RSS %s MiB", summary.get("planning_s"), summary.get("driver_peak_rss_mib")
     )

@@ -135,17 +135,24 @@ class ModelConfig(RerankerSection):
         description="layerwise: layers whose heads score (default: the last). Several give one "
         "column each (score_l<k>); score and rank come from the first listed.",
     )
-    dtype: Dtype = Field("auto", description="Weights/compute dtype; auto = float16 on CUDA, float32 on CPU.")
+    dtype: Dtype = Field(
+        "auto",
+        description="Weights/compute dtype; auto = float16 on CUDA; on CPU bfloat16 where every core has "
+        "AMX or AVX512-BF16 (read from the OS), else float32. A rerun keeps the dtype OUTPUT was "
+        "scored in. The summary says which ran and why.",
+    )
     # Neither changes scores beyond 1e-5 (fp32, tests/unit/test_kernel_parity.py): not fingerprinted.
     attention: Attention = Field(
         "auto",
         description="padded (right-padded micro-batches, SDPA attention) or unpadded (a micro-batch's "
-        "pairs packed end to end, attention per pair: no padding); auto = padded. Same scores.",
+        "pairs packed end to end, attention per pair: no padding); auto = each scoring actor times "
+        "both on its first pairs (each scored once) and keeps the faster. Same scores.",
     )
     compile: Compile = Field(
         "auto",
         description="torch.compile the scoring module (dynamic shapes: no recompile per micro-batch); "
-        "auto = off until the GPU benchmark (bench/gpu/) measures it to win. Same scores.",
+        "auto = only where the time it saves on the actor's share of the run pays for the compile, "
+        "by the figures measured for the device (none yet: eager). Same scores.",
     )
 
     @property

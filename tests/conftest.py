@@ -28,6 +28,9 @@ for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPO
 os.environ.update(
     AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
 )
+# The suite scores in fp32 on every CPU (`--dtype auto` is bf16 where the OS lists AMX or
+# AVX512-BF16): parity stays fp32; the tests of auto set their own flags. Set before Ray starts.
+os.environ["RERANK_CPU_FLAGS"] = ""
 # Models fetched from object storage land in a cache private to this test session.
 os.environ["RERANK_CACHE_DIR"] = tempfile.mkdtemp(prefix="rerank-model-cache-")
 

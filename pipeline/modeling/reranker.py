@@ -3,6 +3,7 @@ an encoder's one logit, an LLM's token-logit score (pipeline.modeling.llm_scorer
 (pipeline.modeling.minicpm_layerwise). Each scoring module maps (input_ids, attention_mask[, token_type_ids])
 to fp32 scores [rows, columns].
 
+On CPU the linear layers run on weights prepacked once for oneDNN (pipeline.modeling.kernels.cpu_linear).
 Two faster paths, each giving the same scores (tests/unit/test_kernel_parity.py, 1e-5 in fp32):
 `attention="unpadded"` packs a micro-batch's pairs into one row with per-pair attention
 (pipeline.modeling.kernels), and `compiled=True` runs the module through torch.compile."""
@@ -21,7 +22,8 @@ import torch
 from pipeline.config import ResolvedAttention, ResolvedKind
 from pipeline.errors import ModelLoadError
 from pipeline.modeling.kernels.compile import CompiledScorer, bucket_length, bucket_width
-from pipeline.modeling.kernels.packed import packed_scorer
+from pipeline.modeling.kernels.cpu_linear import prepack_linears
+from pipeline.modeling.kernels.packed import packed_scorer, use_packed
 from pipeline.modeling.kernels.packing import pack, plan_packed_batches
 from pipeline.modeling.llm_scorer import TokenLogitScorer
 from pipeline.modeling.minicpm_layerwise import LayerwiseReranker
@@ -107,8 +109,8 @@ class Reranker:
     ) -> None:
         """`model` is a padded scoring module, already on `device`; `attention="unpadded"` wraps
         it for packed batches, `compiled` in torch.compile (pipeline.modeling.kernels). Rerankers
-        built on one module share its weights; once an unpadded one is built, the module's
-        transformers attention runs packed batches only."""
+        built on one module share its weights; its transformers attention follows the path of the
+        last one built or switched (`use_attention`)."""
         self.scorer = model  # the padded module, as loaded
         self.device = torch.device(device)
         self.pad_token_id = pad_token_id
@@ -116,18 +118,46 @@ class Reranker:
         self.min_fill = min_fill
         self.num_scores = num_scores
         self.is_cuda = self.device.type == "cuda"
-        self.attention = attention
-        self.position_offset = 0
-        if attention == "unpadded":
-            model = packed_scorer(model)
-            self.position_offset = int(getattr(model, "position_offset", 0))
         self.compiled = compiled
-        if compiled and isinstance(self.scorer, LayerwiseReranker):
+        self._compile_backend = compile_backend
+        self._compiled: dict[int, CompiledScorer] = {}  # per module (path): compiled once each
+        self._packed: torch.nn.Module | None = None  # the packed module, once built
+        self.use_attention(attention)
+
+    def use_attention(self, attention: ResolvedAttention) -> None:
+        """Runs the next batches on this path (the `--attention auto` probe tries both on one
+        module's weights): `unpadded` builds the packed module on first use; `padded` gives the
+        transformers model its own attention back."""
+        if attention == "unpadded":
+            if self._packed is None:
+                self._packed = packed_scorer(self.scorer)
+            use_packed(self._packed, True)
+            module = self._packed
+        else:
+            if self._packed is not None:
+                use_packed(self._packed, False)
+            module = self.scorer
+        self.attention = attention
+        self.position_offset = int(getattr(module, "position_offset", 0))
+        self._module = module
+        self.set_compiled(self.compiled)
+
+    def set_compiled(self, compiled: bool) -> None:
+        """Runs the next batches through torch.compile (`--compile auto` decides after the first
+        call) or eagerly again."""
+        self.compiled = compiled
+        self.model: torch.nn.Module = self._module
+        if not compiled:
+            return
+        if isinstance(self.scorer, LayerwiseReranker):
             # its RoPE tables are cached on first use: filled now, not inside the first compiled
             # call, whose guard on the empty cache would cost a second compile
             weight = next(self.scorer.parameters())
             self.scorer.rotary(1, weight.device, weight.dtype)
-        self.model: torch.nn.Module = CompiledScorer(model, compile_backend) if compiled else model
+        key = id(self._module)
+        if key not in self._compiled:
+            self._compiled[key] = CompiledScorer(self._module, self._compile_backend)
+        self.model = self._compiled[key]
 
     @classmethod
     def load(
@@ -152,6 +182,8 @@ class Reranker:
             name_or_path, kind, TORCH_DTYPES[dtype], trust_remote_code, cutoff_layers, family
         )
         model.eval().to(device)
+        if torch.device(device).type == "cpu" and not compiled:  # inductor packs weights its own way
+            prepack_linears(model)
         return cls(
             model,
             device,

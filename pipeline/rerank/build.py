@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 
 import ray
 from ray.data import ActorPoolStrategy, Dataset
@@ -94,7 +95,11 @@ def build(
     )
     ds = ds.map_batches(
         ScorePairs,
-        fn_constructor_kwargs={"model": model, "storage": storage, "settings": settings},
+        fn_constructor_kwargs={
+            "model": model,
+            "storage": storage,
+            "settings": replace(settings, pairs_per_actor=sum(rows.values()) // pool.max_actors),
+        },
         batch_size=settings.rows_per_call,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),

@@ -4,17 +4,18 @@ queries) and the device-dependent settings, resolved into a `PreparedRun`; nothi
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 from pipeline.cluster import connect_ray, cpus_per_node, resolve_device
+from pipeline.config import ResolvedDtype
 from pipeline.io import ShardFile, Storage, storage_error
 from pipeline.rerank.compare.plan import plan_comparison
 from pipeline.rerank.compare.shard import Comparison
 from pipeline.rerank.config import JobConfig
 from pipeline.rerank.input.discovery import PendingShard, check_pending, check_split_queries, find_shards
 from pipeline.rerank.output import checkpoint, legacy_manifest
-from pipeline.rerank.output.fingerprint import as_recorded, fingerprint, fingerprint_digest
+from pipeline.rerank.output.fingerprint import as_recorded, fingerprint, fingerprint_digest, recorded_dtype
 from pipeline.rerank.preflight import (
     check_paths,
     checked_model_identity,
@@ -79,6 +80,19 @@ def check_locations(cfg: JobConfig) -> Storage:
     return storage
 
 
+def keep_recorded_dtype(storage: Storage, output: str, settings: ScoringSettings) -> ScoringSettings:
+    """`--dtype auto` resuming an OUTPUT that an earlier run scored in another dtype this device
+    runs (float32 before bf16 became CPU's `auto`, or on a node without bf16): the rerun keeps that
+    dtype, so that every shard of OUTPUT is scored alike and the resume is not refused."""
+    dtype = recorded_dtype(storage, output)
+    usable = ("float32", "bfloat16") if settings.device == "cpu" else ("float16", "bfloat16", "float32")
+    if dtype is None or dtype == settings.dtype or dtype not in usable:
+        return settings
+    reason = f"auto, kept from OUTPUT's earlier run (it scored in {dtype}; --fresh lets auto choose again)"
+    log.info("--dtype %s", reason)
+    return replace(settings, dtype=cast(ResolvedDtype, dtype), dtype_reason=reason)
+
+
 def prepare(cfg: JobConfig, storage: Storage | None = None) -> PreparedRun:
     """Phase 1: every check, and the settings; writes nothing. Raises RerankError on bad usage.
     `storage`: what `check_locations(cfg)` returned when the caller ran it first (to take OUTPUT's
@@ -97,6 +111,8 @@ def prepare(cfg: JobConfig, storage: Storage | None = None) -> PreparedRun:
         kind=kind,
         cpus_per_node=cpus_per_node(),
     )
+    if cfg.model.dtype == "auto" and not cfg.output.fresh:
+        settings = keep_recorded_dtype(storage, output, settings)
     identity = checked_model_identity(cfg, storage)
     fp = fingerprint(cfg, settings.dtype, identity)
     scoring = store_identity(cfg, settings.dtype, identity)

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from pipeline.config import Dtype, ResolvedDevice, ResolvedDtype, ResolvedKind
+from pipeline.modeling.kernels.cpu_features import CpuFeatures, cpu_features
 from pipeline.rerank.config import ScoringConfig
 
 # Token budget per micro-batch when max_batch_tokens is not set. A CPU forward gains nothing from
@@ -23,11 +24,23 @@ DEFAULT_MIN_BATCH_FILL: dict[ResolvedDevice, float] = {"cpu": 0.95, "cuda": 0.0}
 DEFAULT_ROWS_PER_CALL: dict[ResolvedDevice, int] = {"cpu": 1024, "cuda": 4096}
 
 
-def resolve_dtype(dtype: Dtype, device: ResolvedDevice) -> ResolvedDtype:
-    """`auto` means float16 on CUDA (FlagEmbedding's use_fp16) and float32 on CPU."""
+def resolve_dtype(
+    dtype: Dtype, device: ResolvedDevice, features: CpuFeatures | None = None
+) -> tuple[ResolvedDtype, str]:
+    """The dtype a run scores in, and why (the run's summary says it). `auto` is float16 on CUDA
+    (FlagEmbedding's use_fp16); on CPU it is bfloat16 where every core multiplies bf16 in hardware
+    (AMX or AVX512-BF16, read from the OS: `features`, default this machine's), else float32. The
+    rule rests on bench/precision.py: on such a CPU bf16 scored ~2x faster than fp32 with the
+    rankings kept (docs/performance.md, "Precision on CPU"); without those features bf16 is
+    emulated and slower than fp32."""
     if dtype != "auto":
-        return dtype
-    return "float16" if device == "cuda" else "float32"
+        return dtype, "given (--dtype)"
+    if device == "cuda":
+        return "float16", "auto on CUDA: float16 (FlagEmbedding's use_fp16)"
+    features = features if features is not None else cpu_features()
+    if features.native_bf16:
+        return "bfloat16", f"auto on CPU: bfloat16, every core has {features.describe()} ({features.source})"
+    return "float32", f"auto on CPU: float32, this CPU has {features.describe()} ({features.source})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +49,7 @@ class ScoringSettings:
 
     device: ResolvedDevice
     dtype: ResolvedDtype
+    dtype_reason: str  # why this dtype: given, or what `auto` saw (the summary says it)
     kind: ResolvedKind
     max_batch_tokens: int  # padded tokens per micro-batch (the probe's fallback when probing)
     probe_budget: bool  # max_batch_tokens: auto: time candidate budgets on the first call
@@ -43,6 +57,7 @@ class ScoringSettings:
     rows_per_call: int
     torch_threads: int | None  # CPU actors: threads to use; None on CUDA (torch's default)
     gpus_per_actor: int
+    pairs_per_actor: int = 0  # this run's pairs over its scoring actors (--compile auto weighs it)
 
 
 def resolve_settings(
@@ -52,17 +67,20 @@ def resolve_settings(
     dtype: Dtype,
     kind: ResolvedKind,
     cpus_per_node: int,
+    features: CpuFeatures | None = None,
 ) -> ScoringSettings:
     """The scoring settings for this device. CPU actors default to the node's cores shared among
     the scoring actors that can land on one node."""
     budget = scoring.max_batch_tokens
     threads = None
+    resolved_dtype, dtype_reason = resolve_dtype(dtype, device, features)
     if device == "cpu":
         per_node = max(1, min(scoring.max_actors, math.floor(cpus_per_node / scoring.cpus_per_actor)))
         threads = scoring.torch_threads or max(1, cpus_per_node // per_node)
     return ScoringSettings(
         device=device,
-        dtype=resolve_dtype(dtype, device),
+        dtype=resolved_dtype,
+        dtype_reason=dtype_reason,
         kind=kind,
         max_batch_tokens=budget if isinstance(budget, int) else DEFAULT_MAX_BATCH_TOKENS[device],
         probe_budget=budget == "auto",

@@ -10,7 +10,7 @@ import torch
 
 from pipeline.config import ModelConfig
 from pipeline.io import Storage
-from pipeline.modeling import budget_probe
+from pipeline.modeling import budget_probe, kernel_choice
 from pipeline.modeling.budget_probe import CANDIDATES, NEAR_BEST, probe_budget
 from pipeline.modeling.reranker import Reranker
 from pipeline.models.pair_tokenizer import PairTokenizer
@@ -130,9 +130,9 @@ def test_score_stage_with_auto_budget_scores_every_row(tiny_bert, monkeypatch, c
         probed.append(probe_budget(*args, **kwargs))
         return probed[-1]
 
-    monkeypatch.setattr(budget_probe, "probe_budget", probe)  # ScorePairs imports it when built
+    monkeypatch.setattr(kernel_choice, "probe_budget", probe)
     stage = ScorePairs(
-        ModelConfig(name_or_path=tiny_bert, max_length=64),
+        ModelConfig(name_or_path=tiny_bert, max_length=64, attention="padded"),
         Storage(),
         scoring_settings("auto", device="cpu", dtype="float32"),
     )
@@ -144,8 +144,8 @@ def test_score_stage_with_auto_budget_scores_every_row(tiny_bert, monkeypatch, c
         scoring_settings(512, device="cpu", dtype="float32"),
     )(batch)
     np.testing.assert_allclose(out.column("score").to_numpy(), fixed.column("score").to_numpy(), atol=1e-5)
-    assert len(probed) == 1 and stage._budget == probed[0]  # the probe's choice is the stage's budget
+    assert len(probed) == 1 and stage._kernels.budget == probed[0]  # the probe's choice is the stage's budget
     rates, chosen = logged_rates(caplog)  # measured on the CPU candidates: not the fallback path
-    assert set(rates) == set(CANDIDATES["cpu"]) and chosen == stage._budget
+    assert set(rates) == set(CANDIDATES["cpu"]) and chosen == stage._kernels.budget
     stage(batch)
     assert len(probed) == 1  # probed on the first call only (and never by the fixed-budget stage)

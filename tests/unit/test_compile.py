@@ -14,18 +14,11 @@ from pipeline.modeling.kernels.compile import (
     CompiledScorer,
     bucket_length,
     bucket_width,
-    resolve_compile,
 )
 from pipeline.modeling.reranker import Reranker
 from pipeline.models.pair_tokenizer import PairTokenizer
 from pipeline.rerank.stages.score import ScorePairs
 from tests.helpers import scoring_settings
-
-
-def test_auto_does_not_compile_until_measured_to_win():
-    assert not resolve_compile("auto", "cuda") and not resolve_compile("auto", "cpu")
-    assert resolve_compile("on", "cpu") and not resolve_compile("off", "cuda")
-    assert resolve_compile("on", "cpu") and not resolve_compile("off", "cuda")
 
 
 def test_widths_and_packed_length_bounds_are_bucketed():

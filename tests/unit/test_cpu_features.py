@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.modeling.kernels.cpu_features import CpuFeatures, cpu_features, parse_cpuinfo
+from pipeline.modeling.kernels.cpu_features import ENV, CpuFeatures, cpu_features, parse_cpuinfo
 
 
 def cpuinfo(model: str, *flag_sets: str) -> str:
@@ -39,7 +39,8 @@ def test_a_feature_counts_only_when_every_processor_has_it():
     assert not amx_tile_only.amx_bf16  # AMX needs its bf16 unit too
 
 
-def test_no_flags_line_or_no_file_means_no_features(tmp_path):
+def test_no_flags_line_or_no_file_means_no_features(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)  # the suite pins fp32 with it (tests/conftest.py)
     arm = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd bf16 sve\nCPU implementer\t: 0x41\n"
     assert parse_cpuinfo(arm) == CpuFeatures(frozenset(), None, 1)
     assert parse_cpuinfo("") == CpuFeatures(frozenset())
@@ -49,7 +50,18 @@ def test_no_flags_line_or_no_file_means_no_features(tmp_path):
     assert cpu_features(path).amx_bf16
 
 
-def test_this_machine_is_read_without_error():
+def test_the_environment_replaces_what_the_os_lists(tmp_path, monkeypatch):
+    path = tmp_path / "cpuinfo"
+    path.write_text(cpuinfo("x", ICE_LAKE))
+    monkeypatch.setenv(ENV, "amx_tile amx_bf16 sse2")  # a VM hiding its AMX
+    given = cpu_features(path)
+    assert given.amx_bf16 and given.flags == {"amx_tile", "amx_bf16"} and given.source == f"${ENV}"
+    monkeypatch.setenv(ENV, "")  # none
+    assert not cpu_features(path).flags
+
+
+def test_this_machine_is_read_without_error(monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
     found = cpu_features()
     assert isinstance(found.describe(), str)
     if Path("/proc/cpuinfo").is_file():

@@ -10,13 +10,10 @@ import torch.nn.functional as F
 from pipeline.config import DEFAULT_PROMPT, ModelConfig
 from pipeline.errors import ModelLoadError
 from pipeline.io import Storage
-from pipeline.modeling.kernels.attention import (
-    packed_attention,
-    resolve_attention,
-    varlen_attention_forward,
-)
+from pipeline.modeling.kernels.attention import packed_attention, varlen_attention_forward
+from pipeline.modeling.kernels.cpu_linear import prepack_linears
 from pipeline.modeling.kernels.packed import packed_scorer
-from pipeline.modeling.reranker import Reranker
+from pipeline.modeling.reranker import Reranker, load_scorer
 from pipeline.models.families.registry import FLAG_LAYERWISE, FLAG_LLM
 from pipeline.models.families.template_tokenizer import TemplatePairTokenizer
 from pipeline.models.pair_tokenizer import PairTokenizer
@@ -102,9 +99,17 @@ def test_neither_kernel_flag_is_in_the_fingerprint():
     assert fingerprint(load_config(None, plain), "float16") == fingerprint(load_config(None, fast), "float16")
 
 
-def test_auto_attention_is_padded_everywhere():
-    assert resolve_attention("auto", "cpu") == resolve_attention("auto", "cuda") == "padded"
-    assert resolve_attention("unpadded", "cpu") == "unpadded"
+def test_one_reranker_switches_paths_and_back(tiny_bert, goldens):
+    """The `--attention auto` probe runs both paths on one module: padded again after unpadded
+    gives the padded scores (the transformers model has its own attention back)."""
+    ids, types = encoded("tiny-bert", "encoder", goldens["pairs"])
+    reranker = Reranker.load(tiny_bert, "cpu", "float32", 512)
+    want = reranker.score(ids, types).columns
+    reranker.use_attention("unpadded")
+    np.testing.assert_allclose(reranker.score(ids, types).columns, want, atol=1e-5)
+    reranker.use_attention("padded")
+    assert reranker.attention == "padded" and reranker.position_offset == 0
+    np.testing.assert_array_equal(reranker.score(ids, types).columns, want)
 
 
 @pytest.mark.parametrize(("causal", "kv_heads"), [(False, 4), (True, 4), (True, 2), (True, 1)])
@@ -144,3 +149,18 @@ def test_an_unknown_head_is_refused_with_the_fix():
 
     with pytest.raises(ModelLoadError, match="use --attention padded"):
         packed_scorer(Scorer())
+
+
+def test_cpu_linears_are_prepacked_with_bert_gelu_fused(tiny_bert, goldens):
+    """On CPU the Reranker runs prepacked oneDNN products (kernels/cpu_linear.py): every linear
+    layer swapped, BERT's intermediate GELU fused, the scores those of the plain module."""
+    ids, types = encoded("tiny-bert", "encoder", goldens["pairs"])
+    plain, pad, _ = load_scorer(tiny_bert, "encoder", torch.float32)
+    want = Reranker(plain.eval(), "cpu", pad, 512).score(ids, types).columns
+    packed = Reranker.load(tiny_bert, "cpu", "float32", 512)
+    kinds = {type(m).__name__ for m in packed.scorer.modules()}
+    assert "Linear" not in kinds and {"PackedLinear", "FusedIntermediate"} <= kinds
+    np.testing.assert_allclose(packed.score(ids, types).columns, want, atol=1e-5)
+    compiled = Reranker.load(tiny_bert, "cpu", "float32", 512, compiled=True)  # inductor packs its own
+    assert "PackedLinear" not in {type(m).__name__ for m in compiled.scorer.modules()}
+    assert prepack_linears(torch.nn.Linear(4, 4).to(torch.float16)) == 0  # a dtype oneDNN does not pack here

@@ -24,16 +24,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import Attention, ResolvedAttention
 from pipeline.errors import ModelLoadError
 
 VARLEN = "rerank_varlen"
-
-
-def resolve_attention(attention: Attention, device: str) -> ResolvedAttention:
-    """`auto` is `padded` on every device until bench/gpu/check.sh shows `unpadded` winning on a
-    GPU: length-sorted token-budget batches already waste little on padding."""
-    return "padded" if attention == "auto" else attention
 
 
 _VARLEN: tuple[Any | None, frozenset[str]] | None = None  # flash_varlen()'s answer, once looked up

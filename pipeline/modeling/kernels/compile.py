@@ -16,23 +16,50 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-
-from pipeline.config import Compile
 
 log = logging.getLogger(__name__)
 
 WIDTH_MULTIPLE = 8
 
 
-def resolve_compile(setting: Compile, device: str) -> bool:
-    """`auto` does not compile yet, on any device: on a CPU the compile time is not won back, and
-    on CUDA it has not been measured to win (python -m bench.gpu); `on` compiles."""
-    del device  # the measured devices where it wins go here
-    return setting == "on"
+@dataclass(frozen=True)
+class CompileCost:
+    """What compiling the scoring module costs and gains on a device, as measured (bench/kernels.py,
+    docs/performance.md): seconds until the compiled module has run its first shapes, and its
+    speed over the eager module's."""
+
+    seconds: float
+    speedup: float
+
+
+# Devices measured; a device not listed has no figures yet, and `auto` does not compile there.
+# CPU: bench/kernels.py on the 2-core CPU, MiniLM-L6, 1,000 pairs: compiled 0.93-1.06x eager over
+# fp32/bf16 and both paths (within the noise), 13-32 s to compile: no speed-up to pay anything back.
+COMPILE_COST: dict[str, CompileCost] = {"cpu": CompileCost(seconds=30.0, speedup=1.0)}
+
+
+def compile_pays_back(device: str, tokens_left: float, tokens_per_s: float) -> tuple[bool, str]:
+    """`--compile auto`: whether compiling saves more time on the `tokens_left` this actor will
+    still score (at the eager `tokens_per_s` it measured) than the compile costs, and why."""
+    cost = COMPILE_COST.get(device)
+    if cost is None:
+        return False, f"no compiled figures for {device} yet (bench/gpu): eager"
+    if cost.speedup <= 1.0:
+        return (
+            False,
+            f"compiled measured no faster on {device} (x{cost.speedup:.2f}, bench/kernels.py): eager",
+        )
+    saved = tokens_left / max(tokens_per_s, 1e-9) * (1.0 - 1.0 / cost.speedup)
+    verdict = "compiled" if saved > cost.seconds else "eager"
+    return saved > cost.seconds, (
+        f"~{saved:,.0f}s saved on ~{tokens_left:,.0f} tokens left at x{cost.speedup:.2f}, "
+        f"for ~{cost.seconds:,.0f}s of compiling: {verdict}"
+    )
 
 
 def bucket_width(width: int, multiple: int = WIDTH_MULTIPLE) -> int:

@@ -8,14 +8,20 @@ facts `--dtype auto` on CPU is to be decided from (issue 27), and what a run's s
 A feature counts only when every processor listed has it (a hybrid CPU's cores may differ). A
 machine without /proc/cpuinfo (macOS, Windows) or without a `flags` line (ARM's says `Features`)
 reports none: the caller falls back to fp32.
+
+`RERANK_CPU_FLAGS`, when set, replaces what the OS lists (whitespace-separated flags in
+/proc/cpuinfo's spelling; empty: none): for a virtual machine whose /proc/cpuinfo hides a feature
+its cores have (or shows one they lack), and for the test suite, which pins fp32 with it.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
+ENV = "RERANK_CPU_FLAGS"
 # the flags that matter here, in /proc/cpuinfo's spelling
 WATCHED = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
 
@@ -27,6 +33,7 @@ class CpuFeatures:
     flags: frozenset[str]
     model_name: str | None = None
     processors: int = 0
+    source: str = str(CPUINFO)  # where the flags were read: /proc/cpuinfo, or $RERANK_CPU_FLAGS
 
     @property
     def amx_bf16(self) -> bool:
@@ -75,7 +82,10 @@ def parse_cpuinfo(text: str) -> CpuFeatures:
 
 
 def cpu_features(path: Path = CPUINFO) -> CpuFeatures:
-    """This machine's features (none where the OS does not list them)."""
+    """This machine's features (none where the OS does not list them), or $RERANK_CPU_FLAGS's."""
+    given = os.environ.get(ENV)
+    if given is not None:
+        return CpuFeatures(frozenset(given.split()) & set(WATCHED), source=f"${ENV}")
     try:
         return parse_cpuinfo(path.read_text(encoding="utf-8", errors="replace"))
     except OSError:

@@ -16,6 +16,7 @@ from torch import nn
 
 from pipeline.errors import ModelLoadError
 from pipeline.modeling.kernels.attention import VARLEN, flash_varlen, packed_attention, register_varlen
+from pipeline.modeling.kernels.cpu_linear import PackedLinear
 from pipeline.modeling.llm_scorer import TokenLogitScorer
 from pipeline.modeling.minicpm_layerwise import DecoderLayer, LayerwiseReranker, apply_rotary
 from pipeline.models.limits import PADDING_OFFSET_TYPES
@@ -30,9 +31,23 @@ def _varlen_kwargs(cu_seqlens: torch.Tensor, max_length: int) -> dict[str, torch
     }
 
 
-def _use_varlen(model: nn.Module) -> None:
+def _use_varlen(model: nn.Module) -> str:
+    """Points a transformers model's attention at the varlen kernel; returns the implementation it
+    had (what `use_packed(..., False)` gives back to it)."""
+    loaded = str(getattr(model.config, "_attn_implementation", None) or "sdpa")
     register_varlen()
     model.set_attn_implementation(VARLEN)  # type: ignore[operator]
+    return loaded
+
+
+def use_packed(packed: nn.Module, on: bool) -> None:
+    """Sets the transformers model under a packed scoring module to run packed batches (`on`: the
+    varlen kernel) or the padded module's right-padded ones again (the implementation it was loaded
+    with). The `--attention auto` probe runs both paths on one module's weights. Our own layerwise
+    model calls the packed kernel itself: nothing to switch."""
+    owner = getattr(packed, "attention_owner", None)
+    if owner is not None:
+        owner.set_attn_implementation(VARLEN if on else packed.loaded_attention)
 
 
 class PackedEncoder(nn.Module):
@@ -46,7 +61,9 @@ class PackedEncoder(nn.Module):
         self.model = classifier
         base = getattr(classifier, "base_model", None)
         head = getattr(classifier, "classifier", None)
-        self.uses_pooler = getattr(base, "pooler", None) is not None and isinstance(head, nn.Linear)
+        self.uses_pooler = getattr(base, "pooler", None) is not None and isinstance(
+            head, (nn.Linear, PackedLinear)
+        )
         if not self.uses_pooler and not type(head).__name__.endswith("ClassificationHead"):
             raise ModelLoadError(
                 f"--attention unpadded supports BERT- and RoBERTa-style cross-encoders; "
@@ -55,7 +72,8 @@ class PackedEncoder(nn.Module):
         config: Any = getattr(classifier, "config", None)
         pad = int(config.pad_token_id or 0)
         self.position_offset = pad + 1 if config.model_type in PADDING_OFFSET_TYPES else 0
-        _use_varlen(classifier)
+        self.loaded_attention = _use_varlen(classifier)
+        self.__dict__["attention_owner"] = classifier  # not a second registration of its weights
 
     def forward(
         self,
@@ -91,7 +109,8 @@ class PackedTokenLogit(nn.Module):
     def __init__(self, scorer: TokenLogitScorer) -> None:
         super().__init__()
         self.scorer = scorer
-        _use_varlen(scorer.decoder)
+        self.loaded_attention = _use_varlen(scorer.decoder)
+        self.__dict__["attention_owner"] = scorer.decoder
 
     def forward(
         self,

@@ -102,3 +102,13 @@ def as_recorded(storage: Storage, output: str, fp: dict[str, Any]) -> dict[str, 
     if manifest is None or isinstance(manifest, Damaged):
         return fp
     return with_recorded_model(fp, manifest["fingerprint"])
+
+
+def recorded_dtype(storage: Storage, output: str) -> str | None:
+    """The dtype OUTPUT's earlier run scored in (its run manifest's fingerprint), or None."""
+    manifest = read_record(storage, join(output, RUN_MANIFEST), RUN_RECORD)
+    if manifest is None or isinstance(manifest, Damaged):
+        return None
+    recorded = manifest.get("fingerprint")
+    dtype = recorded.get("dtype") if isinstance(recorded, dict) else None
+    return dtype if isinstance(dtype, str) else None

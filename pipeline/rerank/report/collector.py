@@ -41,6 +41,7 @@ import pyarrow as pa
 from pipeline.rerank.output.paths import ROW_COUNTS
 from pipeline.rerank.report.console import ProgressConsole, Snapshot
 from pipeline.rerank.report.histogram import Histogram, length_histogram
+from pipeline.rerank.report.kernels import KernelChoices
 from pipeline.rerank.report.timeline import TimeBins
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class RunCollector:
         self.rejects: Counter[str] = Counter()
         self.actors: dict[str, ActorWork] = {}  # "node:pid" (or "other", past MAX_SERIES)
         self.nodes: dict[str, NodeWork] = {}
+        self.kernels = KernelChoices()  # what each scoring actor ran with, and why
         self.series_nodes: set[str] = set()  # nodes with a throughput series of their own
         self.stage_busy_s: dict[str, float | None] = {"tokenize": None, "score": 0.0, "publish": None}
         self._publish_s = 0.0
@@ -180,6 +182,7 @@ class RunCollector:
         self.tokens += n_tokens
         self.padded_tokens += n_padded
         actor_key, actor = self._actor(node, pid)
+        self.kernels.add(actor_key, call)
         actor.pairs += pairs
         actor.tokens += n_tokens
         actor.padded_tokens += n_padded
@@ -343,6 +346,7 @@ class RunCollector:
             # share of the scoring span the actors spent inside calls (1.0: never waited for input)
             "scoring_utilisation": round(busy / (span * actors), 3) if span and busy else None,
             "nodes": self.node_work(),
+            "kernels": self.kernels.summary(),
         }
 
     def phases(self, ended_at: float) -> dict[str, float | None]:

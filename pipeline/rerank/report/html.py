@@ -98,9 +98,22 @@ def _figures(data: dict[str, Any]) -> list[list[Any]]:
         ["steady pairs/s (scoring calls)", s.get("steady_pairs_per_s")],
         ["start-up s (to the first scored batch)", phases_s.get("first_scored_s")],
         ["scoring utilisation", s.get("scoring_utilisation")],
+        *kernel_rows(s.get("kernels")),
         ["planning s", s.get("planning_s")],
         ["driver peak RSS MiB", s.get("driver_peak_rss_mib")],
     ]
+
+
+def kernel_rows(kernels: dict[str, Any] | None) -> list[list[Any]]:
+    """Precision, attention path and compile the scoring actors ran, each with why."""
+    if not kernels:
+        return []
+    rows = []
+    for key, label in (("dtype", "precision"), ("attention", "attention path"), ("compile", "compile")):
+        ran = ", ".join(f"{v} ({n} actor{'s' if n > 1 else ''})" for v, n in (kernels.get(key) or {}).items())
+        why = "; ".join((kernels.get("reasons") or {}).get(key) or [])
+        rows.append([label, f"{ran}: {why}" if why else ran])
+    return rows
 
 
 def _body(data: dict[str, Any]) -> list[str]:

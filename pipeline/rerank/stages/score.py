@@ -9,6 +9,7 @@ this class in the plan (build.py) and must not pay seconds of imports for it (`r
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from pipeline.modeling.reranker import Reranker
 
 log = logging.getLogger(__name__)
+
+KERNEL = "kernel"  # a call's first row: the scoring actor's choices (JSON), read by report/kernels.py
 
 
 def scored_schema(score_columns: list[str]) -> pa.Schema:
@@ -56,15 +59,14 @@ class ScorePairs:
     def __init__(self, model: ModelConfig, storage: Storage, settings: ScoringSettings) -> None:
         import torch  # here, in the scoring actor (see the module's docstring)
 
-        from pipeline.modeling.budget_probe import probe_budget
-        from pipeline.modeling.kernels.attention import resolve_attention
-        from pipeline.modeling.kernels.compile import resolve_compile
+        from pipeline.modeling.kernel_choice import KernelChoices
         from pipeline.modeling.reranker import Reranker
+        from pipeline.models.families.registry import family_named
 
         if settings.torch_threads is not None:
             # Ray pins OMP_NUM_THREADS=1 in actors; a CPU scorer should use the cores it was given.
             torch.set_num_threads(settings.torch_threads)
-        self._reranker = Reranker.load(
+        reranker = Reranker.load(
             local_model_path(model.name_or_path, storage),
             settings.device,
             settings.dtype,
@@ -73,14 +75,21 @@ class ScorePairs:
             trust_remote_code=model.trust_remote_code,
             kind=settings.kind,
             cutoff_layers=model.cutoff_layers,
-            attention=resolve_attention(model.attention, settings.device),
-            compiled=resolve_compile(model.compile, settings.device),
+            attention="padded" if model.attention == "auto" else model.attention,
+            compiled=model.compile == "on",
             family=None if model.family == "auto" else model.family,
         )
-        self._budget = settings.max_batch_tokens
-        self._probe_budget = settings.probe_budget
-        self._probe = probe_budget
+        self._kernels = KernelChoices(
+            reranker,
+            attention=model.attention,
+            compile_setting=model.compile,
+            budget=settings.max_batch_tokens,
+            probe_budget=settings.probe_budget,
+            pairs_expected=settings.pairs_per_actor,
+            packs=model.family == "auto" or family_named(model.family).packs,
+        )
         self._score_columns = model.score_columns
+        self._dtype = {"dtype": settings.dtype, "dtype_reason": settings.dtype_reason}
         # What was just imported and loaded lives as long as this actor: one collection now (no
         # loading garbage kept), then out of every later one (gc.freeze), so no full collection
         # walks torch's and transformers' object graph again, between micro-batches or at exit
@@ -91,7 +100,7 @@ class ScorePairs:
     @property
     def reranker(self) -> Reranker:
         """The reranker this stage scores with (the GPU benchmark, bench/gpu/, times it bare)."""
-        return self._reranker
+        return self._kernels.reranker
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         call_start = time.time()
@@ -115,10 +124,7 @@ class ScorePairs:
                 if "token_type_ids" in good.column_names
                 else None
             )
-            if self._probe_budget:  # max_batch_tokens: auto, on this actor's first pairs
-                self._budget = self._probe(self._reranker, ids, types)
-                self._probe_budget = False
-            result = self._reranker.score(ids, types, self._budget)
+            result = self._kernels.score(ids, types)  # the first call also settles the `auto` kernels
             scores[ok], padded[ok] = result.columns, result.padded_lengths
             tokens[ok] = np.diff(ids.offsets.to_numpy())
         node, pid = worker_location()
@@ -136,6 +142,9 @@ class ScorePairs:
             "call_end": np.full(n, time.time()),
         }
         scored = pa.Table.from_pydict(columns, schema=scored_schema(self._score_columns))
+        # what this actor runs with and why, on the call's first row: the summary's "kernels"
+        choices = [json.dumps(self._dtype | self._kernels.info)] + [None] * (n - 1) if n else []
+        scored = scored.append_column(pa.field(KERNEL, pa.string()), pa.array(choices, pa.string()))
         for name in (*WINDOW_COLUMNS, REUSED, CHUNKS, BEST_CHUNK_CHAR):  # chunk mode, --reuse
             if name in batch.column_names:
                 scored = scored.append_column(batch.schema.field(name), batch.column(name))
