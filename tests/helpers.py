@@ -65,7 +65,8 @@ def publish_without_ray(
     settings = WriteSettings(STORAGE, str(output), columns, ranking or RankingConfig(), "reference")
     for shard in STORAGE.list_shards(str(input_dir)):
         rows = pq.read_metadata(shard.uri).num_rows
-        assembler = ShardAssembler({0: rows}, ["score"], columns.chunk_aggregate)
+        chunked = columns.long_passages == "chunk"
+        assembler = ShardAssembler({0: rows}, ["score"], columns.chunk_aggregate if chunked else None)
         for block in tokenize({"shards": [[0]], "uris": [[shard.uri]]}):
             assembler.add(score(block))
         publish_shard(shard, assembler.take(0), settings)

@@ -200,9 +200,12 @@ def run_kind(shape: Shape, args: argparse.Namespace, work: Path, device: str, pe
         "attention": base.attention,
         "compiled": base.compiled,
     }
+    forward_path = (base.attention, base.compiled)
     workers = args.workers or max(1, min(4, (os.cpu_count() or 2) - 1))
     measured = run_pipeline(stage, model, uris, workers, rows_per_call, device)
     rows["pipeline"] = pipeline_figures(measured, corpus, flops, peaks, device, workers, rows["forward"])
+    rows["pipeline"]["kernels"] = stage.kernel_info  # what the stage's `auto` chose on its first call
+    base.use_attention(forward_path[0])  # the `--attention auto` probe may have left it on the other
 
     def variant(attention: str, compiled: bool) -> Reranker:
         return Reranker(
@@ -216,7 +219,7 @@ def run_kind(shape: Shape, args: argparse.Namespace, work: Path, device: str, pe
             compiled=compiled,
         )
 
-    others = [v for v in VARIANTS if v != (base.attention, base.compiled)]
+    others = [v for v in VARIANTS if v != forward_path]
     if base.attention == "unpadded":  # the module now runs packed batches only
         others = [v for v in others if v[0] == "unpadded"]
     wanted = [v for v in others if want_variant(shape, v, args)]

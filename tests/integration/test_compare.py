@@ -26,6 +26,10 @@ from pipeline.rerank.runner import run
 from tests.helpers import job, nest_pairs, pairs_table, read_output, unnest_output
 from tests.integration.test_reuse import SCORING, night1_shards, night2_shards, write
 
+# Change files are compared exactly across runs: one attention path, not `auto`'s per-run choice
+# (the two paths agree within 1e-7 in fp32, which a change feed at epsilon 0 would show).
+PADDED = {"attention": "padded"}
+
 pytestmark = pytest.mark.integration
 
 STORAGE = Storage()
@@ -45,7 +49,7 @@ def nights(ray_address, tmp_path_factory, tiny_bert) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("nights")
     n1 = night1_shards()
     in1, in2 = write(root / "in1", n1), write(root / "in2", night2(n1))
-    assert run(job(in1, root / "out1", tiny_bert, scoring=SCORING)).ok
+    assert run(job(in1, root / "out1", tiny_bert, scoring=SCORING, model=PADDED)).ok
     return in1, in2, root / "out1"
 
 
@@ -54,7 +58,9 @@ def compared(nights, tmp_path_factory, tiny_bert) -> Path:
     """Night 2 compared with night 1 as it was scored: the reference of the reruns below."""
     _, in2, out1 = nights
     out = tmp_path_factory.mktemp("compared") / "out"
-    assert run(job(in2, out, tiny_bert, scoring=SCORING, compare={"diff_against": str(out1)})).ok
+    assert run(
+        job(in2, out, tiny_bert, scoring=SCORING, model=PADDED, compare={"diff_against": str(out1)})
+    ).ok
     return out
 
 
@@ -122,7 +128,7 @@ def test_drift_by_hand(ray_address, tmp_path, tiny_bert):
     shard = pairs_table(2, 4, seed=3, prefix="h")
     inp = write(tmp_path / "in", {"part-0.parquet": shard})
     out1, out2 = tmp_path / "out1", tmp_path / "out2"
-    assert run(job(inp, out1, tiny_bert, scoring=SCORING)).ok
+    assert run(job(inp, out1, tiny_bert, scoring=SCORING, model=PADDED)).ok
     # reverse query h0's order in the earlier output: tau -1, its top-1 changed; h1 unchanged
     path = out1 / "part-0.parquet"
     table = pq.read_table(path)
@@ -136,7 +142,9 @@ def test_drift_by_hand(ray_address, tmp_path, tiny_bert):
         ),
         path,
     )
-    assert run(job(inp, out2, tiny_bert, scoring=SCORING, compare={"diff_against": str(out1)})).ok
+    assert run(
+        job(inp, out2, tiny_bert, scoring=SCORING, model=PADDED, compare={"diff_against": str(out1)})
+    ).ok
     drift = STORAGE.read_json(str(out2 / "_SUCCESS"))["drift"]
     assert drift["queries"] == 2
     assert drift["top1_changed_share"] == 0.5
@@ -249,7 +257,9 @@ def test_qrels_on_s3(nights, s3, tmp_path, tiny_bert):
         pq.write_table(table, f)
     storage = {"storage": {"endpoint_url": endpoint}}
     compare = {"qrels": "s3://judged/q.parquet", "min_ndcg": 0.99, "first_stage_column": "extra"}
-    report = run(job(inp, tmp_path / "out", tiny_bert, scoring=SCORING, compare=compare, **storage))
+    report = run(
+        job(inp, tmp_path / "out", tiny_bert, scoring=SCORING, model=PADDED, compare=compare, **storage)
+    )
     assert report.ok and not report.held
     quality = report.comparison["quality"]
     assert quality["queries"] == 18 and quality["first_stage_column"] == "extra"
@@ -303,19 +313,21 @@ def test_done_shards_are_compared_at_the_end_without_scoring(nights, compared, t
     _, in2, out1 = nights
     direct, later = compared, tmp_path / "later"
     compare = {"diff_against": str(out1)}
-    assert run(job(in2, later, tiny_bert, scoring=SCORING)).ok
+    assert run(job(in2, later, tiny_bert, scoring=SCORING, model=PADDED)).ok
     assert not (later / "_changes").exists()
-    report = run(job(in2, later, tiny_bert, scoring=SCORING, compare=compare))
+    report = run(job(in2, later, tiny_bert, scoring=SCORING, model=PADDED, compare=compare))
     assert report.ok and report.shards_published == 0  # nothing scored
     for rel, table in change_files(direct).items():
         assert change_files(later)[rel].equals(table), rel
     markers = [STORAGE.read_json(str(p)) for p in (later / "_rerank" / "done").iterdir()]
     assert all(m["changes"]["against"] == str(out1) for m in markers)
     # a huge epsilon: the rescored rows go, at the end again
-    report = run(job(in2, later, tiny_bert, scoring=SCORING, compare={**compare, "change_epsilon": 1e9}))
+    report = run(
+        job(in2, later, tiny_bert, scoring=SCORING, model=PADDED, compare={**compare, "change_epsilon": 1e9})
+    )
     assert report.comparison["changes"]["totals"]["rescored"] == 0
     # no --diff-against: the change files of the earlier attempt are removed
-    assert run(job(in2, later, tiny_bert, scoring=SCORING)).ok
+    assert run(job(in2, later, tiny_bert, scoring=SCORING, model=PADDED)).ok
     assert not (later / "_changes").exists()
     assert "changes" not in STORAGE.read_json(str(later / "_SUCCESS"))
 
@@ -337,7 +349,7 @@ def test_nested_chunked_top_k_change_feed(ray_address, tmp_path, tiny_bert):
             tiny_bert,
             scoring=SCORING,
             input={"uri": str(inp), **options},
-            model={"max_length": 32, "query_max_length": 12},
+            model={"max_length": 32, "query_max_length": 12, **PADDED},
             ranking={"top_k": 3},
             compare=compare,
         )
@@ -385,6 +397,8 @@ def test_killed_run_reruns_to_the_same_change_files(nights, compared, ray_addres
         "128",
         "--rows-per-call",
         "32",
+        "--attention",
+        "padded",
         "--diff-against",
         str(out1),
     ]

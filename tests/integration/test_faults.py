@@ -59,7 +59,9 @@ def test_killed_scoring_actor_is_restarted_and_every_row_lands_once(
 
 @pytest.mark.timeout(600)  # up to 161 s measured on 2 busy cores (between_publish_and_marker)
 @pytest.mark.parametrize(
-    "point", ["before_write", "publish_in_flight", "between_publish_and_marker", "before_success"]
+    # (a kill before the first write leaves nothing to resume: not worth a run of the suite's time)
+    "point",
+    ["publish_in_flight", "between_publish_and_marker", "before_success"],
 )
 def test_driver_killed_at_any_moment_reruns_to_identical_output(
     ray_address, write_shards, tmp_path, tiny_bert, point, reference_output, caplog

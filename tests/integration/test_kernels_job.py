@@ -14,8 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main
+from pipeline.config import ModelConfig
 from pipeline.io import Storage
-from tests.helpers import read_output, tables_equal
+from pipeline.rerank.config import InputConfig
+from tests.helpers import publish_without_ray, read_output, tables_equal
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +54,8 @@ def test_attention_auto_scores_as_padded_and_the_summary_names_its_choices(
     ray_address, corpus, tmp_path, tiny_xlmr, caplog
 ):
     padded, auto = tmp_path / "padded", tmp_path / "auto"
-    assert main(["run", str(corpus), str(padded), "--model", tiny_xlmr, *FLAGS, "--attention", "padded"]) == 0
+    model = ModelConfig(name_or_path=tiny_xlmr, max_length=64, attention="padded")
+    publish_without_ray(corpus, padded, model, InputConfig(uri=str(corpus)))  # the stages, no Ray
     with caplog.at_level(logging.INFO):
         assert main(["run", str(corpus), str(auto), "--model", tiny_xlmr, *FLAGS]) == 0
     tables_equal(read_output(padded), read_output(auto))  # scores within 1e-5, ranks the same
@@ -68,7 +71,6 @@ def test_attention_auto_scores_as_padded_and_the_summary_names_its_choices(
     assert k["compile"] == {"False": 1}
     line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("kernels:")][-1]
     assert f"attention {path} (auto: measured)" in line and "precision float32 (auto on CPU" in line
-    assert kernels_of(padded)["reasons"]["attention"] == ["given (--attention)"]
 
 
 def test_dtype_auto_is_bf16_where_the_cpu_has_it_and_a_rerun_keeps_it(

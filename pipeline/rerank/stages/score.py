@@ -102,6 +102,11 @@ class ScorePairs:
         """The reranker this stage scores with (the GPU benchmark, bench/gpu/, times it bare)."""
         return self._kernels.reranker
 
+    @property
+    def kernel_info(self) -> dict:
+        """What this stage runs with and why (precision, attention path, compile, budget)."""
+        return self._dtype | self._kernels.info
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         call_start = time.time()
         n = batch.num_rows
@@ -143,7 +148,7 @@ class ScorePairs:
         }
         scored = pa.Table.from_pydict(columns, schema=scored_schema(self._score_columns))
         # what this actor runs with and why, on the call's first row: the summary's "kernels"
-        choices = [json.dumps(self._dtype | self._kernels.info)] + [None] * (n - 1) if n else []
+        choices = [json.dumps(self.kernel_info)] + [None] * (n - 1) if n else []
         scored = scored.append_column(pa.field(KERNEL, pa.string()), pa.array(choices, pa.string()))
         for name in (*WINDOW_COLUMNS, REUSED, CHUNKS, BEST_CHUNK_CHAR):  # chunk mode, --reuse
             if name in batch.column_names:
