@@ -15,7 +15,8 @@ variable-length flash kernel. So the actor measures, once, on the pairs of its f
 - Every probe pair is scored once, by the path it was dealt to, and kept: the two paths' scores
   agree within the kernel-parity tolerance (tests/unit/test_kernel_parity.py), which is why the
   path is not part of the run's fingerprint. The rest of the call, and every later call, runs on
-  the faster path.
+  the faster path: unpadded where it measured at least 5% faster than padded, else padded (a
+  closer race is within the noise of a few batches on a busy CPU).
 
 The probe costs at most its slower path's extra time on a few batches: on the 2-core CPU about
 1-2 % of a 3,000-pair run (docs/performance.md).
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 PATHS: tuple[ResolvedAttention, ...] = ("padded", "unpadded")
 PROBE_BATCHES = 4  # timed micro-batches per path, after one warm-up batch
+SWITCH_GAIN = 1.05  # unpadded is kept only when at least this much faster than padded
 
 
 @dataclass
@@ -185,11 +187,15 @@ def _run_interleaved(
 
 
 def _choose(rates: dict[str, float], unsupported: str) -> tuple[ResolvedAttention, str]:
+    """Unpadded only where it measured at least `SWITCH_GAIN` faster: a closer race is within the
+    noise of a few timed batches, and padded, the reference path, keeps runs alike."""
     if unsupported:
         return "padded", f"unpadded not supported by this model: {unsupported}"
     if len(rates) < len(PATHS):  # too few pairs to time both: the first call of a tiny run
         return "padded", "too few pairs to time both paths"
-    return max(PATHS, key=lambda p: rates[p]), "measured"
+    if rates["unpadded"] >= SWITCH_GAIN * rates["padded"]:
+        return "unpadded", "measured"
+    return "padded", "measured"
 
 
 def _take(array: pa.ListArray | None, rows: np.ndarray) -> pa.ListArray | None:

@@ -6,10 +6,11 @@ The `auto` ones are measured on the actor's own first call, then kept:
    scoring each probe pair once (attention_probe.py); a family without a packed path (ModernBERT)
    runs padded without probing;
 3. `--compile auto` compiles only where the time it saves on this actor's share of the run pays
-   for the compile (kernels/compile.py, `compile_pays_back`); the first call after compiling is
-   timed, and a compiled module slower than the eager rate the probe measured goes back to eager.
+   for the compile (kernels/compile.py, `compile_pays_back`); the second call after compiling
+   (the first pays for the compile itself) is timed, and a compiled module slower than the eager
+   rate measured before goes back to eager.
 
-`to_dict` is what the run's summary and report show for this actor (pipeline.rerank.report.kernels).
+`info` is what the run's summary and report show for this actor (pipeline.rerank.report.kernels).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class KernelChoices:
         self._compiled_calls = 0
         self.info: dict[str, Any] = {
             "attention": reranker.attention,
+            # auto with a packed path: the probe's reason replaces it on the first call
             "attention_reason": "given (--attention)"
             if attention != "auto"
             else "auto: this family has no packed path",

@@ -207,3 +207,12 @@ def test_the_scoring_stage_reports_its_choices(tiny_bert):
     assert summary is not None and summary["attention"] == {info["attention"]: 1}
     line = kernel_line(summary)
     assert line is not None and "precision float32" in line and "probe:" in line
+
+
+def test_unpadded_must_win_by_a_margin(tiny_bert):
+    """A race within the noise of a few batches keeps padded, the reference path."""
+    ids, types = pairs(tiny_bert)
+    reranker = Reranker.load(tiny_bert, "cpu", "float32", 256)
+    clock = FakeClock(reranker, {"padded": 1.03e-4, "unpadded": 1e-4})  # unpadded 3% faster
+    _, choice = probe_attention(reranker, ids, types, 256, clock)
+    assert choice.chosen == "padded" and choice.rates["unpadded"] > choice.rates["padded"]
