@@ -15,7 +15,12 @@ from pipeline.rerank.compare.shard import Comparison
 from pipeline.rerank.config import JobConfig
 from pipeline.rerank.input.discovery import PendingShard, check_pending, check_split_queries, find_shards
 from pipeline.rerank.output import checkpoint, legacy_manifest
-from pipeline.rerank.output.fingerprint import as_recorded, fingerprint, fingerprint_digest, recorded_dtype
+from pipeline.rerank.output.fingerprint import (
+    fingerprint,
+    fingerprint_digest,
+    recorded_fingerprint,
+    with_recorded_model,
+)
 from pipeline.rerank.preflight import (
     check_paths,
     checked_model_identity,
@@ -80,11 +85,12 @@ def check_locations(cfg: JobConfig) -> Storage:
     return storage
 
 
-def keep_recorded_dtype(storage: Storage, output: str, settings: ScoringSettings) -> ScoringSettings:
+def keep_recorded_dtype(recorded: Any, settings: ScoringSettings) -> ScoringSettings:
     """`--dtype auto` resuming an OUTPUT that an earlier run scored in another dtype this device
     runs (float32 before bf16 became CPU's `auto`, or on a node without bf16): the rerun keeps that
-    dtype, so that every shard of OUTPUT is scored alike and the resume is not refused."""
-    dtype = recorded_dtype(storage, output)
+    dtype (`recorded`: OUTPUT's fingerprint), so that every shard of OUTPUT is scored alike and the
+    resume is not refused."""
+    dtype = recorded.get("dtype") if isinstance(recorded, dict) else None
     usable = ("float32", "bfloat16") if settings.device == "cpu" else ("float16", "bfloat16", "float32")
     if dtype is None or dtype == settings.dtype or dtype not in usable:
         return settings
@@ -111,14 +117,16 @@ def prepare(cfg: JobConfig, storage: Storage | None = None) -> PreparedRun:
         kind=kind,
         cpus_per_node=cpus_per_node(),
     )
-    if cfg.model.dtype == "auto" and not cfg.output.fresh:
-        settings = keep_recorded_dtype(storage, output, settings)
+    # --fresh reads no bookkeeping file: it discards the progress
+    recorded = None if cfg.output.fresh else recorded_fingerprint(storage, output)
+    if cfg.model.dtype == "auto" and recorded is not None:
+        settings = keep_recorded_dtype(recorded, settings)
     identity = checked_model_identity(cfg, storage)
     fp = fingerprint(cfg, settings.dtype, identity)
     scoring = store_identity(cfg, settings.dtype, identity)
     store = StoreIdentity(scoring, identity_digest(scoring))
-    if not cfg.output.fresh:  # --fresh reads no bookkeeping file: it discards the progress
-        fp = as_recorded(storage, output, fp)  # /m, /m/, ./m: one model (the identity decides)
+    if recorded is not None:
+        fp = with_recorded_model(fp, recorded)  # /m, /m/, ./m: one model (the identity decides)
     digest = fingerprint_digest(fp)
     files, done, legacy = resume_state(storage, output, shards, fp, cfg.output.fresh)
     if legacy:

@@ -94,21 +94,11 @@ def with_recorded_model(fp: dict[str, Any], recorded: Any) -> dict[str, Any]:
     return {**fp, "model": model}
 
 
-def as_recorded(storage: Storage, output: str, fp: dict[str, Any]) -> dict[str, Any]:
-    """`with_recorded_model` against OUTPUT's run manifest, when there is one that can be read
-    (read as every bookkeeping file is, `bookkeeping.py`; a missing or damaged one is left to the
-    resume checks to report)."""
-    manifest = read_record(storage, join(output, RUN_MANIFEST), RUN_RECORD)
-    if manifest is None or isinstance(manifest, Damaged):
-        return fp
-    return with_recorded_model(fp, manifest["fingerprint"])
-
-
-def recorded_dtype(storage: Storage, output: str) -> str | None:
-    """The dtype OUTPUT's earlier run scored in (its run manifest's fingerprint), or None."""
+def recorded_fingerprint(storage: Storage, output: str) -> Any | None:
+    """The fingerprint in OUTPUT's run manifest, when there is one that can be read (read as every
+    bookkeeping file is, `bookkeeping.py`; a missing or damaged one is left to the resume checks
+    to report): what `with_recorded_model` and a rerun's `--dtype auto` follow."""
     manifest = read_record(storage, join(output, RUN_MANIFEST), RUN_RECORD)
     if manifest is None or isinstance(manifest, Damaged):
         return None
-    recorded = manifest.get("fingerprint")
-    dtype = recorded.get("dtype") if isinstance(recorded, dict) else None
-    return dtype if isinstance(dtype, str) else None
+    return manifest["fingerprint"]
