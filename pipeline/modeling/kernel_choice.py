@@ -25,6 +25,7 @@ import pyarrow as pa
 from pipeline.config import Attention, Compile
 from pipeline.modeling.attention_probe import probe_attention
 from pipeline.modeling.budget_probe import probe_budget
+from pipeline.modeling.kernels import cpu_attention
 from pipeline.modeling.kernels.compile import compile_pays_back
 from pipeline.modeling.reranker import Reranker, ScoredBatch
 
@@ -66,6 +67,8 @@ class KernelChoices:
             "compile_reason": "given (--compile)" if compile_setting != "auto" else "",
             "max_batch_tokens": budget,
         }
+        if packs and reranker.device.type == "cpu" and attention != "padded":
+            self.info["attention_kernel"] = cpu_attention.describe()  # what `unpadded` runs on CPU
 
     def score(self, input_ids: pa.ListArray, token_type_ids: pa.ListArray | None) -> ScoredBatch:
         """Every row of one call scored; the first call also makes the choices."""

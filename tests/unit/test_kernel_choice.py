@@ -207,6 +207,9 @@ def test_the_scoring_stage_reports_its_choices(tiny_bert):
     assert summary is not None and summary["attention"] == {info["attention"]: 1}
     line = kernel_line(summary)
     assert line is not None and "precision float32" in line and "probe:" in line
+    # on CPU: which attention kernel packed batches ran on (ours, or torch's SDPA and why)
+    assert summary["attention_kernel"] == {info["attention_kernel"]: 1}
+    assert "CPU attention kernel" in line
 
 
 def test_unpadded_must_win_by_a_margin(tiny_bert):

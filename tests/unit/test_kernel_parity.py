@@ -52,9 +52,11 @@ def test_unpadded_scores_equal_padded_eager(goldens, model, kind, cutoffs):
         path, "cpu", "float32", 512, kind=kind, cutoff_layers=cutoffs, attention="unpadded"
     )
     want, got = padded.score(ids, types), unpadded.score(ids, types)
-    # 1e-5, and 1e-5 of the score for the layerwise tiny model (|score| up to ~9), whose padded
-    # scores themselves move by up to 2.5e-5 between two batch compositions
-    np.testing.assert_allclose(got.columns, want.columns, atol=1e-5, rtol=1e-5)
+    # 1e-5, and 2.5e-5 for the layerwise tiny model (|score| up to ~9), whose padded scores
+    # themselves move by up to 2.5e-5 between two batch compositions (on CPU the packed path's
+    # attention is our C kernel: another summation order, pipeline/modeling/kernels/cpu_attention.c)
+    atol = 2.5e-5 if kind == "layerwise" else 1e-5
+    np.testing.assert_allclose(got.columns, want.columns, atol=atol, rtol=1e-5)
     lengths = np.diff(ids.offsets.to_numpy())
     assert (got.padded_lengths == lengths).all()  # packed: every pair runs at its own length
 

@@ -9,9 +9,11 @@ forward runs with the unfused math kernel disabled).
 `unpadded`: a micro-batch's pairs packed end to end in one row (pipeline.modeling.kernels.packing):
 linear layers, norms and MLPs run on real tokens only, and attention runs per pair, delimited by
 `cu_seqlens`: on CUDA in fp16/bf16 through torch's variable-length flash kernel
-(`torch.nn.attention.varlen`); elsewhere (CPU, fp32) each pair's queries, keys and values are
-scattered into a padded [pairs, heads, longest, dim] block for one SDPA call and gathered back,
-which gives the padded path's numbers. Transformers models reach it through an attention
+(`torch.nn.attention.varlen`); on CPU (fp32, bf16) through our C kernel
+(pipeline.modeling.kernels.cpu_attention: one pair and head at a time, no padding); elsewhere, or
+where that kernel could not be built, each pair's queries, keys and values are scattered into a
+padded [pairs, heads, longest, dim] block for one SDPA call and gathered back, which gives the
+padded path's numbers. Transformers models reach it through an attention
 implementation registered under `VARLEN` (the packing metadata travels in the forward's kwargs,
 `cu_seq_lens_q` and `max_length_q`, the names transformers' own varlen kernels take).
 """
@@ -25,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import ModelLoadError
+from pipeline.modeling.kernels.cpu_attention import packed_attention_cpu
 
 VARLEN = "rerank_varlen"
 
@@ -114,6 +117,8 @@ def packed_attention(
     """Attention of packed pairs: q [total, heads, dim], k and v [total, kv_heads, dim] ->
     [total, heads, dim]; pair i holds tokens cu_seqlens[i]:cu_seqlens[i + 1] and sees only those."""
     out = _flash(q, k, v, cu_seqlens, max_length, causal, scale)
+    if out is None and not q.is_cuda:
+        out = packed_attention_cpu(q, k, v, cu_seqlens, causal, scale)
     if out is None:
         out = _padded_block(q, k, v, cu_seqlens, max_length, causal, scale)
     return out

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import ModelLoadError
+from pipeline.modeling.kernels import cpu_attention
 from pipeline.modeling.kernels.attention import VARLEN, flash_varlen, packed_attention, register_varlen
 from pipeline.modeling.kernels.cpu_linear import PackedLinear
 from pipeline.modeling.llm_scorer import TokenLogitScorer
@@ -190,6 +191,9 @@ class PackedLayerwise(nn.Module):
 def packed_scorer(scorer: nn.Module) -> nn.Module:
     """The packed counterpart of a padded scoring module (pipeline.modeling.reranker.load_scorer)."""
     flash_varlen()  # looked up here, before any forward is compiled
+    weight = next(scorer.parameters(), None)
+    if weight is not None and weight.device.type == "cpu":
+        cpu_attention.available()  # built (or found built) now, not in the first timed batch
     if isinstance(scorer, TokenLogitScorer):
         return PackedTokenLogit(scorer)
     if isinstance(scorer, LayerwiseReranker):

@@ -113,6 +113,8 @@ def kernel_rows(kernels: dict[str, Any] | None) -> list[list[Any]]:
         ran = ", ".join(f"{v} ({n} actor{'s' if n > 1 else ''})" for v, n in (kernels.get(key) or {}).items())
         why = "; ".join((kernels.get("reasons") or {}).get(key) or [])
         rows.append([label, f"{ran}: {why}" if why else ran])
+    if kernels.get("attention_kernel"):
+        rows.append(["CPU attention kernel", ", ".join(kernels["attention_kernel"])])
     return rows
 
 

@@ -1,4 +1,5 @@
-"""What the scoring actors ran with, and why: precision, attention path, compile and token budget,
+"""What the scoring actors ran with, and why: precision, attention path (and on CPU the attention
+kernel packed batches use), compile and token budget,
 as each actor reported it (the `kernel` column of its calls' first rows, set by
 pipeline.rerank.stages.score from pipeline.modeling.kernel_choice). Bounded: one entry per actor,
 up to the collector's series limit. No Ray, no torch."""
@@ -37,9 +38,11 @@ class KernelChoices:
         def count(key: str) -> dict[str, int]:
             return dict(Counter(str(c.get(key)) for c in choices).most_common())
 
+        cpu_kernels = [c["attention_kernel"] for c in choices if "attention_kernel" in c]
         return {
             "dtype": count("dtype"),
             "attention": count("attention"),
+            **({"attention_kernel": dict(Counter(cpu_kernels).most_common())} if cpu_kernels else {}),
             "compile": count("compile"),
             "max_batch_tokens": count("max_batch_tokens"),
             "reasons": {
@@ -67,6 +70,8 @@ def kernel_line(kernels: dict[str, Any] | None) -> str | None:
     for key, label in (("dtype", "precision"), ("attention", "attention"), ("compile", "compile")):
         why = "; ".join(reasons.get(key) or [])
         parts.append(f"{label} {values(key)}" + (f" ({why})" if why else ""))
+    if kernels.get("attention_kernel"):
+        parts.append(f"CPU attention kernel {values('attention_kernel')}")
     probes = [a["attention_probe"] for a in (kernels.get("actors") or {}).values() if "attention_probe" in a]
     if probes:
         rates = ", ".join(f"{path} {rate:,}" for path, rate in probes[0]["rates"].items())
