@@ -181,7 +181,8 @@ static void attend_one(const void *q, const void *k, const void *v, void *out, i
     }
 }
 
-/* 0 on success; 1 if the head width is not a multiple of 16 or above 512 (the caller falls back). */
+/* 0 on success; 1 if the head width is not a multiple of 16 or above 512, 2 if a thread's buffer
+ * could not be allocated (the caller falls back to torch's SDPA either way). */
 int rerank_packed_attention(const void *q, const void *k, const void *v, void *out, int dtype,
                             const int64_t *cu, int64_t pairs, int64_t heads, int64_t kv_heads,
                             int64_t dim, const int64_t *q_strides, const int64_t *k_strides,
@@ -194,15 +195,21 @@ int rerank_packed_attention(const void *q, const void *k, const void *v, void *o
     const int64_t group = heads / kv_heads;
     const int64_t lp = (longest + 15) / 16 * 16;
     const int64_t floats = 4 * lp * dim + lp * lp;
+    int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
         float *buf = (float *)aligned_alloc(64, sizeof(float) * (size_t)((floats + 15) / 16 * 16 + 16));
+        if (buf == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
 #pragma omp for schedule(dynamic, 1) collapse(2)
         for (int64_t p = 0; p < pairs; p++)
             for (int64_t h = 0; h < heads; h++)
-                attend_one(q, k, v, out, dtype, cu[p], cu[p + 1] - cu[p], h, h / group, dim,
-                           q_strides, k_strides, v_strides, out_strides, scale, causal, buf);
+                if (buf != NULL)
+                    attend_one(q, k, v, out, dtype, cu[p], cu[p + 1] - cu[p], h, h / group, dim,
+                               q_strides, k_strides, v_strides, out_strides, scale, causal, buf);
         free(buf);
     }
-    return 0;
+    return failed ? 2 : 0;
 }
