@@ -133,6 +133,7 @@ def _strides(x: torch.Tensor) -> ctypes.Array:
     return (ctypes.c_int64 * 2)(x.stride(0), x.stride(1))
 
 
+@torch.compiler.disable  # a ctypes call: under torch.compile (`--compile on`) the graph breaks here
 def packed_attention_cpu(
     q: torch.Tensor,
     k: torch.Tensor,
