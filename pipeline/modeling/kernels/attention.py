@@ -117,7 +117,7 @@ def packed_attention(
     """Attention of packed pairs: q [total, heads, dim], k and v [total, kv_heads, dim] ->
     [total, heads, dim]; pair i holds tokens cu_seqlens[i]:cu_seqlens[i + 1] and sees only those."""
     out = _flash(q, k, v, cu_seqlens, max_length, causal, scale)
-    if out is None and not q.is_cuda:
+    if out is None:  # None off CPU, and where the C kernel does not apply
         out = packed_attention_cpu(q, k, v, cu_seqlens, causal, scale)
     if out is None:
         out = _padded_block(q, k, v, cu_seqlens, max_length, causal, scale)
