@@ -87,6 +87,9 @@ class KernelChoices:
         else:
             result = self.reranker.score(input_ids, token_type_ids, self.budget)
         seconds = time.perf_counter() - started
+        self.info.pop("last_layer", None)
+        if self.reranker.last_layer:
+            self.info["last_layer"] = self.reranker.last_layer
         tokens = int(np.diff(input_ids.offsets.to_numpy()).sum())
         self._pairs_left -= len(input_ids)
         if self._check_compiled:

@@ -142,6 +142,16 @@ class Reranker:
         self._module = module
         self.set_compiled(self.compiled)
 
+    @property
+    def last_layer(self) -> str | None:
+        """Where a cross-encoder's last layer runs on the packed path: at each pair's first token
+        only (the row its head reads, pipeline.modeling.kernels.first_token), or every token and
+        why; None on the padded path and for other kinds."""
+        why = getattr(self._module, "full_last_layer", False)
+        if why is False:
+            return None
+        return "first tokens only" if why is None else f"every token ({why})"
+
     def set_compiled(self, compiled: bool) -> None:
         """Runs the next batches through torch.compile (`--compile auto` decides after the first
         call) or eagerly again."""

@@ -210,6 +210,11 @@ def test_the_scoring_stage_reports_its_choices(tiny_bert):
     # on CPU: which attention kernel packed batches ran on (ours, or torch's SDPA and why)
     assert summary["attention_kernel"] == {info["attention_kernel"]: 1}
     assert "CPU attention kernel" in line
+    # a packed BERT runs its last layer at the first tokens only; padded says nothing of it
+    if info["attention"] == "unpadded":
+        assert summary["last_layer"] == {"first tokens only": 1} and "last layer at first tokens only" in line
+    else:
+        assert "last_layer" not in summary
 
 
 def test_unpadded_must_win_by_a_margin(tiny_bert):

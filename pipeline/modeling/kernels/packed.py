@@ -18,6 +18,7 @@ from pipeline.errors import ModelLoadError
 from pipeline.modeling.kernels import cpu_attention
 from pipeline.modeling.kernels.attention import VARLEN, flash_varlen, packed_attention, register_varlen
 from pipeline.modeling.kernels.cpu_linear import PackedLinear
+from pipeline.modeling.kernels.first_token import first_token_layer, why_not_prunable
 from pipeline.modeling.llm_scorer import TokenLogitScorer
 from pipeline.modeling.minicpm_layerwise import DecoderLayer, LayerwiseReranker, apply_rotary
 from pipeline.models.limits import PADDING_OFFSET_TYPES
@@ -75,6 +76,8 @@ class PackedEncoder(nn.Module):
         self.position_offset = pad + 1 if config.model_type in PADDING_OFFSET_TYPES else 0
         self.loaded_attention = _use_varlen(classifier)
         self.__dict__["attention_owner"] = classifier  # not a second registration of its weights
+        # the head reads token 0: the last layer runs at each pair's first token only, where it can
+        self.full_last_layer = why_not_prunable(classifier.base_model)
 
     def forward(
         self,
@@ -87,13 +90,20 @@ class PackedEncoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         base = self.model.base_model
-        hidden = base(
-            input_ids=input_ids,
-            position_ids=position_ids,
-            token_type_ids=token_type_ids,
-            **_varlen_kwargs(cu_seqlens, max_length),
-        ).last_hidden_state
-        firsts = hidden[0, first].unsqueeze(1)  # [pairs, 1, hidden]: each pair's own token 0
+        varlen = _varlen_kwargs(cu_seqlens, max_length)
+        if self.full_last_layer is None:
+            hidden = base.embeddings(
+                input_ids=input_ids, position_ids=position_ids, token_type_ids=token_type_ids
+            )
+            *layers, last_layer = base.encoder.layer
+            for layer in layers:
+                hidden = layer(hidden, None, position_ids=position_ids, **varlen)
+            firsts = first_token_layer(last_layer, hidden[0], first, cu_seqlens, max_length).unsqueeze(1)
+        else:
+            hidden = base(
+                input_ids=input_ids, position_ids=position_ids, token_type_ids=token_type_ids, **varlen
+            ).last_hidden_state
+            firsts = hidden[0, first].unsqueeze(1)  # [pairs, 1, hidden]: each pair's own token 0
         if self.uses_pooler:
             logits = self.model.classifier(self.model.dropout(base.pooler(firsts)))
         else:

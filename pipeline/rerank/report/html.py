@@ -115,6 +115,8 @@ def kernel_rows(kernels: dict[str, Any] | None) -> list[list[Any]]:
         rows.append([label, f"{ran}: {why}" if why else ran])
     if kernels.get("attention_kernel"):
         rows.append(["CPU attention kernel", ", ".join(kernels["attention_kernel"])])
+    if kernels.get("last_layer"):
+        rows.append(["last layer (packed path)", ", ".join(kernels["last_layer"])])
     return rows
 
 

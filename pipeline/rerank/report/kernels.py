@@ -38,11 +38,14 @@ class KernelChoices:
         def count(key: str) -> dict[str, int]:
             return dict(Counter(str(c.get(key)) for c in choices).most_common())
 
-        cpu_kernels = [c["attention_kernel"] for c in choices if "attention_kernel" in c]
+        optional = {  # set only by actors where they apply
+            key: dict(Counter(c[key] for c in choices if key in c).most_common())
+            for key in ("attention_kernel", "last_layer")
+        }
         return {
             "dtype": count("dtype"),
             "attention": count("attention"),
-            **({"attention_kernel": dict(Counter(cpu_kernels).most_common())} if cpu_kernels else {}),
+            **{key: ran for key, ran in optional.items() if ran},
             "compile": count("compile"),
             "max_batch_tokens": count("max_batch_tokens"),
             "reasons": {
@@ -72,6 +75,8 @@ def kernel_line(kernels: dict[str, Any] | None) -> str | None:
         parts.append(f"{label} {values(key)}" + (f" ({why})" if why else ""))
     if kernels.get("attention_kernel"):
         parts.append(f"CPU attention kernel {values('attention_kernel')}")
+    if kernels.get("last_layer"):
+        parts.append(f"last layer at {values('last_layer')}")
     probes = [a["attention_probe"] for a in (kernels.get("actors") or {}).values() if "attention_probe" in a]
     if probes:
         rates = ", ".join(f"{path} {rate:,}" for path, rate in probes[0]["rates"].items())
