@@ -15,7 +15,9 @@ contender. Rows of the table, per precision P of --dtypes (fp32, bf16; fp16 with
                              the whole corpus sorted at once); tensors padded beforehand, so no
                              tokenization or I/O is timed: the most the job's padded path can reach
                              (its packed path, which `--attention auto` picks where it measures
-                             faster, skips the padding and, on CPU, runs our own attention kernel)
+                             faster, skips the padding, runs a cross-encoder's last layer at its
+                             first tokens only and, on CPU, attends with our own kernel: it can
+                             pass this row)
   job P (steady, reported)   `rerank run --dtype P` (attention and compile `auto`) as a
                              subprocess; OUTPUT/_SUCCESS `steady_pairs_per_s` (pairs / time from the
                              first scoring call's start to the last one's end, on the scoring actors'
@@ -377,9 +379,13 @@ def measure_jobs(
         table |= job_rows(corpus, label, big, small, small_pairs, notes)
         limit_rate = rows.get(f"limit {TAGS.get(big['resolved_dtype'], '')}", {}).get("pairs_per_s")
         if limit_rate and (big["summary"].get("steady_pairs_per_s") or 0) > 1.1 * limit_rate:
+            paths = (big["summary"].get("kernels") or {}).get("attention") or {}
             notes.append(
-                f"job {label}'s steady rate is above the bare-forward limit: other load slowed the limit "
-                "row (see load1); rerun on a quiet machine, the ratios are not reliable"
+                f"job {label}'s steady rate is above the bare-forward limit, which is the padded path's: "
+                "the job ran packed batches (unpadded; an encoder's last layer at first tokens only)"
+                if "unpadded" in paths
+                else f"job {label}'s steady rate is above the bare-forward limit: other load slowed the "
+                "limit row (see load1); rerun on a quiet machine, the ratios are not reliable"
             )
     notes.append("job default chose: " + json.dumps(choices_made(jobs["default"]["big"])))
     return table, jobs
