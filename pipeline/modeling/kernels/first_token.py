@@ -18,20 +18,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# transformers' encoder layers with BERT's structure: self-attention (query/key/value), its output
-# block (dense, residual, LayerNorm), then feed_forward_chunk (intermediate, output block)
-LAYERS = ("BertLayer", "RobertaLayer", "XLMRobertaLayer", "ElectraLayer")
+# transformers' encoder models whose forward is embeddings then encoder.layer (what PackedEncoder
+# runs itself), each with its layer of BERT's structure: self-attention (query/key/value), its
+# output block (dense, residual, LayerNorm), then feed_forward_chunk (intermediate, output block).
+# Not ELECTRA: its model may project the embeddings before the first layer.
+LAYERS = {"BertModel": "BertLayer", "RobertaModel": "RobertaLayer", "XLMRobertaModel": "XLMRobertaLayer"}
 
 
 def why_not_prunable(base: Any) -> str | None:
     """None when `base` (a transformers encoder model) ends in a layer `first_token_layer` runs
     exactly; otherwise what differs."""
+    model = type(base).__name__
+    if model not in LAYERS:
+        return f"{model} is not one of {', '.join(LAYERS)}"
     layers = getattr(getattr(base, "encoder", None), "layer", None)
     if not isinstance(layers, nn.ModuleList) or not len(layers) or not hasattr(base, "embeddings"):
-        return f"{type(base).__name__} has no embeddings and encoder.layer list"
+        return f"{model} has no embeddings and encoder.layer list"
+    if type(layers[-1]).__name__ != LAYERS[model]:
+        return f"its last layer is a {type(layers[-1]).__name__}, not a {LAYERS[model]}"
     layer = layers[-1]
-    if type(layer).__name__ not in LAYERS:
-        return f"its last layer is a {type(layer).__name__}, not one of {', '.join(LAYERS)}"
     if getattr(layer, "is_decoder", False) or getattr(layer, "add_cross_attention", False):
         return "it is a decoder"
     if getattr(layer, "chunk_size_feed_forward", 0):
