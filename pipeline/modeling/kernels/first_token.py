@@ -45,7 +45,10 @@ def why_not_prunable(base: Any) -> str | None:
     if position != "absolute":
         return f"its attention uses {position} position embeddings"
     self_attention = getattr(getattr(layer, "attention", None), "self", None)
-    if not all(hasattr(self_attention, name) for name in ("query", "key", "value", "num_attention_heads")):
+    if not all(
+        hasattr(self_attention, name)
+        for name in ("query", "key", "value", "num_attention_heads", "attention_head_size")
+    ):
         return f"its self-attention ({type(self_attention).__name__}) has no query/key/value projections"
     return None
 
@@ -57,7 +60,7 @@ def first_token_layer(
     holds tokens cu_seqlens[i]:cu_seqlens[i + 1], starting at first[i]) -> [pairs, width]."""
     sa = layer.attention.self
     heads = sa.num_attention_heads
-    dim = sa.query.out_features // heads if hasattr(sa.query, "out_features") else hidden.shape[-1] // heads
+    dim = sa.attention_head_size
     rows = hidden[first]  # [pairs, width]: the residual stream at each pair's first token
     pairs = rows.shape[0]
     q = sa.query(rows).view(pairs, heads, 1, dim)
