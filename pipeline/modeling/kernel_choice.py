@@ -69,6 +69,14 @@ class KernelChoices:
         }
         if packs and reranker.device.type == "cpu" and attention != "padded":
             self.info["attention_kernel"] = cpu_attention.describe()  # what `unpadded` runs on CPU
+        self._note_last_layer()
+
+    def _note_last_layer(self) -> None:
+        """Where the packed path runs a cross-encoder's last layer (the padded path: not said);
+        set with the attention path, at load or by the probe."""
+        self.info.pop("last_layer", None)
+        if where := self.reranker.last_layer:
+            self.info["last_layer"] = where
 
     def score(self, input_ids: pa.ListArray, token_type_ids: pa.ListArray | None) -> ScoredBatch:
         """Every row of one call scored; the first call also makes the choices."""
@@ -83,13 +91,11 @@ class KernelChoices:
             self._probe_attention = False
             self.info |= {"attention": choice.chosen, "attention_reason": f"auto: {choice.reason}"}
             self.info["attention_probe"] = choice.to_dict()
+            self._note_last_layer()
             self._eager_rate = choice.rates.get(choice.chosen)
         else:
             result = self.reranker.score(input_ids, token_type_ids, self.budget)
         seconds = time.perf_counter() - started
-        self.info.pop("last_layer", None)
-        if self.reranker.last_layer:
-            self.info["last_layer"] = self.reranker.last_layer
         tokens = int(np.diff(input_ids.offsets.to_numpy()).sum())
         self._pairs_left -= len(input_ids)
         if self._check_compiled:

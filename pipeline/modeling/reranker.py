@@ -23,7 +23,7 @@ from pipeline.config import ResolvedAttention, ResolvedKind
 from pipeline.errors import ModelLoadError
 from pipeline.modeling.kernels.compile import CompiledScorer, bucket_length, bucket_width
 from pipeline.modeling.kernels.cpu_linear import prepack_linears
-from pipeline.modeling.kernels.packed import packed_scorer, use_packed
+from pipeline.modeling.kernels.packed import PackedEncoder, packed_scorer, use_packed
 from pipeline.modeling.kernels.packing import pack, plan_packed_batches
 from pipeline.modeling.llm_scorer import TokenLogitScorer
 from pipeline.modeling.minicpm_layerwise import LayerwiseReranker
@@ -147,9 +147,9 @@ class Reranker:
         """Where a cross-encoder's last layer runs on the packed path: at each pair's first token
         only (the row its head reads, pipeline.modeling.kernels.first_token), or every token and
         why; None on the padded path and for other kinds."""
-        why = getattr(self._module, "full_last_layer", False)
-        if why is False:
+        if not isinstance(self._module, PackedEncoder):
             return None
+        why = self._module.full_last_layer
         return "first tokens only" if why is None else f"every token ({why})"
 
     def set_compiled(self, compiled: bool) -> None:
