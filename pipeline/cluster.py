@@ -89,6 +89,11 @@ def dashboard_url(context: Any) -> str | None:
     return url if "://" in url else f"http://{url}"
 
 
+def cluster_address(rc: RayConfig) -> str | None:
+    """The cluster the job joins ($RAY_ADDRESS / ray.address), None when it starts a local Ray."""
+    return rc.address or os.environ.get("RAY_ADDRESS") or None
+
+
 def connect_ray(rc: RayConfig) -> None:
     """Joins $RAY_ADDRESS / ray.address if set (as `ray job submit` does), else starts a local Ray
     (with its dashboard on 127.0.0.1 when `rc.dashboard`)."""
@@ -102,7 +107,7 @@ def connect_ray(rc: RayConfig) -> None:
         "log_to_driver": True,  # workers' errors and our warnings; their noise is off (quiet_worker)
         "runtime_env": worker_runtime_env(env),
     }
-    address = rc.address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(rc)
     if address:
         check_reachable(address)
         try:
@@ -155,7 +160,12 @@ def resolve_device(requested: Device) -> ResolvedDevice:
     return requested
 
 
+def node_resources() -> list[dict[str, float]]:
+    """Each alive node's resources (CPU, GPU, memory, ...)."""
+    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+
 def cpus_per_node() -> int:
     """The CPU count of the smallest alive node (what a CPU scoring actor may count on)."""
-    counts = [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+    counts = [int(n.get("CPU", 0)) for n in node_resources()]
     return max(1, min((c for c in counts if c > 0), default=os.cpu_count() or 1))

@@ -7,9 +7,11 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from pipeline.cluster import connect_ray, cpus_per_node, resolve_device
+from pipeline.cluster import cluster_address, connect_ray, cpus_per_node, node_resources, resolve_device
 from pipeline.config import ResolvedDtype
+from pipeline.errors import ConfigError
 from pipeline.io import ShardFile, Storage, storage_error
+from pipeline.rerank.capacity import capacity_message, run_reservations, shortfalls
 from pipeline.rerank.compare.plan import plan_comparison
 from pipeline.rerank.compare.shard import Comparison
 from pipeline.rerank.config import JobConfig
@@ -99,6 +101,18 @@ def keep_recorded_dtype(recorded: Any, settings: ScoringSettings) -> ScoringSett
     return replace(settings, dtype=cast(ResolvedDtype, dtype), dtype_reason=reason)
 
 
+def check_capacity(cfg: JobConfig, settings: ScoringSettings) -> None:
+    """The run's actors must fit the Ray it runs on (pipeline/rerank/capacity.py): an error on the
+    Ray the job started, a warning on a cluster that may still grow."""
+    problems = shortfalls(run_reservations(cfg.scoring, settings.gpus_per_actor), node_resources())
+    if not problems:
+        return
+    local = cluster_address(cfg.ray) is None
+    if local:
+        raise ConfigError([capacity_message(problems, local=True)])
+    log.warning("%s", capacity_message(problems, local=False))
+
+
 def prepare(cfg: JobConfig, storage: Storage | None = None) -> PreparedRun:
     """Phase 1: every check, and the settings; writes nothing. Raises RerankError on bad usage.
     `storage`: what `check_locations(cfg)` returned when the caller ran it first (to take OUTPUT's
@@ -117,6 +131,7 @@ def prepare(cfg: JobConfig, storage: Storage | None = None) -> PreparedRun:
         kind=kind,
         cpus_per_node=cpus_per_node(),
     )
+    check_capacity(cfg, settings)
     # --fresh reads no bookkeeping file: it discards the progress
     recorded = None if cfg.output.fresh else recorded_fingerprint(storage, output)
     if cfg.model.dtype == "auto" and recorded is not None:

@@ -84,6 +84,20 @@ def test_string_view_text_exits_2_before_any_write(ray_address, tmp_path, tiny_b
     assert tree(out) == {}
 
 
+def test_actors_the_local_ray_cannot_hold_exit_2_before_any_write(ray_address, tmp_path, tiny_bert, caplog):
+    # the session's Ray has 2 CPUs, as the Ray `rerank run` starts on a 2-core machine: two scoring
+    # actors (1 CPU each), the tokenizer (0.5) and a writer (0.25) would wait for room forever
+    inp = tmp_path / "in"
+    inp.mkdir()
+    table = pa.table({"query_id": ["q"], "query": ["a"], "doc_id": ["d"], "passage": ["b"]})
+    pq.write_table(table, inp / "p.parquet")
+    out = tmp_path / "out"
+    assert main(["run", str(inp), str(out), "--model", tiny_bert, "--max-length", "64", "--actors", "2"]) == 2
+    assert "the Ray this job started cannot hold the run's actors" in caplog.text
+    assert "reserve 2.75 CPU at once" in caplog.text and "have 2 CPU in all" in caplog.text
+    assert tree(out) == {}
+
+
 def test_published_shard_whose_output_was_deleted_is_redone(
     ray_address, write_shards, tmp_path, tiny_bert, caplog
 ):

@@ -99,6 +99,7 @@ def prepared(cfg, monkeypatch):
     monkeypatch.setattr(rerank_prepare, "connect_ray", lambda *_: None)
     monkeypatch.setattr(rerank_prepare, "resolve_device", lambda _: "cpu")
     monkeypatch.setattr(rerank_prepare, "cpus_per_node", lambda: 2)
+    monkeypatch.setattr(rerank_prepare, "node_resources", lambda: [{"CPU": 2.0}])
     return rerank_prepare.prepare(cfg)
 
 
