@@ -69,7 +69,7 @@ def shortfalls(reserved: list[Reserved], nodes: list[dict[str, float]]) -> list[
             parts = ", ".join(r.describe() for r in wanted)
             problems.append(
                 f"the run's actors reserve {need:g} {resource} at once ({parts}), "
-                f"but the cluster's {len(nodes)} node(s) have {total:g} {resource} in all"
+                f"but the Ray's {len(nodes)} node(s) have {total:g} {resource} in all"
             )
     return problems
 
