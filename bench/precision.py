@@ -2,9 +2,12 @@
 
     python bench/precision.py                        # minilm (1,500 pairs) and xlmr-base (400)
     python bench/precision.py --shapes xlmr-large --pairs 200
+    python bench/precision.py --attention unpadded   # the packed path `--attention auto` picks here
 
 For each shape (bench/cpu_shapes.py) the scoring stage's Reranker scores the tokenized demo corpus
-(20 candidates per query) in fp32 and in bf16, padded path, the job's CPU budget; then per query it
+(20 candidates per query) in fp32 and in bf16, on one attention path (`--attention`: padded, the
+default, or unpadded: packed pairs, the C attention kernel, the last layer at first tokens only),
+the job's CPU budget; then per query it
 compares the bf16 ranking with the fp32 one:
   speed          real tokens/s of each (best of `--reps` passes after a warm-up), and bf16/fp32
   max/mean diff  largest and mean |bf16 - fp32| over all scores, and the fp32 scores' spread
@@ -50,8 +53,10 @@ def top_overlap(a: np.ndarray, b: np.ndarray, k: int = TOP) -> float:
     )
 
 
-def scored(model_dir: Path, corpus: Corpus, dtype: str, reps: int) -> tuple[np.ndarray, float]:
-    reranker = Reranker.load(str(model_dir), "cpu", dtype, BUDGET, min_fill=MIN_FILL)
+def scored(
+    model_dir: Path, corpus: Corpus, dtype: str, reps: int, attention: str
+) -> tuple[np.ndarray, float]:
+    reranker = Reranker.load(str(model_dir), "cpu", dtype, BUDGET, min_fill=MIN_FILL, attention=attention)
     types = corpus.token_type_ids
     reranker.score(corpus.input_ids.slice(0, WARMUP), None if types is None else types.slice(0, WARMUP))
     walls, scores = [], np.zeros(0)
@@ -90,9 +95,10 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for shape in args.shapes:
         model_dir = build_model(shape, work)
         corpus = load_corpus(work, model_dir, args.pairs or (1500 if shape == "minilm" else 400))
-        fp32, fp32_rate = scored(model_dir, corpus, "float32", args.reps)
-        bf16, bf16_rate = scored(model_dir, corpus, "bfloat16", args.reps)
+        fp32, fp32_rate = scored(model_dir, corpus, "float32", args.reps, args.attention)
+        bf16, bf16_rate = scored(model_dir, corpus, "bfloat16", args.reps, args.attention)
         row = compare(shape, corpus, fp32, bf16) | {
+            "attention": args.attention,
             "fp32_tokens_per_s": round(fp32_rate),
             "bf16_tokens_per_s": round(bf16_rate),
             "bf16_speedup": round(bf16_rate / fp32_rate, 3),
@@ -105,8 +111,11 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def main() -> int:
-    result = in_workdir(shape_arguments(__doc__ or "").parse_args(), measure, "rerank-bench-precision-")
-    print(f"cpu={result['cpu']} bf16 features={result['bf16_features']}")
+    ap = shape_arguments(__doc__ or "")
+    ap.add_argument("--attention", choices=["padded", "unpadded"], default="padded")
+    args = ap.parse_args()
+    result = in_workdir(args, measure, "rerank-bench-precision-")
+    print(f"cpu={result['cpu']} bf16 features={result['bf16_features']} attention={args.attention}")
     keys = ["fp32_tokens_per_s", "bf16_tokens_per_s", "bf16_speedup", "max_abs_diff", "score_spread"]
     keys += ["top10_overlap_mean", "top10_overlap_min", "kendall_tau_mean", "kendall_tau_min"]
     print(f"{'shape':<11}" + "".join(f"{k:>20}" for k in keys))

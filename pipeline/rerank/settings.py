@@ -30,7 +30,7 @@ def resolve_dtype(
     """The dtype a run scores in, and why (the run's summary says it). `auto` is float16 on CUDA
     (FlagEmbedding's use_fp16); on CPU it is bfloat16 where every core multiplies bf16 in hardware
     (AMX or AVX512-BF16, read from the OS: `features`, default this machine's), else float32. The
-    rule rests on bench/precision.py: on such a CPU bf16 scored ~2x faster than fp32 with the
+    rule rests on bench/precision.py: on such a CPU bf16 scored 1.5-1.9x faster than fp32 with the
     rankings kept (docs/performance.md, "Precision on CPU"); without those features bf16 is
     emulated and slower than fp32."""
     if dtype != "auto":
